@@ -1,0 +1,36 @@
+// Command aitokens is the developer tool of the AI Tokens service: a local server running the
+// same handlers as the Lambdas, development JWTs, and local Lambda invocation.
+package main
+
+import (
+	"fmt"
+	"os"
+)
+
+const usage = `usage: aitokens <command> [flags]
+
+commands:
+  serve       run the HTTP API (serve --dev: DynamoDB Local, dev keys and local sealer under .data/)
+  dev-token   print a development JWT that "serve --dev" accepts
+`
+
+func main() {
+	if len(os.Args) < 2 {
+		fmt.Fprint(os.Stderr, usage)
+		os.Exit(2)
+	}
+	var err error
+	switch os.Args[1] {
+	case "serve":
+		err = serve(os.Args[2:])
+	case "dev-token":
+		err = devToken(os.Args[2:])
+	default:
+		fmt.Fprint(os.Stderr, usage)
+		os.Exit(2)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "aitokens:", err)
+		os.Exit(1)
+	}
+}

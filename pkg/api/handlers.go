@@ -1,0 +1,215 @@
+package api
+
+import (
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"unicode/utf8"
+
+	"aitokens/pkg/query"
+	"aitokens/pkg/service"
+	"aitokens/pkg/token"
+)
+
+func (s *Server) get(w http.ResponseWriter, r *http.Request) error {
+	fields, err := query.ParseFields(r.URL.Query().Get("fields"))
+	if err != nil {
+		return err
+	}
+	doc, err := s.svc.Get(r.Context(), r.PathValue("tenant"), r.PathValue("tokenId"))
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, query.Project(doc, fields))
+	return nil
+}
+
+func (s *Server) list(w http.ResponseWriter, r *http.Request) error {
+	return s.listWith(w, r, r.URL.Query().Get("q"))
+}
+
+func (s *Server) search(w http.ResponseWriter, r *http.Request) error {
+	var body struct {
+		Q *string `json:"q"`
+	}
+	raw, err := readBody(r)
+	if err != nil {
+		return err
+	}
+	if len(strings.TrimSpace(string(raw))) > 0 {
+		if err := decodeJSON(raw, &body); err != nil {
+			return err
+		}
+	}
+	q := ""
+	if body.Q != nil {
+		q = *body.Q
+	}
+	return s.listWith(w, r, q)
+}
+
+func (s *Server) listWith(w http.ResponseWriter, r *http.Request, q string) error {
+	params := r.URL.Query()
+	in := service.List{Tenant: r.PathValue("tenant")}
+	var err error
+	if in.Page, err = query.ParsePage(params.Get("pageNumber"), params.Get("pageSize")); err != nil {
+		return err
+	}
+	if in.Sort, err = query.ParseSort(params.Get("sort")); err != nil {
+		return err
+	}
+	if in.Fields, err = query.ParseFields(params.Get("fields")); err != nil {
+		return err
+	}
+	if in.Query, err = query.Parse(q); err != nil {
+		return err
+	}
+	res, err := s.svc.List(r.Context(), in)
+	if err != nil {
+		return err
+	}
+	if want, _ := strconv.ParseBool(r.Header.Get("X-Total-Count")); want {
+		w.Header().Set("X-Total-Count", strconv.Itoa(res.Total))
+	}
+	writeJSON(w, http.StatusOK, res.Docs)
+	return nil
+}
+
+// upsertBody is the PUT body; pointers tell "absent" from "empty". Unknown and read-only
+// fields (id, metadata.createdAt, ...) are ignored.
+type upsertBody struct {
+	Name     *string `json:"name"`
+	Value    *string `json:"value"`
+	Metadata *struct {
+		Version *int `json:"version"`
+	} `json:"metadata"`
+}
+
+func (s *Server) upsert(w http.ResponseWriter, r *http.Request) error {
+	raw, err := readBody(r)
+	if err != nil {
+		return err
+	}
+	var body upsertBody
+	if err := decodeJSON(raw, &body); err != nil {
+		return err
+	}
+	in := service.Upsert{Tenant: r.PathValue("tenant"), ID: r.PathValue("tokenId"), Name: body.Name, Value: body.Value,
+		RequestID: requestIDFrom(r)}
+	if body.Metadata != nil {
+		in.Version = body.Metadata.Version
+	}
+	created, err := s.svc.Upsert(r.Context(), in)
+	if err != nil {
+		return err
+	}
+	if created {
+		w.Header().Set("Location", r.URL.EscapedPath())
+		writeJSON(w, http.StatusCreated, map[string]string{"id": in.ID})
+		return nil
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+func (s *Server) patch(w http.ResponseWriter, r *http.Request) error {
+	raw, err := readBody(r)
+	if err != nil {
+		return err
+	}
+	var ops []struct {
+		Op    *string `json:"op"`
+		Path  *string `json:"path"`
+		Value any     `json:"value"`
+	}
+	if err := decodeJSON(raw, &ops); err != nil {
+		return err
+	}
+	patch := make([]service.PatchOp, len(ops))
+	for i, op := range ops {
+		if op.Op == nil || op.Path == nil {
+			return token.InvalidField("body["+strconv.Itoa(i)+"]", "each operation needs op and path")
+		}
+		patch[i] = service.PatchOp{Op: *op.Op, Path: *op.Path, Value: op.Value}
+	}
+	if err := s.svc.Patch(r.Context(), r.PathValue("tenant"), r.PathValue("tokenId"), patch, requestIDFrom(r)); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+func (s *Server) delete(w http.ResponseWriter, r *http.Request) error {
+	if err := s.svc.Delete(r.Context(), r.PathValue("tenant"), r.PathValue("tokenId")); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+func requestIDFrom(r *http.Request) string {
+	id, _ := r.Context().Value(requestIDKey{}).(string)
+	return id
+}
+
+// readBody reads the whole body within MaxBodyBytes.
+func readBody(r *http.Request) ([]byte, error) {
+	raw, err := io.ReadAll(r.Body)
+	var tooBig *http.MaxBytesError
+	if errors.As(err, &tooBig) {
+		return nil, &token.Error{Kind: token.TooLarge, Message: "The request body is larger than 65536 bytes."}
+	}
+	if err != nil {
+		return nil, token.InvalidField("body", "the request body could not be read")
+	}
+	return raw, nil
+}
+
+// decodeJSON parses a body strictly enough to give the client a useful 400: invalid UTF-8 is
+// refused (encoding/json would silently replace it) and type errors name the field.
+func decodeJSON(raw []byte, v any) error {
+	if len(strings.TrimSpace(string(raw))) == 0 {
+		return token.InvalidField("body", "the request body must not be empty")
+	}
+	if !utf8.Valid(raw) {
+		return token.InvalidField("body", "the request body must be valid UTF-8")
+	}
+	err := json.Unmarshal(raw, v)
+	var typeErr *json.UnmarshalTypeError
+	var syntaxErr *json.SyntaxError
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &typeErr):
+		field := typeErr.Field
+		if field == "" {
+			field = "body"
+		}
+		// Only the JSON kind of the wrong value is named ("number 123" would echo a value).
+		got, _, _ := strings.Cut(typeErr.Value, " ")
+		return token.InvalidField(field, field+" must be of type "+jsonType(typeErr.Type.Kind().String())+", not "+got)
+	case errors.As(err, &syntaxErr):
+		return token.InvalidField("body", "malformed JSON at byte "+strconv.FormatInt(syntaxErr.Offset, 10))
+	default:
+		return token.InvalidField("body", "malformed JSON")
+	}
+}
+
+func jsonType(goKind string) string {
+	switch goKind {
+	case "string":
+		return "string"
+	case "int", "int64", "float64":
+		return "number"
+	case "slice":
+		return "array"
+	case "struct", "map":
+		return "object"
+	case "bool":
+		return "boolean"
+	}
+	return goKind
+}

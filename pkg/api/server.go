@@ -1,0 +1,172 @@
+package api
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/aws/aws-lambda-go/lambdacontext"
+
+	"aitokens/pkg/auth"
+	"aitokens/pkg/service"
+	"aitokens/pkg/token"
+)
+
+// MaxBodyBytes bounds every request body.
+const MaxBodyBytes = 64 * 1024
+
+// Server serves the routes it was built with.
+type Server struct {
+	svc  *service.Service
+	auth auth.Authenticator
+	log  *slog.Logger
+	mux  *http.ServeMux
+}
+
+// New builds a handler for routes (all of Routes when none are given).
+func New(svc *service.Service, authn auth.Authenticator, log *slog.Logger, routes ...Route) *Server {
+	if len(routes) == 0 {
+		routes = Routes
+	}
+	s := &Server{svc: svc, auth: authn, log: log, mux: http.NewServeMux()}
+	for _, r := range routes {
+		s.mux.Handle(r.Method+" "+r.Path, s.wrap(r))
+	}
+	return s
+}
+
+// ServeHTTP routes with the standard mux, but answers "no route" itself: the mux's own 404 and
+// 405 are plain text, and every answer of this API is JSON.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if _, pattern := s.mux.Handler(r); pattern != "" {
+		s.mux.ServeHTTP(w, r)
+		return
+	}
+	var allowed []string
+	for _, m := range []string{http.MethodGet, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete} {
+		probe := r.Clone(r.Context())
+		probe.Method = m
+		if _, pattern := s.mux.Handler(probe); pattern != "" {
+			allowed = append(allowed, m)
+		}
+	}
+	if len(allowed) == 0 {
+		s.wrap(Route{handle: notFound}).ServeHTTP(w, r)
+		return
+	}
+	s.wrap(Route{handle: func(_ *Server, w http.ResponseWriter, r *http.Request) error {
+		w.Header().Set("Allow", strings.Join(allowed, ", "))
+		return token.Errorf(token.MethodNotAllowed, "Method %s is not allowed here.", r.Method)
+	}}).ServeHTTP(w, r)
+}
+
+func notFound(_ *Server, _ http.ResponseWriter, r *http.Request) error {
+	return token.Errorf(token.NotFound, "No resource at this path.")
+}
+
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusRecorder) WriteHeader(status int) {
+	if w.status == 0 {
+		w.status = status
+	}
+	w.ResponseWriter.WriteHeader(status)
+}
+
+func (w *statusRecorder) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+type requestIDKey struct{}
+
+// requestID is the Lambda request id when there is one, else a random id. Stored on every
+// write, it lets a retried write recognise its own earlier success.
+func requestID(ctx context.Context) string {
+	if lc, ok := lambdacontext.FromContext(ctx); ok && lc.AwsRequestID != "" {
+		return lc.AwsRequestID
+	}
+	b := make([]byte, 16)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// wrap runs one route: authenticate, authorize scope and tenant, check the path, handle, and
+// log one line. Errors of any kind are rendered here, so handlers just return them.
+func (s *Server) wrap(rt Route) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		rid := requestID(r.Context())
+		rec := &statusRecorder{ResponseWriter: w}
+		tenant := r.PathValue("tenant")
+		var err error
+		defer func() {
+			if p := recover(); p != nil {
+				err = token.InternalError(fmt.Errorf("panic: %v", p))
+				writeError(rec, err)
+			}
+			s.logRequest(r, rt, rid, tenant, rec.status, time.Since(start), err)
+		}()
+		r = r.WithContext(context.WithValue(r.Context(), requestIDKey{}, rid))
+		if rt.Scope != "" {
+			err = s.authorize(r, rt, tenant)
+		}
+		if err == nil {
+			r.Body = http.MaxBytesReader(rec, r.Body, MaxBodyBytes)
+			err = rt.handle(s, rec, r)
+		}
+		if err != nil {
+			writeError(rec, err)
+		}
+	})
+}
+
+func (s *Server) authorize(r *http.Request, rt Route, tenant string) error {
+	p, err := s.auth.Authenticate(r)
+	if err != nil {
+		return err
+	}
+	if err := p.Authorize(rt.Scope, tenant); err != nil {
+		return err
+	}
+	// The tenant equals a verified claim here, yet a claim is not proof of a well-formed tenant.
+	if err := token.ValidateTenant(tenant); err != nil {
+		return err
+	}
+	if id := r.PathValue("tokenId"); rt.Path == tokenPath {
+		return token.ValidateID(id)
+	}
+	return nil
+}
+
+// logRequest writes the one line per request. It names no header, body, value or token.
+func (s *Server) logRequest(r *http.Request, rt Route, rid, tenant string, status int, d time.Duration, err error) {
+	attrs := []slog.Attr{
+		slog.String("requestId", rid),
+		slog.String("method", r.Method),
+		slog.String("route", rt.Path),
+		slog.String("tenant", tenant),
+		slog.Int("status", status),
+		slog.Float64("durationMs", float64(d.Microseconds())/1000),
+	}
+	level := slog.LevelInfo
+	if err != nil {
+		e := token.As(err)
+		attrs = append(attrs, slog.String("errorKind", string(e.Kind)))
+		if status >= 500 {
+			level = slog.LevelError
+			attrs = append(attrs, slog.String("error", e.Error()))
+		}
+	}
+	s.log.LogAttrs(r.Context(), level, "request", attrs...)
+}

@@ -1,0 +1,101 @@
+// Package auth tells who calls: from a JWT verified here (local server) or from the claims that
+// API Gateway's JWT authorizer already verified (Lambda). Either way the result is a Principal,
+// and the same scope and tenant checks apply to it.
+package auth
+
+import (
+	"context"
+	"net/http"
+	"slices"
+	"strings"
+
+	"aitokens/pkg/token"
+)
+
+// Scopes the routes ask for.
+const (
+	ScopeRead   = "ai.agent_read"
+	ScopeManage = "ai.agent_manage"
+)
+
+// DefaultTenantClaim is the claim that names the caller's tenant unless TENANT_CLAIM says otherwise.
+const DefaultTenantClaim = "tenant"
+
+// Principal is an authenticated caller.
+type Principal struct {
+	Subject string
+	Tenant  string
+	Scopes  []string
+}
+
+// Authenticator finds the caller of a request, or fails with a token.Unauthorized error.
+type Authenticator interface {
+	Authenticate(r *http.Request) (Principal, error)
+}
+
+// Authorize checks that p may use a route that needs scope on the given path tenant.
+func (p Principal) Authorize(scope, tenant string) error {
+	if !slices.Contains(p.Scopes, scope) {
+		return &token.Error{Kind: token.Forbidden, Message: "The access to the requested resource has been forbidden by the server.",
+			Details: []token.Detail{{Type: "scope", Message: "the access token lacks the scope " + scope}}}
+	}
+	// Exact comparison: a tenant that differs only in case or white space is another tenant.
+	if p.Tenant == "" || p.Tenant != tenant {
+		return &token.Error{Kind: token.Forbidden, Message: "The access to the requested resource has been forbidden by the server.",
+			Details: []token.Detail{{Type: "tenant", Message: "the access token is not for this tenant"}}}
+	}
+	return nil
+}
+
+// ErrInvalidToken is the 401 for a missing, malformed or unverifiable token.
+func ErrInvalidToken() *token.Error {
+	return &token.Error{Kind: token.Unauthorized, Message: "Invalid access token", Code: "oauth.v2.InvalidAccessToken"}
+}
+
+// ErrExpiredToken is the 401 for an expired token.
+func ErrExpiredToken() *token.Error {
+	return &token.Error{Kind: token.Unauthorized, Message: "Access Token expired", Code: "keymanagement.service.access_token_expired"}
+}
+
+// scopesFrom reads scopes from "scope" (space separated string) or "scp" (array of strings, or
+// a space separated string). A claim of any other type makes the token invalid.
+func scopesFrom(claims map[string]any) ([]string, bool) {
+	var scopes []string
+	if v, ok := claims["scope"]; ok {
+		s, ok := v.(string)
+		if !ok {
+			return nil, false
+		}
+		scopes = append(scopes, strings.Fields(s)...)
+	}
+	if v, ok := claims["scp"]; ok {
+		switch s := v.(type) {
+		case string:
+			scopes = append(scopes, strings.Fields(s)...)
+		case []any:
+			for _, e := range s {
+				str, ok := e.(string)
+				if !ok {
+					return nil, false
+				}
+				scopes = append(scopes, str)
+			}
+		default:
+			return nil, false
+		}
+	}
+	return scopes, true
+}
+
+type principalKey struct{}
+
+// WithPrincipal stores p in ctx for handlers and logs.
+func WithPrincipal(ctx context.Context, p Principal) context.Context {
+	return context.WithValue(ctx, principalKey{}, p)
+}
+
+// FromContext returns the principal stored by WithPrincipal.
+func FromContext(ctx context.Context) (Principal, bool) {
+	p, ok := ctx.Value(principalKey{}).(Principal)
+	return p, ok
+}

@@ -1,0 +1,197 @@
+// Package service is what the API does, free of HTTP: upsert, patch, delete, get and list tokens
+// on a store, sealing new values on the way in.
+package service
+
+import (
+	"context"
+	"strings"
+	"time"
+
+	"aitokens/pkg/query"
+	"aitokens/pkg/seal"
+	"aitokens/pkg/store"
+	"aitokens/pkg/token"
+)
+
+// Service holds the dependencies of every operation.
+type Service struct {
+	Store  *store.Store
+	Sealer seal.Sealer
+	Now    func() time.Time
+}
+
+// New returns a service on a store and a sealer.
+func New(st *store.Store, sealer seal.Sealer) *Service {
+	return &Service{Store: st, Sealer: sealer, Now: time.Now}
+}
+
+// Upsert is a PUT of one token. Fields that are nil were absent from the body.
+type Upsert struct {
+	Tenant, ID string
+	Name       *string
+	Value      *string
+	Version    *int
+	RequestID  string
+}
+
+// Upsert creates the token (created = true) or renames it. A value can be given only once:
+// re-sending the same value is accepted, a different one is refused (rotation = a new token).
+func (s *Service) Upsert(ctx context.Context, in Upsert) (created bool, err error) {
+	if in.Name == nil {
+		return false, token.InvalidField("name", "name must not be null nor blank")
+	}
+	if err := token.ValidateName(*in.Name); err != nil {
+		return false, err
+	}
+	if in.Value != nil {
+		if err := token.ValidateValue(*in.Value); err != nil {
+			return false, err
+		}
+	}
+	if in.Version != nil && *in.Version < 1 {
+		return false, token.InvalidField("metadata.version", "metadata.version must be 1 or more")
+	}
+	_, digest, err := s.Store.GetDigest(ctx, in.Tenant, in.ID)
+	switch {
+	case token.KindOf(err) == token.NotFound:
+		if in.Version != nil {
+			return false, err // a version names an existing token
+		}
+		return true, s.create(ctx, in)
+	case err != nil:
+		return false, err
+	}
+	if in.Value != nil && !seal.DigestMatches(digest, []byte(*in.Value)) {
+		return false, token.InvalidField("value", "value cannot be changed once the token is created; create a new token to rotate it")
+	}
+	r := store.Rename{Tenant: in.Tenant, ID: in.ID, Name: *in.Name, RequestID: in.RequestID, Now: s.Now()}
+	if in.Version != nil {
+		r.ExpectedVersion = *in.Version
+	}
+	return false, s.Store.Rename(ctx, r)
+}
+
+func (s *Service) create(ctx context.Context, in Upsert) error {
+	if in.Value == nil {
+		return token.InvalidField("value", "value must not be null nor blank")
+	}
+	value := []byte(*in.Value)
+	sealed, err := s.Sealer.Seal(ctx, in.Tenant, in.ID, value)
+	if err != nil {
+		return err
+	}
+	if sealed.Digest, err = seal.Digest(value); err != nil {
+		return token.InternalError(err)
+	}
+	now := s.Now()
+	t := token.Token{Tenant: in.Tenant, ID: in.ID, Name: *in.Name, Version: 1, CreatedAt: now, ModifiedAt: now}
+	return s.Store.Create(ctx, t, sealed, in.RequestID)
+}
+
+// PatchOp is one operation of a PATCH body.
+type PatchOp struct {
+	Op    string
+	Path  string
+	Value any
+}
+
+// Patch applies ops to the token's name, all or none, in one conditional write.
+func (s *Service) Patch(ctx context.Context, tenant, id string, ops []PatchOp, requestID string) error {
+	name, err := patchedName(ops)
+	if err != nil {
+		return err
+	}
+	return s.Store.Rename(ctx, store.Rename{Tenant: tenant, ID: id, Name: name, RequestID: requestID, Now: s.Now()})
+}
+
+// patchedName checks every op and returns the name they leave. Only /name may change.
+func patchedName(ops []PatchOp) (string, error) {
+	if len(ops) == 0 {
+		return "", token.InvalidField("body", "a patch must hold at least one operation")
+	}
+	var name *string
+	for _, op := range ops {
+		switch op.Path {
+		case "/name":
+		case "/value":
+			return "", token.InvalidField(op.Path, "value cannot be changed once the token is created; create a new token to rotate it")
+		default:
+			return "", token.InvalidField(op.Path, "only /name can be patched")
+		}
+		switch strings.ToUpper(op.Op) {
+		case "ADD", "REPLACE":
+			s, ok := op.Value.(string)
+			if !ok {
+				return "", token.InvalidField(op.Path, "value of /name must be a string")
+			}
+			if err := token.ValidateName(s); err != nil {
+				return "", err
+			}
+			name = &s
+		case "REMOVE":
+			return "", token.InvalidField(op.Path, "name is required and cannot be removed")
+		default:
+			return "", token.InvalidField("op", "op must be ADD, REMOVE or REPLACE")
+		}
+	}
+	return *name, nil
+}
+
+// Delete removes a token; a missing one is fine.
+func (s *Service) Delete(ctx context.Context, tenant, id string) error {
+	return s.Store.Delete(ctx, tenant, id)
+}
+
+// Get returns one token's document.
+func (s *Service) Get(ctx context.Context, tenant, id string) (map[string]any, error) {
+	t, err := s.Store.Get(ctx, tenant, id)
+	if err != nil {
+		return nil, err
+	}
+	return t.Document(), nil
+}
+
+// List is a list or search request, checked.
+type List struct {
+	Tenant string
+	Query  *query.Query
+	Sort   []query.SortKey
+	Fields []string
+	Page   query.Page
+}
+
+// ListResult is one page of documents, the number of matches and the items DynamoDB read.
+type ListResult struct {
+	Docs      []map[string]any
+	Total     int
+	ItemsRead int
+}
+
+// List returns the tenant's matching tokens, sorted, paged and projected. A query that names
+// ids reads those keys only; any other reads the tenant's partition (without sealed values).
+func (s *Service) List(ctx context.Context, in List) (ListResult, error) {
+	var res store.ListResult
+	var err error
+	if ids, ok := in.Query.IDs(); ok {
+		res, err = s.Store.GetMany(ctx, in.Tenant, ids)
+	} else {
+		res, err = s.Store.List(ctx, in.Tenant)
+	}
+	if err != nil {
+		return ListResult{}, err
+	}
+	docs := make([]map[string]any, 0, len(res.Tokens))
+	for _, t := range res.Tokens {
+		doc := t.Document()
+		if in.Query.Match(doc) {
+			docs = append(docs, doc)
+		}
+	}
+	query.Sort(docs, in.Sort)
+	page := in.Page.Apply(docs)
+	out := make([]map[string]any, len(page))
+	for i, d := range page {
+		out[i] = query.Project(d, in.Fields)
+	}
+	return ListResult{Docs: out, Total: len(docs), ItemsRead: res.ItemsRead}, nil
+}

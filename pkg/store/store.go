@@ -1,0 +1,364 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"strconv"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/aws/retry"
+	"github.com/aws/aws-sdk-go-v2/feature/dynamodb/attributevalue"
+	"github.com/aws/aws-sdk-go-v2/feature/dynamodb/expression"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+	smithyhttp "github.com/aws/smithy-go/transport/http"
+
+	"aitokens/pkg/token"
+)
+
+const (
+	attrPK         = "pk"
+	attrSK         = "sk"
+	tokenSKPrefix  = "token#"
+	attrRequestID  = "requestId"
+	attrVersion    = "version"
+	attrLastUsedAt = "lastUsedAt"
+)
+
+// item is a token as DynamoDB holds it. pk is the tenant; sk is "token#" + id (ids cannot hold
+// '#', so no id can reach another kind of item or another tenant's key).
+type item struct {
+	PK         string `dynamodbav:"pk"`
+	SK         string `dynamodbav:"sk"`
+	ID         string `dynamodbav:"id"`
+	Name       string `dynamodbav:"name"`
+	Version    int    `dynamodbav:"version"`
+	CreatedAt  string `dynamodbav:"createdAt"`
+	ModifiedAt string `dynamodbav:"modifiedAt"`
+	LastUsedAt string `dynamodbav:"lastUsedAt,omitempty"`
+	UsageCount int    `dynamodbav:"usageCount"`
+	// RequestID is the id of the request that wrote the item last: after a failed condition it
+	// tells our own earlier (retried) attempt from somebody else's write.
+	RequestID string `dynamodbav:"requestId,omitempty"`
+
+	SealKeyID      string `dynamodbav:"sealKeyId,omitempty"`
+	SealAlgorithm  string `dynamodbav:"sealAlgorithm,omitempty"`
+	SealWrappedKey []byte `dynamodbav:"sealWrappedKey,omitempty"`
+	SealNonce      []byte `dynamodbav:"sealNonce,omitempty"`
+	SealCiphertext []byte `dynamodbav:"sealCiphertext,omitempty"`
+	SealDigest     []byte `dynamodbav:"sealDigest,omitempty"`
+}
+
+// publicAttributes are the attributes every read for showing or listing fetches: never the
+// sealed value.
+var publicAttributes = []string{"id", "name", "version", "createdAt", "modifiedAt", "lastUsedAt", "usageCount"}
+
+func projection(extra ...string) expression.ProjectionBuilder {
+	names := make([]expression.NameBuilder, 0, len(publicAttributes)+len(extra))
+	for _, n := range append(append([]string{}, publicAttributes...), extra...) {
+		names = append(names, expression.Name(n))
+	}
+	return expression.NamesList(names[0], names[1:]...)
+}
+
+func (it item) token(tenant string) token.Token {
+	t := token.Token{Tenant: tenant, ID: it.ID, Name: it.Name, Version: it.Version, UsageCount: it.UsageCount}
+	t.CreatedAt, _ = time.Parse(time.RFC3339Nano, it.CreatedAt)
+	t.ModifiedAt, _ = time.Parse(time.RFC3339Nano, it.ModifiedAt)
+	if it.LastUsedAt != "" {
+		t.LastUsedAt, _ = time.Parse(time.RFC3339Nano, it.LastUsedAt)
+	}
+	return t
+}
+
+func (it item) sealed() token.Sealed {
+	return token.Sealed{KeyID: it.SealKeyID, Algorithm: it.SealAlgorithm, WrappedKey: it.SealWrappedKey,
+		Nonce: it.SealNonce, Ciphertext: it.SealCiphertext, Digest: it.SealDigest}
+}
+
+// Store is the DynamoDB token store.
+type Store struct {
+	db    *dynamodb.Client
+	table string
+}
+
+// New returns a store over the given table.
+func New(db *dynamodb.Client, table string) *Store { return &Store{db: db, table: table} }
+
+func key(tenant, id string) map[string]types.AttributeValue {
+	return map[string]types.AttributeValue{
+		attrPK: &types.AttributeValueMemberS{Value: tenant},
+		attrSK: &types.AttributeValueMemberS{Value: tokenSKPrefix + id},
+	}
+}
+
+// Get returns a token without its sealed value.
+func (s *Store) Get(ctx context.Context, tenant, id string) (token.Token, error) {
+	it, err := s.getItem(ctx, tenant, id, projection())
+	if err != nil {
+		return token.Token{}, err
+	}
+	return it.token(tenant), nil
+}
+
+// GetDigest returns a token and the digest of its value (for the "same value" check of an
+// update), still without the sealed value.
+func (s *Store) GetDigest(ctx context.Context, tenant, id string) (token.Token, []byte, error) {
+	it, err := s.getItem(ctx, tenant, id, projection("sealDigest"))
+	if err != nil {
+		return token.Token{}, nil, err
+	}
+	return it.token(tenant), it.SealDigest, nil
+}
+
+// GetSealed returns a token with its sealed value: only the internal resolve path calls it.
+func (s *Store) GetSealed(ctx context.Context, tenant, id string) (token.Token, token.Sealed, error) {
+	it, err := s.getItem(ctx, tenant, id, projection("sealKeyId", "sealAlgorithm", "sealWrappedKey", "sealNonce", "sealCiphertext"))
+	if err != nil {
+		return token.Token{}, token.Sealed{}, err
+	}
+	return it.token(tenant), it.sealed(), nil
+}
+
+func (s *Store) getItem(ctx context.Context, tenant, id string, proj expression.ProjectionBuilder) (item, error) {
+	expr, err := expression.NewBuilder().WithProjection(proj).Build()
+	if err != nil {
+		return item{}, token.InternalError(err)
+	}
+	out, err := s.db.GetItem(ctx, &dynamodb.GetItemInput{
+		TableName:                aws.String(s.table),
+		Key:                      key(tenant, id),
+		ConsistentRead:           aws.Bool(true), // a client reads back what it just wrote
+		ProjectionExpression:     expr.Projection(),
+		ExpressionAttributeNames: expr.Names(),
+	})
+	if err != nil {
+		return item{}, classify(err)
+	}
+	if out.Item == nil {
+		return item{}, token.ErrNotFound(id)
+	}
+	var it item
+	if err := attributevalue.UnmarshalMap(out.Item, &it); err != nil {
+		return item{}, token.InternalError(err)
+	}
+	return it, nil
+}
+
+// lastWriter reads which request wrote the item last (consistently); "" and found=false if
+// the item is gone.
+func (s *Store) lastWriter(ctx context.Context, tenant, id string) (requestID string, found bool, err error) {
+	it, err := s.getItem(ctx, tenant, id, expression.NamesList(expression.Name(attrRequestID)))
+	if token.KindOf(err) == token.NotFound {
+		return "", false, nil
+	}
+	if err != nil {
+		return "", false, err
+	}
+	return it.RequestID, true, nil
+}
+
+// Create stores a new token at version 1; a token with that id must not exist.
+func (s *Store) Create(ctx context.Context, t token.Token, sealed token.Sealed, requestID string) error {
+	now := token.FormatTime(t.CreatedAt)
+	it := item{PK: t.Tenant, SK: tokenSKPrefix + t.ID, ID: t.ID, Name: t.Name, Version: 1, CreatedAt: now, ModifiedAt: now,
+		RequestID: requestID, SealKeyID: sealed.KeyID, SealAlgorithm: sealed.Algorithm, SealWrappedKey: sealed.WrappedKey,
+		SealNonce: sealed.Nonce, SealCiphertext: sealed.Ciphertext, SealDigest: sealed.Digest}
+	av, err := attributevalue.MarshalMap(it)
+	if err != nil {
+		return token.InternalError(err)
+	}
+	cond, err := expression.NewBuilder().WithCondition(expression.AttributeNotExists(expression.Name(attrPK))).Build()
+	if err != nil {
+		return token.InternalError(err)
+	}
+	_, err = s.db.PutItem(ctx, &dynamodb.PutItemInput{
+		TableName: aws.String(s.table), Item: av,
+		ConditionExpression: cond.Condition(), ExpressionAttributeNames: cond.Names(),
+	})
+	if !isConditionFailed(err) {
+		return classify(err)
+	}
+	writer, _, rerr := s.lastWriter(ctx, t.Tenant, t.ID)
+	if rerr != nil {
+		return rerr
+	}
+	if writer == requestID {
+		return nil // our own earlier attempt succeeded and its response was lost
+	}
+	return &token.Error{Kind: token.Conflict, Message: "Conflict - a resource with given code or id has already exist.", ResourceID: t.ID}
+}
+
+// Rename is every update the API allows: set the name, bump the version by one and set
+// modifiedAt. With expectedVersion > 0 it applies only if the stored version matches.
+type Rename struct {
+	Tenant, ID, Name string
+	ExpectedVersion  int
+	RequestID        string
+	Now              time.Time
+}
+
+// Rename applies r in one conditional UpdateItem.
+func (s *Store) Rename(ctx context.Context, r Rename) error {
+	cond := expression.AttributeExists(expression.Name(attrPK)).And(
+		expression.Or(
+			expression.AttributeNotExists(expression.Name(attrRequestID)),
+			expression.Name(attrRequestID).NotEqual(expression.Value(r.RequestID))))
+	if r.ExpectedVersion > 0 {
+		cond = cond.And(expression.Name(attrVersion).Equal(expression.Value(r.ExpectedVersion)))
+	}
+	update := expression.Set(expression.Name("name"), expression.Value(r.Name)).
+		Set(expression.Name("modifiedAt"), expression.Value(token.FormatTime(r.Now))).
+		Set(expression.Name(attrRequestID), expression.Value(r.RequestID)).
+		Add(expression.Name(attrVersion), expression.Value(1))
+	expr, err := expression.NewBuilder().WithCondition(cond).WithUpdate(update).Build()
+	if err != nil {
+		return token.InternalError(err)
+	}
+	_, err = s.db.UpdateItem(ctx, &dynamodb.UpdateItemInput{
+		TableName: aws.String(s.table), Key: key(r.Tenant, r.ID),
+		ConditionExpression: expr.Condition(), UpdateExpression: expr.Update(),
+		ExpressionAttributeNames: expr.Names(), ExpressionAttributeValues: expr.Values(),
+	})
+	if !isConditionFailed(err) {
+		return classify(err)
+	}
+	writer, found, rerr := s.lastWriter(ctx, r.Tenant, r.ID)
+	switch {
+	case rerr != nil:
+		return rerr
+	case !found:
+		return token.ErrNotFound(r.ID)
+	case writer == r.RequestID:
+		return nil // our own earlier attempt succeeded and its response was lost
+	}
+	return &token.Error{Kind: token.Conflict, ResourceID: r.ID,
+		Message: "Optimistic locking failed: metadata.version " + strconv.Itoa(r.ExpectedVersion) + " is not the stored version; read the token again and retry."}
+}
+
+// Delete removes a token; a missing one is not an error.
+func (s *Store) Delete(ctx context.Context, tenant, id string) error {
+	_, err := s.db.DeleteItem(ctx, &dynamodb.DeleteItemInput{TableName: aws.String(s.table), Key: key(tenant, id)})
+	return classify(err)
+}
+
+// ListResult is every token of a tenant and how many items DynamoDB read to find them.
+type ListResult struct {
+	Tokens    []token.Token
+	ItemsRead int
+}
+
+// List reads the tenant's tokens with one paginated Query of its partition, without the sealed
+// attributes.
+func (s *Store) List(ctx context.Context, tenant string) (ListResult, error) {
+	keyCond := expression.Key(attrPK).Equal(expression.Value(tenant)).
+		And(expression.Key(attrSK).BeginsWith(tokenSKPrefix))
+	expr, err := expression.NewBuilder().WithKeyCondition(keyCond).WithProjection(projection()).Build()
+	if err != nil {
+		return ListResult{}, token.InternalError(err)
+	}
+	in := &dynamodb.QueryInput{
+		TableName: aws.String(s.table), KeyConditionExpression: expr.KeyCondition(),
+		ProjectionExpression: expr.Projection(), ExpressionAttributeNames: expr.Names(), ExpressionAttributeValues: expr.Values(),
+	}
+	var res ListResult
+	pages := dynamodb.NewQueryPaginator(s.db, in)
+	for pages.HasMorePages() {
+		page, err := pages.NextPage(ctx)
+		if err != nil {
+			return ListResult{}, classify(err)
+		}
+		res.ItemsRead += int(page.ScannedCount)
+		var items []item
+		if err := attributevalue.UnmarshalListOfMaps(page.Items, &items); err != nil {
+			return ListResult{}, token.InternalError(err)
+		}
+		for _, it := range items {
+			res.Tokens = append(res.Tokens, it.token(tenant))
+		}
+	}
+	return res, nil
+}
+
+// GetMany reads the named tokens by key (BatchGetItem, 100 keys a call), so a query on ids does
+// not read the whole partition. Missing ids are left out.
+func (s *Store) GetMany(ctx context.Context, tenant string, ids []string) (ListResult, error) {
+	expr, err := expression.NewBuilder().WithProjection(projection()).Build()
+	if err != nil {
+		return ListResult{}, token.InternalError(err)
+	}
+	var res ListResult
+	seen := map[string]bool{}
+	for start := 0; start < len(ids); start += 100 {
+		var keys []map[string]types.AttributeValue
+		for _, id := range ids[start:min(start+100, len(ids))] {
+			if !seen[id] {
+				seen[id] = true
+				keys = append(keys, key(tenant, id))
+			}
+		}
+		request := map[string]types.KeysAndAttributes{s.table: {
+			Keys: keys, ConsistentRead: aws.Bool(true),
+			ProjectionExpression: expr.Projection(), ExpressionAttributeNames: expr.Names(),
+		}}
+		for attempt := 0; len(request) > 0 && len(request[s.table].Keys) > 0; attempt++ {
+			if attempt > 0 {
+				if err := sleep(ctx, time.Duration(attempt*attempt)*20*time.Millisecond); err != nil {
+					return ListResult{}, err
+				}
+			}
+			if attempt > 8 {
+				return ListResult{}, &token.Error{Kind: token.Unavailable, Message: "The token store is busy; try again later."}
+			}
+			out, err := s.db.BatchGetItem(ctx, &dynamodb.BatchGetItemInput{RequestItems: request})
+			if err != nil {
+				return ListResult{}, classify(err)
+			}
+			var items []item
+			if err := attributevalue.UnmarshalListOfMaps(out.Responses[s.table], &items); err != nil {
+				return ListResult{}, token.InternalError(err)
+			}
+			res.ItemsRead += len(items)
+			for _, it := range items {
+				res.Tokens = append(res.Tokens, it.token(tenant))
+			}
+			request = out.UnprocessedKeys
+		}
+	}
+	return res, nil
+}
+
+func sleep(ctx context.Context, d time.Duration) error {
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(d):
+		return nil
+	}
+}
+
+func isConditionFailed(err error) bool {
+	var ccf *types.ConditionalCheckFailedException
+	return errors.As(err, &ccf)
+}
+
+// classify turns a DynamoDB error into the service's error: unreachable, throttled or failing
+// (after the SDK's own retries) is 503; anything else is internal.
+func classify(err error) error {
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return &token.Error{Kind: token.Unavailable, Message: "The request was cancelled or timed out.", Cause: err}
+	}
+	var sendErr *smithyhttp.RequestSendError
+	var respErr *smithyhttp.ResponseError
+	var maxAttempts *retry.MaxAttemptsError
+	if errors.As(err, &sendErr) || errors.As(err, &maxAttempts) ||
+		(errors.As(err, &respErr) && (respErr.HTTPStatusCode() >= 500 || respErr.HTTPStatusCode() == 429)) ||
+		retry.IsErrorThrottles(retry.DefaultThrottles).IsErrorThrottle(err).Bool() {
+		return &token.Error{Kind: token.Unavailable, Message: "The token store is unavailable; try again later.", Cause: err}
+	}
+	return token.InternalError(err)
+}
