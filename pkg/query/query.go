@@ -1,22 +1,48 @@
 package query
 
-import "aitokens/pkg/token"
+import (
+	"fmt"
+	"math"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"aitokens/pkg/token"
+)
+
+// Limits that keep a query's cost bounded. Matching is RE2 (linear time in the input).
+const (
+	MaxQueryLength = 2048
+	MaxRegexLength = 256
+	MaxConditions  = 64
+	MaxDepth       = 8
+	MaxListValues  = 100
+)
 
 // Query is a parsed q parameter. The nil *Query matches everything.
 type Query struct {
 	root node
 }
 
-type node interface {
-	match(doc map[string]any) bool
-}
-
-// Parse reads q; until the q language lands any non-empty q is refused.
+// Parse reads q as ../shared/spec/q-param.md describes; "" (or only spaces) is the nil query.
 func Parse(q string) (*Query, error) {
-	if q == "" {
+	if strings.TrimSpace(q) == "" {
 		return nil, nil
 	}
-	return nil, token.InvalidField("q", "q is not supported yet")
+	if len(q) > MaxQueryLength {
+		return nil, qError(q, MaxQueryLength, "query is longer than %d bytes", MaxQueryLength)
+	}
+	if !utf8.ValidString(q) {
+		return nil, qError(q, 0, "query is not valid UTF-8")
+	}
+	p := &parser{src: q}
+	root, err := p.conjunction(false)
+	if err != nil {
+		return nil, err
+	}
+	return &Query{root: root}, nil
 }
 
 // Match reports whether doc satisfies the query.
@@ -24,8 +50,457 @@ func (q *Query) Match(doc map[string]any) bool {
 	return q == nil || q.root.match(doc)
 }
 
-// IDs returns the ids a query is limited to, when it is limited by id equality or an IN list
-// of ids, so that those keys can be read directly.
+// String prints the query in a form that Parse reads back to the same meaning.
+func (q *Query) String() string {
+	if q == nil {
+		return ""
+	}
+	return q.root.String()
+}
+
+// IDs returns the ids the query is limited to, when one of its top-level conditions is an id
+// equality or an IN list of ids, so that those keys can be read directly instead of the
+// tenant's whole partition. The query must still be matched against what is read.
 func (q *Query) IDs() ([]string, bool) {
+	if q == nil {
+		return nil, false
+	}
+	for _, n := range q.root.(andNode) {
+		switch c := n.(type) {
+		case eqNode:
+			if c.field.name == "id" {
+				return []string{c.val.str}, true
+			}
+		case inNode:
+			if c.field.name == "id" {
+				ids := make([]string, len(c.vals))
+				for i, v := range c.vals {
+					ids[i] = v.str
+				}
+				return ids, true
+			}
+		}
+	}
 	return nil, false
+}
+
+// qError is the 400 for a bad query; pos is a byte offset, shown as a 1-based character position.
+func qError(src string, pos int, format string, args ...any) error {
+	pos = min(max(pos, 0), len(src))
+	msg := fmt.Sprintf(format, args...) + fmt.Sprintf(" at position %d", utf8.RuneCountInString(src[:pos])+1)
+	return &token.Error{Kind: token.Invalid, Message: "Invalid q: " + msg,
+		Details: []token.Detail{{Field: "q", Type: "query", Message: msg}}}
+}
+
+type parser struct {
+	src        string
+	pos        int
+	conditions int
+	depth      int
+}
+
+func (p *parser) errorf(pos int, format string, args ...any) error {
+	return qError(p.src, pos, format, args...)
+}
+
+func (p *parser) eof() bool { return p.pos >= len(p.src) }
+
+func (p *parser) peek() byte {
+	if p.eof() {
+		return 0
+	}
+	return p.src[p.pos]
+}
+
+func isSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\r' }
+
+func (p *parser) skipSpaces() bool {
+	start := p.pos
+	for !p.eof() && isSpace(p.peek()) {
+		p.pos++
+	}
+	return p.pos > start
+}
+
+// keyword reports whether the source at pos holds word followed by a space or paren.
+func (p *parser) keyword(word string) bool {
+	end := p.pos + len(word)
+	if end > len(p.src) || !strings.EqualFold(p.src[p.pos:end], word) {
+		return false
+	}
+	return end == len(p.src) || isSpace(p.src[end]) || p.src[end] == '('
+}
+
+// conjunction reads conditions separated by white space or AND, up to the end of the input
+// (top level) or to the closing parenthesis of a group (inGroup), where OR may also appear.
+func (p *parser) conjunction(inGroup bool) (node, error) {
+	var or orNode
+	and := andNode{}
+	for {
+		p.skipSpaces()
+		if p.eof() {
+			if inGroup {
+				return nil, p.errorf(p.pos, "unbalanced parenthesis: missing )")
+			}
+			break
+		}
+		if inGroup && p.peek() == ')' {
+			break
+		}
+		if len(and) > 0 && p.keyword("AND") {
+			p.pos += 3
+			continue
+		}
+		if inGroup && len(and) > 0 && p.keyword("OR") {
+			p.pos += 2
+			or = append(or, and)
+			and = andNode{}
+			continue
+		}
+		if p.peek() == ')' {
+			return nil, p.errorf(p.pos, "unbalanced parenthesis: unexpected )")
+		}
+		var n node
+		var err error
+		if inGroup && p.peek() == '(' {
+			n, err = p.group()
+		} else {
+			n, err = p.condition(inGroup)
+		}
+		if err != nil {
+			return nil, err
+		}
+		and = append(and, n)
+		if !p.eof() && !isSpace(p.peek()) && !(inGroup && p.peek() == ')') {
+			return nil, p.errorf(p.pos, "expected a space between conditions")
+		}
+	}
+	if len(and) == 0 {
+		return nil, p.errorf(p.pos, "empty condition")
+	}
+	if or != nil {
+		return append(or, and), nil
+	}
+	return and, nil
+}
+
+// group reads "( ... )" of a compound query.
+func (p *parser) group() (node, error) {
+	open := p.pos
+	p.depth++
+	if p.depth > MaxDepth {
+		return nil, p.errorf(open, "groups are nested deeper than %d", MaxDepth)
+	}
+	p.pos++ // (
+	n, err := p.conjunction(true)
+	if err != nil {
+		return nil, err
+	}
+	p.pos++ // )
+	p.depth--
+	return n, nil
+}
+
+// condition reads FIELD:EXPR.
+func (p *parser) condition(inGroup bool) (node, error) {
+	start := p.pos
+	p.conditions++
+	if p.conditions > MaxConditions {
+		return nil, p.errorf(start, "more than %d conditions", MaxConditions)
+	}
+	for !p.eof() && (isFieldChar(p.peek())) {
+		p.pos++
+	}
+	field := p.src[start:p.pos]
+	if field == "" {
+		return nil, p.errorf(start, "expected a field name")
+	}
+	if p.peek() != ':' {
+		return nil, p.errorf(p.pos, "expected : after field %q", field)
+	}
+	p.pos++
+	if field == "compoundLogicalQuery" {
+		if p.peek() != '(' {
+			return nil, p.errorf(p.pos, "compoundLogicalQuery needs a parenthesised expression")
+		}
+		return p.group()
+	}
+	typ, ok := token.Fields[field]
+	if !ok {
+		return nil, p.errorf(start, "unknown field %q", field)
+	}
+	f := fieldRef{name: field, typ: typ}
+	switch p.peek() {
+	case '(':
+		return p.parenExpr(f)
+	case '~':
+		p.pos++
+		return p.regex(f, p.pos, p.scanRegex(inGroup))
+	}
+	return p.simpleExpr(f, inGroup)
+}
+
+func isFieldChar(c byte) bool {
+	return c == '.' || c == '_' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
+}
+
+// simpleExpr reads a comparison or a value after "field:".
+func (p *parser) simpleExpr(f fieldRef, inGroup bool) (node, error) {
+	opStart := p.pos
+	op := p.comparison()
+	valStart := p.pos
+	raw, quoted, err := p.value(inGroup)
+	if err != nil {
+		return nil, err
+	}
+	if op != "" {
+		v, err := p.typed(f, raw, quoted, valStart)
+		if err != nil {
+			return nil, err
+		}
+		if f.typ != token.Number && f.typ != token.Date {
+			return nil, p.errorf(opStart, "%s compares numbers or dates, and %s is a %s", op, f.name, typeName(f.typ))
+		}
+		return cmpNode{f, op, v}, nil
+	}
+	if !quoted {
+		switch strings.ToLower(raw) {
+		case "null", "exists", "missing":
+			return presenceNode{f, strings.ToLower(raw)}, nil
+		}
+	}
+	v, err := p.typed(f, raw, quoted, valStart)
+	if err != nil {
+		return nil, err
+	}
+	return eqNode{f, v}, nil
+}
+
+func (p *parser) comparison() string {
+	for _, op := range []string{">=", "<=", ">", "<"} {
+		if strings.HasPrefix(p.src[p.pos:], op) {
+			p.pos += len(op)
+			return op
+		}
+	}
+	return ""
+}
+
+// value reads a quoted or bare value. A bare one ends at white space, or also at ',' and ')'
+// inside parentheses.
+func (p *parser) value(inParens bool) (string, bool, error) {
+	start := p.pos
+	if p.peek() == '"' {
+		p.pos++
+		var b strings.Builder
+		for !p.eof() {
+			c := p.peek()
+			switch c {
+			case '\\':
+				if p.pos+1 >= len(p.src) {
+					return "", false, p.errorf(p.pos, "unfinished escape")
+				}
+				b.WriteByte(p.src[p.pos+1])
+				p.pos += 2
+				continue
+			case '"':
+				p.pos++
+				return b.String(), true, nil
+			}
+			b.WriteByte(c)
+			p.pos++
+		}
+		return "", false, p.errorf(start, "unterminated quoted value")
+	}
+	for !p.eof() {
+		c := p.peek()
+		if isSpace(c) || c == '"' || c == '(' || (inParens && (c == ',' || c == ')')) {
+			break
+		}
+		p.pos++
+	}
+	if p.pos == start {
+		return "", false, p.errorf(start, "empty value")
+	}
+	return p.src[start:p.pos], false, nil
+}
+
+// typed converts a raw value to the field's type.
+func (p *parser) typed(f fieldRef, raw string, quoted bool, pos int) (value, error) {
+	v := value{str: raw, quoted: quoted}
+	switch f.typ {
+	case token.Number:
+		n, err := strconv.ParseFloat(raw, 64)
+		if err != nil || math.IsNaN(n) || math.IsInf(n, 0) {
+			return v, p.errorf(pos, "%s is a number, and %q is not", f.name, raw)
+		}
+		v.num = n
+	case token.Date:
+		t, ok := parseDate(raw)
+		if !ok {
+			return v, p.errorf(pos, "%s is a date (RFC 3339 or YYYY-MM-DD), and %q is not", f.name, raw)
+		}
+		v.time = t
+	case token.Bool:
+		b, err := strconv.ParseBool(raw)
+		if err != nil || quoted {
+			return v, p.errorf(pos, "%s is true or false, and %q is not", f.name, raw)
+		}
+		v.bool = b
+	}
+	return v, nil
+}
+
+func parseDate(s string) (time.Time, bool) {
+	if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
+		return t, true
+	}
+	if t, err := time.Parse("2006-01-02", s); err == nil {
+		return t, true
+	}
+	return time.Time{}, false
+}
+
+// parenExpr reads "(~regex with spaces)", "(>=A AND <=B)" or "(v1,v2,...)".
+func (p *parser) parenExpr(f fieldRef) (node, error) {
+	open := p.pos
+	p.pos++
+	p.skipSpaces()
+	if p.peek() == '~' {
+		p.pos++
+		start := p.pos
+		pattern := p.scanRegex(true)
+		if p.peek() != ')' {
+			return nil, p.errorf(open, "unbalanced parenthesis: missing )")
+		}
+		n, err := p.regex(f, start, strings.TrimRight(pattern, " \t"))
+		p.pos++
+		return n, err
+	}
+	if strings.ContainsAny(string(p.peek()), "<>") {
+		var bounds andNode
+		for {
+			p.skipSpaces()
+			n, err := p.simpleExpr(f, true)
+			if err != nil {
+				return nil, err
+			}
+			if _, ok := n.(cmpNode); !ok {
+				return nil, p.errorf(p.pos, "a range holds comparisons (>, <, >=, <=) joined by AND")
+			}
+			bounds = append(bounds, n)
+			p.skipSpaces()
+			if p.peek() == ')' {
+				p.pos++
+				return rangeNode(bounds), nil
+			}
+			if !p.keyword("AND") {
+				if p.eof() {
+					return nil, p.errorf(open, "unbalanced parenthesis: missing )")
+				}
+				return nil, p.errorf(p.pos, "expected AND or ) in a range")
+			}
+			p.pos += 3
+		}
+	}
+	var vals []value
+	for {
+		p.skipSpaces()
+		start := p.pos
+		if p.eof() {
+			return nil, p.errorf(open, "unbalanced parenthesis: missing )")
+		}
+		raw, quoted, err := p.value(true)
+		if err != nil {
+			return nil, err
+		}
+		v, err := p.typed(f, raw, quoted, start)
+		if err != nil {
+			return nil, err
+		}
+		if vals = append(vals, v); len(vals) > MaxListValues {
+			return nil, p.errorf(start, "a list holds at most %d values", MaxListValues)
+		}
+		p.skipSpaces()
+		switch p.peek() {
+		case ',':
+			p.pos++
+		case ')':
+			p.pos++
+			return inNode{f, vals}, nil
+		case 0:
+			return nil, p.errorf(open, "unbalanced parenthesis: missing )")
+		default:
+			return nil, p.errorf(p.pos, "expected , or ) in a list")
+		}
+	}
+}
+
+// scanRegex reads a pattern up to white space (unless spaces are allowed inside parentheses)
+// or an unbalanced ')', skipping escapes and character classes so that "[)]" or "\)" stay in.
+func (p *parser) scanRegex(inParens bool) string {
+	start := p.pos
+	depth := 0
+	inClass := false
+	for !p.eof() {
+		c := p.peek()
+		switch {
+		case c == '\\':
+			p.pos += 2
+			continue
+		case inClass:
+			if c == ']' && p.pos > start && !classStart(p.src[start:p.pos]) {
+				inClass = false
+			}
+		case c == '[':
+			inClass = true
+		case c == '(':
+			depth++
+		case c == ')':
+			if depth == 0 {
+				return p.src[start:p.pos]
+			}
+			depth--
+		case isSpace(c) && !inParens:
+			return p.src[start:p.pos]
+		}
+		p.pos++
+	}
+	p.pos = min(p.pos, len(p.src))
+	return p.src[start:p.pos]
+}
+
+// classStart reports whether a ']' here would be the first character of a class ("[]" or "[^]"),
+// where it is a literal.
+func classStart(before string) bool {
+	return strings.HasSuffix(before, "[") && !strings.HasSuffix(before, `\[`) ||
+		strings.HasSuffix(before, "[^") && !strings.HasSuffix(before, `\[^`)
+}
+
+func (p *parser) regex(f fieldRef, pos int, pattern string) (node, error) {
+	switch {
+	case pattern == "":
+		return nil, p.errorf(pos, "empty regular expression")
+	case len(pattern) > MaxRegexLength:
+		return nil, p.errorf(pos, "regular expression is longer than %d bytes", MaxRegexLength)
+	case f.typ != token.String:
+		return nil, p.errorf(pos, "~ matches text, and %s is a %s", f.name, typeName(f.typ))
+	}
+	re, err := regexp.Compile(pattern)
+	if err != nil {
+		return nil, p.errorf(pos, "bad regular expression: %s", strings.TrimPrefix(err.Error(), "error parsing regexp: "))
+	}
+	return regexNode{f, re}, nil
+}
+
+func typeName(t token.FieldType) string {
+	switch t {
+	case token.Number:
+		return "number"
+	case token.Date:
+		return "date"
+	case token.Bool:
+		return "boolean"
+	}
+	return "string"
 }

@@ -1,0 +1,218 @@
+package api_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/rsa"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/getkin/kin-openapi/openapi3"
+	"github.com/getkin/kin-openapi/openapi3filter"
+	"github.com/getkin/kin-openapi/routers"
+	"github.com/getkin/kin-openapi/routers/gorillamux"
+
+	"aitokens/pkg/api"
+	"aitokens/pkg/auth"
+	"aitokens/pkg/devkeys"
+	"aitokens/pkg/seal"
+	"aitokens/pkg/service"
+	"aitokens/pkg/store"
+	"aitokens/pkg/testenv"
+)
+
+func TestMain(m *testing.M) { os.Exit(testenv.Main(m)) }
+
+// syncBuffer collects log lines from concurrent requests.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// harness is the real handler stack on a fresh DynamoDB Local table, with real JWTs.
+type harness struct {
+	t       testing.TB
+	handler http.Handler
+	key     *rsa.PrivateKey
+	store   *store.Store
+	table   string
+	svc     *service.Service
+	logs    *syncBuffer
+	bodies  *syncBuffer // every response, for leak scans
+	router  routers.Router
+}
+
+var (
+	specOnce sync.Once
+	specDoc  *openapi3.T
+	specErr  error
+)
+
+func openAPIRouter(t testing.TB) routers.Router {
+	specOnce.Do(func() {
+		loader := openapi3.NewLoader()
+		specDoc, specErr = loader.LoadFromFile("../../infra/openapi.yaml")
+		if specErr == nil {
+			specErr = specDoc.Validate(context.Background())
+		}
+	})
+	if specErr != nil {
+		t.Fatalf("infra/openapi.yaml: %v", specErr)
+	}
+	r, err := gorillamux.NewRouter(specDoc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+func newHarness(t testing.TB) *harness {
+	return newHarnessWith(t, seal.NewLocalFromKey(bytes.Repeat([]byte{42}, 32)))
+}
+
+func newHarnessWith(t testing.TB, sealer seal.Sealer) *harness {
+	t.Helper()
+	dir := t.TempDir()
+	key, err := devkeys.Ensure(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	authn, err := auth.NewJWT(context.Background(), auth.JWTConfig{JWKSFile: devkeys.JWKSPath(dir), Issuer: devkeys.Issuer, Audience: devkeys.Audience})
+	if err != nil {
+		t.Fatal(err)
+	}
+	table := testenv.NewTable(t)
+	st := store.New(testenv.Client(), table)
+	svc := service.New(st, sealer)
+	logs := &syncBuffer{}
+	log := slog.New(slog.NewJSONHandler(logs, nil))
+	return &harness{t: t, handler: api.New(svc, authn, log), key: key, store: st, table: table, svc: svc, logs: logs,
+		bodies: &syncBuffer{}, router: openAPIRouter(t)}
+}
+
+// jwt mints a token for tenant with the given scopes.
+func (h *harness) jwt(tenant string, scopes ...string) string {
+	tok, err := devkeys.Mint(h.key, devkeys.Claims{Tenant: tenant, Scopes: scopes})
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return tok
+}
+
+func (h *harness) manager() string { return h.jwt("acme", auth.ScopeRead, auth.ScopeManage) }
+
+type response struct {
+	status int
+	header http.Header
+	body   []byte
+}
+
+func (r response) json(t testing.TB, v any) {
+	t.Helper()
+	if err := json.Unmarshal(r.body, v); err != nil {
+		t.Fatalf("response body %q: %v", r.body, err)
+	}
+}
+
+// errorBody decodes the ErrorMessage of an error response.
+func (r response) errorBody(t testing.TB) api.ErrorMessage {
+	t.Helper()
+	var e api.ErrorMessage
+	r.json(t, &e)
+	return e
+}
+
+// do sends one request through the handler and checks the response against infra/openapi.yaml
+// and the JSON content type rule.
+func (h *harness) do(method, path, body, jwt string, headers ...string) response {
+	h.t.Helper()
+	var rd io.Reader
+	if body != "" {
+		rd = strings.NewReader(body)
+	}
+	req := httptest.NewRequest(method, path, rd)
+	if jwt != "" {
+		req.Header.Set("Authorization", "Bearer "+jwt)
+	}
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	for i := 0; i+1 < len(headers); i += 2 {
+		req.Header.Set(headers[i], headers[i+1])
+	}
+	rec := httptest.NewRecorder()
+	h.handler.ServeHTTP(rec, req)
+	res := response{status: rec.Code, header: rec.Header(), body: rec.Body.Bytes()}
+	h.bodies.Write(append(append([]byte(nil), res.body...), '\n'))
+	for k, vs := range res.header {
+		h.bodies.Write([]byte(k + ": " + strings.Join(vs, ",") + "\n"))
+	}
+	if len(res.body) > 0 && res.header.Get("Content-Type") != "application/json" {
+		h.t.Errorf("%s %s: %d with Content-Type %q", method, path, res.status, res.header.Get("Content-Type"))
+	}
+	h.validate(req, body, res)
+	return res
+}
+
+func (h *harness) validate(req *http.Request, body string, res response) {
+	h.t.Helper()
+	probe := req.Clone(context.Background())
+	probe.Body = io.NopCloser(strings.NewReader(body))
+	route, params, err := h.router.FindRoute(probe)
+	if err != nil {
+		return // no such operation in the document (unknown path or method): nothing to check
+	}
+	in := &openapi3filter.ResponseValidationInput{
+		RequestValidationInput: &openapi3filter.RequestValidationInput{Request: probe, PathParams: params, Route: route},
+		Status:                 res.status,
+		Header:                 res.header,
+		Body:                   io.NopCloser(bytes.NewReader(res.body)),
+		Options:                &openapi3filter.Options{IncludeResponseStatus: true},
+	}
+	if err := openapi3filter.ValidateResponse(context.Background(), in); err != nil {
+		h.t.Errorf("%s %s: response does not match infra/openapi.yaml: %v\nbody: %s", req.Method, req.URL, err, res.body)
+	}
+}
+
+const base = "/ai-service/acme/agentic/tokens"
+
+// create makes a token and fails the test if it is not created.
+func (h *harness) create(id, name, value string) {
+	h.t.Helper()
+	body, _ := json.Marshal(map[string]string{"name": name, "value": value})
+	if res := h.do(http.MethodPut, base+"/"+id, string(body), h.manager()); res.status != http.StatusCreated {
+		h.t.Fatalf("create %s: %d %s", id, res.status, res.body)
+	}
+}
+
+// getDoc reads one token's document.
+func (h *harness) getDoc(id string) map[string]any {
+	h.t.Helper()
+	res := h.do(http.MethodGet, base+"/"+id, "", h.manager())
+	if res.status != http.StatusOK {
+		h.t.Fatalf("get %s: %d %s", id, res.status, res.body)
+	}
+	var doc map[string]any
+	res.json(h.t, &doc)
+	return doc
+}
+

@@ -1,0 +1,65 @@
+// Package testenv gives a test package one DynamoDB Local for its whole run and a fresh table
+// per test, so tests use the real database engine without stepping on each other.
+package testenv
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"testing"
+
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+
+	"aitokens/pkg/ddblocal"
+	"aitokens/pkg/store"
+)
+
+var (
+	endpoint string
+	client   *dynamodb.Client
+)
+
+// Main runs a package's tests with DynamoDB Local started once (or the one at
+// $DYNAMODB_ENDPOINT). Use it as: func TestMain(m *testing.M) { os.Exit(testenv.Main(m)) }.
+func Main(m *testing.M) int {
+	ctx := context.Background()
+	endpoint = os.Getenv("DYNAMODB_ENDPOINT")
+	if endpoint == "" {
+		inst, err := ddblocal.Start(ctx, ddblocal.Options{})
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "testenv: cannot start DynamoDB Local for the tests:", err)
+			return 1
+		}
+		defer inst.Stop()
+		endpoint = inst.Endpoint
+	}
+	var err error
+	if client, err = store.NewClient(ctx, endpoint); err != nil {
+		fmt.Fprintln(os.Stderr, "testenv:", err)
+		return 1
+	}
+	return m.Run()
+}
+
+// Endpoint is the DynamoDB Local address of this package run.
+func Endpoint() string { return endpoint }
+
+// Client is a DynamoDB client for Endpoint.
+func Client() *dynamodb.Client { return client }
+
+// NewTable creates an empty table with a unique name and returns its name.
+func NewTable(t testing.TB) string {
+	t.Helper()
+	if client == nil {
+		t.Fatal("testenv: call testenv.Main from TestMain")
+	}
+	b := make([]byte, 6)
+	rand.Read(b)
+	name := "test-" + hex.EncodeToString(b)
+	if err := store.CreateTable(context.Background(), client, name); err != nil {
+		t.Fatalf("create table: %v", err)
+	}
+	return name
+}
