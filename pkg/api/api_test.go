@@ -446,4 +446,3 @@ func TestLogLines(t *testing.T) {
 		}
 	}
 }
-

@@ -215,4 +215,3 @@ func (h *harness) getDoc(id string) map[string]any {
 	res.json(h.t, &doc)
 	return doc
 }
-
