@@ -2,11 +2,13 @@ package auth
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"net/http"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/MicahParks/keyfunc/v3"
@@ -32,7 +34,24 @@ type JWT struct {
 	keys        jwt.Keyfunc
 	parser      *jwt.Parser
 	tenantClaim string
+
+	// verified remembers tokens already verified, keyed by the SHA-256 of the whole token
+	// (signature included), until their expiry or verifiedTTL: a client sends the same token
+	// on many requests, and an RSA verification is most of this service's own CPU per request.
+	mu       sync.Mutex
+	verified map[[sha256.Size]byte]verifiedToken
+	now      func() time.Time
 }
+
+type verifiedToken struct {
+	principal Principal
+	until     time.Time
+}
+
+const (
+	verifiedTTL  = 5 * time.Minute
+	verifiedSize = 4096
+)
 
 // NewJWT loads the JWKS and checks that nothing is missing: the server never runs open.
 func NewJWT(ctx context.Context, cfg JWTConfig) (*JWT, error) {
@@ -71,7 +90,8 @@ func NewJWT(ctx context.Context, cfg JWTConfig) (*JWT, error) {
 		jwt.WithExpirationRequired(),
 		jwt.WithLeeway(cfg.Leeway),
 	)
-	return &JWT{keys: kf.Keyfunc, parser: parser, tenantClaim: cfg.TenantClaim}, nil
+	return &JWT{keys: kf.Keyfunc, parser: parser, tenantClaim: cfg.TenantClaim,
+		verified: map[[sha256.Size]byte]verifiedToken{}, now: time.Now}, nil
 }
 
 // Authenticate verifies the request's bearer token: signature, algorithm, issuer, audience,
@@ -81,6 +101,14 @@ func (j *JWT) Authenticate(r *http.Request) (Principal, error) {
 	if !ok {
 		return Principal{}, ErrInvalidToken()
 	}
+	sum := sha256.Sum256([]byte(raw))
+	now := j.now()
+	j.mu.Lock()
+	hit, ok := j.verified[sum]
+	j.mu.Unlock()
+	if ok && now.Before(hit.until) {
+		return hit.principal, nil
+	}
 	claims := jwt.MapClaims{}
 	if _, err := j.parser.ParseWithClaims(raw, claims, j.keys); err != nil {
 		if errors.Is(err, jwt.ErrTokenExpired) {
@@ -88,7 +116,21 @@ func (j *JWT) Authenticate(r *http.Request) (Principal, error) {
 		}
 		return Principal{}, ErrInvalidToken()
 	}
-	return principalFromClaims(claims, j.tenantClaim)
+	p, err := principalFromClaims(claims, j.tenantClaim)
+	if err != nil {
+		return Principal{}, err
+	}
+	until := now.Add(verifiedTTL)
+	if exp, err := claims.GetExpirationTime(); err == nil && exp != nil && exp.Before(until) {
+		until = exp.Time
+	}
+	j.mu.Lock()
+	if len(j.verified) >= verifiedSize {
+		clear(j.verified) // crude but bounded; a miss only costs one verification
+	}
+	j.verified[sum] = verifiedToken{principal: p, until: until}
+	j.mu.Unlock()
+	return p, nil
 }
 
 func principalFromClaims(claims map[string]any, tenantClaim string) (Principal, error) {

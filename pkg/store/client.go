@@ -19,7 +19,7 @@ import (
 // NewClient builds a DynamoDB client from the SDK's standard configuration. With endpoint set
 // (DynamoDB Local) it talks to that address, with dummy credentials and a default region when
 // none are configured, because DynamoDB Local accepts any.
-func NewClient(ctx context.Context, endpoint string) (*dynamodb.Client, error) {
+func NewClient(ctx context.Context, endpoint string, optFns ...func(*dynamodb.Options)) (*dynamodb.Client, error) {
 	var opts []func(*config.LoadOptions) error
 	if endpoint != "" {
 		if os.Getenv("AWS_REGION") == "" && os.Getenv("AWS_DEFAULT_REGION") == "" {
@@ -38,6 +38,10 @@ func NewClient(ctx context.Context, endpoint string) (*dynamodb.Client, error) {
 			o.BaseEndpoint = aws.String(endpoint)
 			// DynamoDB Local's CRC32 header does not always match its error bodies.
 			o.DisableValidateResponseChecksum = true
+		}
+	}, func(o *dynamodb.Options) {
+		for _, fn := range optFns {
+			fn(o)
 		}
 	}), nil
 }

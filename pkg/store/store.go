@@ -54,13 +54,31 @@ type item struct {
 // sealed value.
 var publicAttributes = []string{"id", "name", "version", "createdAt", "modifiedAt", "lastUsedAt", "usageCount"}
 
-func projection(extra ...string) expression.ProjectionBuilder {
+// projectionExpr is a ProjectionExpression and its attribute names, built once: the GET path
+// runs on every request and need not rebuild the same expression.
+type projectionExpr struct {
+	expr  *string
+	names map[string]string
+}
+
+func newProjection(extra ...string) projectionExpr {
 	names := make([]expression.NameBuilder, 0, len(publicAttributes)+len(extra))
 	for _, n := range append(append([]string{}, publicAttributes...), extra...) {
 		names = append(names, expression.Name(n))
 	}
-	return expression.NamesList(names[0], names[1:]...)
+	expr, err := expression.NewBuilder().WithProjection(expression.NamesList(names[0], names[1:]...)).Build()
+	if err != nil {
+		panic(err) // static input
+	}
+	return projectionExpr{expr: expr.Projection(), names: expr.Names()}
 }
+
+var (
+	publicProjection = newProjection()
+	digestProjection = newProjection("sealDigest")
+	sealedProjection = newProjection("sealKeyId", "sealAlgorithm", "sealWrappedKey", "sealNonce", "sealCiphertext")
+	writerProjection = projectionExpr{expr: aws.String("#w"), names: map[string]string{"#w": attrRequestID}}
+)
 
 func (it item) token(tenant string) token.Token {
 	t := token.Token{Tenant: tenant, ID: it.ID, Name: it.Name, Version: it.Version, UsageCount: it.UsageCount}
@@ -95,7 +113,7 @@ func key(tenant, id string) map[string]types.AttributeValue {
 
 // Get returns a token without its sealed value.
 func (s *Store) Get(ctx context.Context, tenant, id string) (token.Token, error) {
-	it, err := s.getItem(ctx, tenant, id, projection())
+	it, err := s.getItem(ctx, tenant, id, publicProjection)
 	if err != nil {
 		return token.Token{}, err
 	}
@@ -105,7 +123,7 @@ func (s *Store) Get(ctx context.Context, tenant, id string) (token.Token, error)
 // GetDigest returns a token and the digest of its value (for the "same value" check of an
 // update), still without the sealed value.
 func (s *Store) GetDigest(ctx context.Context, tenant, id string) (token.Token, []byte, error) {
-	it, err := s.getItem(ctx, tenant, id, projection("sealDigest"))
+	it, err := s.getItem(ctx, tenant, id, digestProjection)
 	if err != nil {
 		return token.Token{}, nil, err
 	}
@@ -114,24 +132,20 @@ func (s *Store) GetDigest(ctx context.Context, tenant, id string) (token.Token, 
 
 // GetSealed returns a token with its sealed value: only the internal resolve path calls it.
 func (s *Store) GetSealed(ctx context.Context, tenant, id string) (token.Token, token.Sealed, error) {
-	it, err := s.getItem(ctx, tenant, id, projection("sealKeyId", "sealAlgorithm", "sealWrappedKey", "sealNonce", "sealCiphertext"))
+	it, err := s.getItem(ctx, tenant, id, sealedProjection)
 	if err != nil {
 		return token.Token{}, token.Sealed{}, err
 	}
 	return it.token(tenant), it.sealed(), nil
 }
 
-func (s *Store) getItem(ctx context.Context, tenant, id string, proj expression.ProjectionBuilder) (item, error) {
-	expr, err := expression.NewBuilder().WithProjection(proj).Build()
-	if err != nil {
-		return item{}, token.InternalError(err)
-	}
+func (s *Store) getItem(ctx context.Context, tenant, id string, proj projectionExpr) (item, error) {
 	out, err := s.db.GetItem(ctx, &dynamodb.GetItemInput{
 		TableName:                aws.String(s.table),
 		Key:                      key(tenant, id),
 		ConsistentRead:           aws.Bool(true), // a client reads back what it just wrote
-		ProjectionExpression:     expr.Projection(),
-		ExpressionAttributeNames: expr.Names(),
+		ProjectionExpression:     proj.expr,
+		ExpressionAttributeNames: proj.names,
 	})
 	if err != nil {
 		return item{}, classify(err)
@@ -149,7 +163,7 @@ func (s *Store) getItem(ctx context.Context, tenant, id string, proj expression.
 // lastWriter reads which request wrote the item last (consistently); "" and found=false if
 // the item is gone.
 func (s *Store) lastWriter(ctx context.Context, tenant, id string) (requestID string, found bool, err error) {
-	it, err := s.getItem(ctx, tenant, id, expression.NamesList(expression.Name(attrRequestID)))
+	it, err := s.getItem(ctx, tenant, id, writerProjection)
 	if token.KindOf(err) == token.NotFound {
 		return "", false, nil
 	}
@@ -252,15 +266,14 @@ type ListResult struct {
 // List reads the tenant's tokens with one paginated Query of its partition, without the sealed
 // attributes.
 func (s *Store) List(ctx context.Context, tenant string) (ListResult, error) {
-	keyCond := expression.Key(attrPK).Equal(expression.Value(tenant)).
-		And(expression.Key(attrSK).BeginsWith(tokenSKPrefix))
-	expr, err := expression.NewBuilder().WithKeyCondition(keyCond).WithProjection(projection()).Build()
-	if err != nil {
-		return ListResult{}, token.InternalError(err)
-	}
 	in := &dynamodb.QueryInput{
-		TableName: aws.String(s.table), KeyConditionExpression: expr.KeyCondition(),
-		ProjectionExpression: expr.Projection(), ExpressionAttributeNames: expr.Names(), ExpressionAttributeValues: expr.Values(),
+		TableName:              aws.String(s.table),
+		KeyConditionExpression: aws.String("pk = :tenant AND begins_with(sk, :prefix)"),
+		ExpressionAttributeValues: map[string]types.AttributeValue{
+			":tenant": &types.AttributeValueMemberS{Value: tenant},
+			":prefix": &types.AttributeValueMemberS{Value: tokenSKPrefix},
+		},
+		ProjectionExpression: publicProjection.expr, ExpressionAttributeNames: publicProjection.names,
 	}
 	var res ListResult
 	pages := dynamodb.NewQueryPaginator(s.db, in)
@@ -284,10 +297,6 @@ func (s *Store) List(ctx context.Context, tenant string) (ListResult, error) {
 // GetMany reads the named tokens by key (BatchGetItem, 100 keys a call), so a query on ids does
 // not read the whole partition. Missing ids are left out.
 func (s *Store) GetMany(ctx context.Context, tenant string, ids []string) (ListResult, error) {
-	expr, err := expression.NewBuilder().WithProjection(projection()).Build()
-	if err != nil {
-		return ListResult{}, token.InternalError(err)
-	}
 	var res ListResult
 	seen := map[string]bool{}
 	for start := 0; start < len(ids); start += 100 {
@@ -300,7 +309,7 @@ func (s *Store) GetMany(ctx context.Context, tenant string, ids []string) (ListR
 		}
 		request := map[string]types.KeysAndAttributes{s.table: {
 			Keys: keys, ConsistentRead: aws.Bool(true),
-			ProjectionExpression: expr.Projection(), ExpressionAttributeNames: expr.Names(),
+			ProjectionExpression: publicProjection.expr, ExpressionAttributeNames: publicProjection.names,
 		}}
 		for attempt := 0; len(request) > 0 && len(request[s.table].Keys) > 0; attempt++ {
 			if attempt > 0 {

@@ -1,0 +1,160 @@
+package store_test
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+
+	"aitokens/pkg/store"
+	"aitokens/pkg/testenv"
+	"aitokens/pkg/token"
+)
+
+func TestMain(m *testing.M) { os.Exit(testenv.Main(m)) }
+
+func newStore(t *testing.T) *store.Store {
+	return store.New(testenv.Client(), testenv.NewTable(t))
+}
+
+var sealed = token.Sealed{KeyID: "k", Algorithm: "a", WrappedKey: []byte{1}, Nonce: []byte{2}, Ciphertext: []byte{3}, Digest: []byte{4}}
+
+func create(t *testing.T, st *store.Store, tenant, id, rid string) {
+	t.Helper()
+	now := time.Now()
+	if err := st.Create(context.Background(), token.Token{Tenant: tenant, ID: id, Name: "n", CreatedAt: now, ModifiedAt: now}, sealed, rid); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A write retried after a lost response must not turn into a false conflict: the item's
+// request id tells our own earlier success from somebody else's write.
+func TestRetriedWritesAreRecognised(t *testing.T) {
+	ctx := context.Background()
+	st := newStore(t)
+	create(t, st, "acme", "x", "req-1")
+	if err := st.Create(ctx, token.Token{Tenant: "acme", ID: "x", Name: "n", CreatedAt: time.Now()}, sealed, "req-1"); err != nil {
+		t.Fatalf("retried create: %v", err)
+	}
+	if err := st.Create(ctx, token.Token{Tenant: "acme", ID: "x", Name: "n", CreatedAt: time.Now()}, sealed, "req-2"); token.KindOf(err) != token.Conflict {
+		t.Fatalf("create by another request: %v, want conflict", err)
+	}
+	r := store.Rename{Tenant: "acme", ID: "x", Name: "m", ExpectedVersion: 1, RequestID: "req-3", Now: time.Now()}
+	for attempt := range 2 {
+		if err := st.Rename(ctx, r); err != nil {
+			t.Fatalf("rename attempt %d: %v", attempt, err)
+		}
+	}
+	got, err := st.Get(ctx, "acme", "x")
+	if err != nil || got.Version != 2 || got.Name != "m" {
+		t.Fatalf("after a retried rename: %+v %v, want version 2", got, err)
+	}
+	// Without a version a retry is recognised too: applied once.
+	r2 := store.Rename{Tenant: "acme", ID: "x", Name: "k", RequestID: "req-4", Now: time.Now()}
+	st.Rename(ctx, r2)
+	st.Rename(ctx, r2)
+	if got, _ := st.Get(ctx, "acme", "x"); got.Version != 3 {
+		t.Fatalf("version %d after a retried unversioned rename, want 3", got.Version)
+	}
+	stale := store.Rename{Tenant: "acme", ID: "x", Name: "z", ExpectedVersion: 1, RequestID: "req-5", Now: time.Now()}
+	if err := st.Rename(ctx, stale); token.KindOf(err) != token.Conflict {
+		t.Fatalf("stale version: %v", err)
+	}
+	missing := store.Rename{Tenant: "acme", ID: "nope", Name: "z", RequestID: "req-6", Now: time.Now()}
+	if err := st.Rename(ctx, missing); token.KindOf(err) != token.NotFound {
+		t.Fatalf("missing: %v", err)
+	}
+}
+
+func TestTenantsAreApart(t *testing.T) {
+	ctx := context.Background()
+	st := newStore(t)
+	create(t, st, "acme", "x", "r1")
+	create(t, st, "globex", "y", "r2")
+	if _, err := st.Get(ctx, "globex", "x"); token.KindOf(err) != token.NotFound {
+		t.Fatalf("globex reads acme's token: %v", err)
+	}
+	res, err := st.List(ctx, "acme")
+	if err != nil || len(res.Tokens) != 1 || res.Tokens[0].ID != "x" {
+		t.Fatalf("list acme: %+v %v", res, err)
+	}
+	many, err := st.GetMany(ctx, "acme", []string{"x", "y", "x"})
+	if err != nil || len(many.Tokens) != 1 {
+		t.Fatalf("GetMany crosses tenants or repeats: %+v %v", many, err)
+	}
+}
+
+// recorder keeps every DynamoDB response body, to see which attributes a read fetched.
+type recorder struct {
+	mu     sync.Mutex
+	bodies []string
+}
+
+func (r *recorder) Do(req *http.Request) (*http.Response, error) {
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	body, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	r.mu.Lock()
+	r.bodies = append(r.bodies, req.Header.Get("X-Amz-Target")+" "+string(body))
+	r.mu.Unlock()
+	res.Body = io.NopCloser(bytes.NewReader(body))
+	return res, nil
+}
+
+func TestReadsForShowingNeverFetchSealedValues(t *testing.T) {
+	ctx := context.Background()
+	rec := &recorder{}
+	client, err := store.NewClient(ctx, testenv.Endpoint(), func(o *dynamodb.Options) { o.HTTPClient = rec })
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := store.New(client, testenv.NewTable(t))
+	create(t, st, "acme", "x", "r1")
+	rec.bodies = nil
+	st.Get(ctx, "acme", "x")
+	st.List(ctx, "acme")
+	st.GetMany(ctx, "acme", []string{"x"})
+	st.GetDigest(ctx, "acme", "x")
+	if len(rec.bodies) != 4 {
+		t.Fatalf("%d calls recorded", len(rec.bodies))
+	}
+	for _, b := range rec.bodies {
+		if !strings.Contains(b, `"id"`) {
+			t.Fatalf("a read returned no token: %s", b)
+		}
+		for _, attr := range []string{"sealCiphertext", "sealWrappedKey", "sealNonce"} {
+			if strings.Contains(b, attr) {
+				t.Fatalf("a read for showing fetched %s: %s", attr, b)
+			}
+		}
+	}
+	rec.bodies = nil
+	if _, s, err := st.GetSealed(ctx, "acme", "x"); err != nil || len(s.Ciphertext) == 0 || !strings.Contains(rec.bodies[0], "sealCiphertext") {
+		t.Fatalf("GetSealed: %+v %v", s, err)
+	}
+}
+
+func TestUnreachableDatabaseIsUnavailable(t *testing.T) {
+	client, err := store.NewClient(context.Background(), "http://127.0.0.1:1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := store.New(client, "t")
+	ctx := context.Background()
+	if _, err := st.Get(ctx, "acme", "x"); token.KindOf(err) != token.Unavailable {
+		t.Fatalf("Get: %v, want unavailable", err)
+	}
+	if _, err := st.List(ctx, "acme"); token.KindOf(err) != token.Unavailable {
+		t.Fatalf("List: %v, want unavailable", err)
+	}
+}
