@@ -2,8 +2,10 @@ package api_test
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"testing"
 	"time"
 
@@ -11,6 +13,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 
+	"aitokens/pkg/query"
+	"aitokens/pkg/service"
 	"aitokens/pkg/testenv"
 )
 
@@ -93,4 +97,100 @@ func BenchmarkGetToken(b *testing.B) {
 			rawGetItem(b, h.table, true)
 		}
 	})
+}
+
+// seedTokens writes n tokens of tenant acme straight into the table in the store's item layout
+// (no sealing: list never reads the sealed attributes), 25 per BatchWriteItem.
+func seedTokens(b *testing.B, table string, n int) {
+	ctx := context.Background()
+	for start := 0; start < n; start += 25 {
+		var writes []types.WriteRequest
+		for i := start; i < min(start+25, n); i++ {
+			id := fmt.Sprintf("token-%05d", i)
+			name := fmt.Sprintf("Token %d for agent %d", i, i%7)
+			if i%10 == 0 {
+				name = fmt.Sprintf("Support bot %d", i)
+			}
+			writes = append(writes, types.WriteRequest{PutRequest: &types.PutRequest{Item: map[string]types.AttributeValue{
+				"pk": &types.AttributeValueMemberS{Value: "acme"}, "sk": &types.AttributeValueMemberS{Value: "token#" + id},
+				"id": &types.AttributeValueMemberS{Value: id}, "name": &types.AttributeValueMemberS{Value: name},
+				"version": &types.AttributeValueMemberN{Value: "1"}, "usageCount": &types.AttributeValueMemberN{Value: "0"},
+				"createdAt":      &types.AttributeValueMemberS{Value: "2026-01-01T00:00:00.000Z"},
+				"modifiedAt":     &types.AttributeValueMemberS{Value: "2026-01-01T00:00:00.000Z"},
+				"sealCiphertext": &types.AttributeValueMemberB{Value: make([]byte, 64)},
+				"sealWrappedKey": &types.AttributeValueMemberB{Value: make([]byte, 60)},
+			}}})
+		}
+		req := map[string][]types.WriteRequest{table: writes}
+		for len(req) > 0 {
+			out, err := testenv.Client().BatchWriteItem(ctx, &dynamodb.BatchWriteItemInput{RequestItems: req})
+			if err != nil {
+				b.Fatal(err)
+			}
+			req = out.UnprocessedItems
+		}
+	}
+}
+
+// rawQuery reads the whole partition with the SDK's paginator and the list's projection.
+func rawQuery(b *testing.B, table string) int {
+	pages := dynamodb.NewQueryPaginator(testenv.Client(), &dynamodb.QueryInput{
+		TableName:              aws.String(table),
+		KeyConditionExpression: aws.String("pk = :t AND begins_with(sk, :p)"),
+		ExpressionAttributeValues: map[string]types.AttributeValue{
+			":t": &types.AttributeValueMemberS{Value: "acme"}, ":p": &types.AttributeValueMemberS{Value: "token#"},
+		},
+		ProjectionExpression:     aws.String("#0, #1, #2, #3, #4, #5, #6"),
+		ExpressionAttributeNames: map[string]string{"#0": "id", "#1": "name", "#2": "version", "#3": "createdAt", "#4": "modifiedAt", "#5": "lastUsedAt", "#6": "usageCount"},
+	})
+	n := 0
+	for pages.HasMorePages() {
+		page, err := pages.NextPage(context.Background())
+		if err != nil {
+			b.Fatal(err)
+		}
+		n += int(page.ScannedCount)
+	}
+	return n
+}
+
+// BenchmarkListRegex lists with a regex q over a tenant of n tokens, alternating with one raw
+// paginated Query of the same partition, and reports time per request, items read and ratio.
+func BenchmarkListRegex(b *testing.B) {
+	for _, n := range []int{10, 100, 1000, 10000} {
+		b.Run(fmt.Sprintf("tokens=%d", n), func(b *testing.B) {
+			h := newHarness(b)
+			seedTokens(b, h.table, n)
+			jwt := h.jwt("acme", "ai.agent_read")
+			path := base + "?q=" + url.QueryEscape("name:~(?i)support") + "&sort=name:desc"
+			q, _ := query.Parse("name:~(?i)support")
+			sortKeys, _ := query.ParseSort("name:desc")
+			res, err := h.svc.List(context.Background(), service.List{Tenant: "acme", Query: q, Sort: sortKeys, Page: query.Page{Number: 1, Size: 60}})
+			if err != nil || res.ItemsRead != n {
+				b.Fatalf("items read %d, want %d: %v", res.ItemsRead, n, err)
+			}
+			for range 3 {
+				rawQuery(b, h.table) // warm DynamoDB Local's JIT
+			}
+			var handlerTime, rawTime time.Duration
+			for b.Loop() {
+				start := time.Now()
+				req := httptest.NewRequest(http.MethodGet, path, nil)
+				req.Header.Set("Authorization", "Bearer "+jwt)
+				rec := httptest.NewRecorder()
+				h.handler.ServeHTTP(rec, req)
+				if rec.Code != http.StatusOK {
+					b.Fatal(rec.Code, rec.Body.String())
+				}
+				handlerTime += time.Since(start)
+				start = time.Now()
+				rawQuery(b, h.table)
+				rawTime += time.Since(start)
+			}
+			b.ReportMetric(float64(handlerTime.Nanoseconds())/float64(b.N), "list-ns/op")
+			b.ReportMetric(float64(rawTime.Nanoseconds())/float64(b.N), "raw-query-ns/op")
+			b.ReportMetric(float64(handlerTime)/float64(rawTime), "list/raw")
+			b.ReportMetric(float64(res.ItemsRead), "items-read")
+		})
+	}
 }

@@ -97,6 +97,7 @@ type parser struct {
 	pos        int
 	conditions int
 	depth      int
+	steps      int // loop iterations, so a test can check that parsing is linear in the input
 }
 
 func (p *parser) errorf(pos int, format string, args ...any) error {
@@ -117,6 +118,7 @@ func isSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\
 func (p *parser) skipSpaces() bool {
 	start := p.pos
 	for !p.eof() && isSpace(p.peek()) {
+		p.steps++
 		p.pos++
 	}
 	return p.pos > start
@@ -137,6 +139,7 @@ func (p *parser) conjunction(inGroup bool) (node, error) {
 	var or orNode
 	and := andNode{}
 	for {
+		p.steps++
 		p.skipSpaces()
 		if p.eof() {
 			if inGroup {
@@ -171,6 +174,9 @@ func (p *parser) conjunction(inGroup bool) (node, error) {
 			return nil, err
 		}
 		and = append(and, n)
+		if !inGroup && p.peek() == ')' {
+			return nil, p.errorf(p.pos, "unbalanced parenthesis: unexpected )")
+		}
 		if !p.eof() && !isSpace(p.peek()) && !(inGroup && p.peek() == ')') {
 			return nil, p.errorf(p.pos, "expected a space between conditions")
 		}
@@ -208,7 +214,8 @@ func (p *parser) condition(inGroup bool) (node, error) {
 	if p.conditions > MaxConditions {
 		return nil, p.errorf(start, "more than %d conditions", MaxConditions)
 	}
-	for !p.eof() && (isFieldChar(p.peek())) {
+	for !p.eof() && isFieldChar(p.peek()) {
+		p.steps++
 		p.pos++
 	}
 	field := p.src[start:p.pos]
@@ -235,7 +242,8 @@ func (p *parser) condition(inGroup bool) (node, error) {
 		return p.parenExpr(f)
 	case '~':
 		p.pos++
-		return p.regex(f, p.pos, p.scanRegex(inGroup))
+		start := p.pos
+		return p.regex(f, start, p.scanRegex(false))
 	}
 	return p.simpleExpr(f, inGroup)
 }
@@ -286,14 +294,15 @@ func (p *parser) comparison() string {
 	return ""
 }
 
-// value reads a quoted or bare value. A bare one ends at white space, or also at ',' and ')'
-// inside parentheses.
+// value reads a quoted or bare value. A bare one ends at white space or a parenthesis, and
+// inside parentheses also at ','. Quote a value that holds any of them.
 func (p *parser) value(inParens bool) (string, bool, error) {
 	start := p.pos
 	if p.peek() == '"' {
 		p.pos++
 		var b strings.Builder
 		for !p.eof() {
+			p.steps++
 			c := p.peek()
 			switch c {
 			case '\\':
@@ -313,8 +322,9 @@ func (p *parser) value(inParens bool) (string, bool, error) {
 		return "", false, p.errorf(start, "unterminated quoted value")
 	}
 	for !p.eof() {
+		p.steps++
 		c := p.peek()
-		if isSpace(c) || c == '"' || c == '(' || (inParens && (c == ',' || c == ')')) {
+		if isSpace(c) || c == '"' || c == '(' || c == ')' || (inParens && c == ',') {
 			break
 		}
 		p.pos++
@@ -380,6 +390,7 @@ func (p *parser) parenExpr(f fieldRef) (node, error) {
 	if strings.ContainsAny(string(p.peek()), "<>") {
 		var bounds andNode
 		for {
+			p.steps++
 			p.skipSpaces()
 			n, err := p.simpleExpr(f, true)
 			if err != nil {
@@ -405,6 +416,7 @@ func (p *parser) parenExpr(f fieldRef) (node, error) {
 	}
 	var vals []value
 	for {
+		p.steps++
 		p.skipSpaces()
 		start := p.pos
 		if p.eof() {
@@ -443,6 +455,7 @@ func (p *parser) scanRegex(inParens bool) string {
 	depth := 0
 	inClass := false
 	for !p.eof() {
+		p.steps++
 		c := p.peek()
 		switch {
 		case c == '\\':
