@@ -18,7 +18,7 @@ import (
 	"aitokens/pkg/auth"
 	"aitokens/pkg/ddblocal"
 	"aitokens/pkg/devkeys"
-	"aitokens/pkg/seal"
+	"aitokens/pkg/seal/kmsseal"
 	"aitokens/pkg/service"
 	"aitokens/pkg/store"
 )
@@ -62,7 +62,10 @@ func serve(args []string) error {
 	if err != nil {
 		return fmt.Errorf("%w (refusing to start without authentication; use --dev for local development)", err)
 	}
-	sealer, err := seal.NewLocal(envOr("MASTER_KEY_FILE", filepath.Join(dataDir, "master.key")))
+	if *dev && os.Getenv("KMS_KEY_ID") == "" && os.Getenv("MASTER_KEY_FILE") == "" {
+		os.Setenv("MASTER_KEY_FILE", filepath.Join(dataDir, "master.key"))
+	}
+	sealer, err := kmsseal.FromEnv(ctx)
 	if err != nil {
 		return err
 	}

@@ -7,8 +7,8 @@ import (
 	"aitokens/pkg/token"
 )
 
-// statusOf is the one place where an error kind becomes an HTTP status.
-func statusOf(kind token.Kind) int {
+// StatusOf is the one place where an error kind becomes an HTTP status.
+func StatusOf(kind token.Kind) int {
 	switch kind {
 	case token.Invalid:
 		return http.StatusBadRequest
@@ -26,6 +26,8 @@ func statusOf(kind token.Kind) int {
 		return http.StatusRequestEntityTooLarge
 	case token.Unavailable:
 		return http.StatusServiceUnavailable
+	case token.Dependency:
+		return http.StatusBadGateway
 	default:
 		return http.StatusInternalServerError
 	}
@@ -54,7 +56,7 @@ type Fault struct {
 // of an internal error stays in the log.
 func writeError(w http.ResponseWriter, err error) int {
 	e := token.As(err)
-	status := statusOf(e.Kind)
+	status := StatusOf(e.Kind)
 	if status == http.StatusUnauthorized {
 		var f Fault
 		f.Fault.FaultString = e.Message

@@ -137,6 +137,28 @@ func patchedName(ops []PatchOp) (string, error) {
 	return *name, nil
 }
 
+// Resolve returns a token's plain value, for the platform's own services only (the internal
+// resolve function; never a public route), and records when it was used.
+func (s *Service) Resolve(ctx context.Context, tenant, id string) ([]byte, error) {
+	if err := token.ValidateTenant(tenant); err != nil {
+		return nil, err
+	}
+	if err := token.ValidateID(id); err != nil {
+		return nil, err
+	}
+	_, sealed, err := s.Store.GetSealed(ctx, tenant, id)
+	if err != nil {
+		return nil, err
+	}
+	value, err := s.Sealer.Open(ctx, tenant, id, sealed)
+	if err != nil {
+		return nil, err
+	}
+	// Losing a lastUsedAt write must not lose the caller its value.
+	_ = s.Store.TouchLastUsed(ctx, tenant, id, s.Now())
+	return value, nil
+}
+
 // Delete removes a token; a missing one is fine.
 func (s *Service) Delete(ctx context.Context, tenant, id string) error {
 	return s.Store.Delete(ctx, tenant, id)

@@ -251,6 +251,26 @@ func (s *Store) Rename(ctx context.Context, r Rename) error {
 		Message: "Optimistic locking failed: metadata.version " + strconv.Itoa(r.ExpectedVersion) + " is not the stored version; read the token again and retry."}
 }
 
+// TouchLastUsed records that the token's value was resolved at now, writing at most once per
+// minute per token (the condition skips the write otherwise). It changes neither version nor
+// modifiedAt: being used is not an edit.
+func (s *Store) TouchLastUsed(ctx context.Context, tenant, id string, now time.Time) error {
+	_, err := s.db.UpdateItem(ctx, &dynamodb.UpdateItemInput{
+		TableName:           aws.String(s.table),
+		Key:                 key(tenant, id),
+		UpdateExpression:    aws.String("SET lastUsedAt = :now"),
+		ConditionExpression: aws.String("attribute_exists(pk) AND (attribute_not_exists(lastUsedAt) OR lastUsedAt < :cutoff)"),
+		ExpressionAttributeValues: map[string]types.AttributeValue{
+			":now":    &types.AttributeValueMemberS{Value: token.FormatTime(now)},
+			":cutoff": &types.AttributeValueMemberS{Value: token.FormatTime(now.Add(-time.Minute))},
+		},
+	})
+	if isConditionFailed(err) {
+		return nil // used within the last minute (or deleted meanwhile): nothing to record
+	}
+	return classify(err)
+}
+
 // Delete removes a token; a missing one is not an error.
 func (s *Store) Delete(ctx context.Context, tenant, id string) error {
 	_, err := s.db.DeleteItem(ctx, &dynamodb.DeleteItemInput{TableName: aws.String(s.table), Key: key(tenant, id)})

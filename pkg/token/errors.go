@@ -19,6 +19,7 @@ const (
 	TooLarge         Kind = "too_large"
 	MethodNotAllowed Kind = "method_not_allowed"
 	Unavailable      Kind = "unavailable"
+	Dependency       Kind = "dependency" // a service we depend on refused (e.g. KMS access denied)
 	Internal         Kind = "internal"
 )
 

@@ -1,0 +1,92 @@
+package lambdafn
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/aws/aws-lambda-go/lambda"
+	"github.com/aws/aws-lambda-go/lambdacontext"
+
+	"aitokens/pkg/api"
+	"aitokens/pkg/service"
+	"aitokens/pkg/store"
+	"aitokens/pkg/token"
+)
+
+// ResolveRequest is the event of the internal resolve-token function, invoked directly by the
+// platform's services (lambda:InvokeFunction), never through API Gateway.
+type ResolveRequest struct {
+	Tenant  string `json:"tenant"`
+	TokenID string `json:"tokenId"`
+}
+
+// ResolveResponse holds the value, or an error in the shape of the API's ErrorMessage.
+type ResolveResponse struct {
+	Value string        `json:"value,omitempty"`
+	Error *ResolveError `json:"error,omitempty"`
+}
+
+// ResolveError is a refused or failed resolve.
+type ResolveError struct {
+	Code    int    `json:"code"`
+	Status  string `json:"status"`
+	Message string `json:"message"`
+}
+
+// Resolver answers resolve events.
+type Resolver struct {
+	svc *service.Service
+	log *slog.Logger
+}
+
+// NewResolver builds the resolver from the environment (TABLE_NAME, DYNAMODB_ENDPOINT) and a
+// sealer that can open values.
+func NewResolver(ctx context.Context, sealer SealerFactory) (*Resolver, error) {
+	client, err := store.NewClient(ctx, os.Getenv("DYNAMODB_ENDPOINT"))
+	if err != nil {
+		return nil, err
+	}
+	s, err := sealer(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return &Resolver{svc: service.New(store.New(client, os.Getenv("TABLE_NAME")), s), log: lambdacontext.NewLogger()}, nil
+}
+
+// Resolve answers one event. Errors are answers, not Lambda failures, so callers get a
+// structured reason; the log line never holds the value.
+func (r *Resolver) Resolve(ctx context.Context, req ResolveRequest) (ResolveResponse, error) {
+	start := time.Now()
+	value, err := r.svc.Resolve(ctx, req.Tenant, req.TokenID)
+	res := ResolveResponse{Value: string(value)}
+	status := http.StatusOK
+	if err != nil {
+		e := token.As(err)
+		status = api.StatusOf(e.Kind)
+		msg := e.Message
+		if e.Kind == token.Internal {
+			msg = "internal error"
+		}
+		res = ResolveResponse{Error: &ResolveError{Code: status, Status: http.StatusText(status), Message: msg}}
+	}
+	attrs := []any{"route", "resolve-token", "tenant", req.Tenant, "tokenId", req.TokenID, "status", status,
+		"durationMs", float64(time.Since(start).Microseconds()) / 1000}
+	if status >= 500 {
+		attrs = append(attrs, "error", err.Error())
+	}
+	r.log.InfoContext(ctx, "resolve", attrs...)
+	return res, nil
+}
+
+// StartResolve runs the resolve function until the Lambda runtime stops it.
+func StartResolve(sealer SealerFactory) {
+	r, err := NewResolver(context.Background(), sealer)
+	if err != nil {
+		slog.Error("init failed", "function", "resolve-token", "error", err.Error())
+		os.Exit(1)
+	}
+	lambda.Start(r.Resolve)
+}

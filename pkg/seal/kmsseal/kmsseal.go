@@ -1,0 +1,128 @@
+// Package kmsseal seals token values with AWS KMS envelope encryption: GenerateDataKey
+// (AES_256) per value with the encryption context {tenant, tokenId}, AES-256-GCM over the value
+// with the same pair as additional data, and Decrypt with the same context to open. Only the
+// functions that seal or open import it, so the others do not link a KMS client.
+package kmsseal
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/aws/retry"
+	"github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/service/kms"
+	kmstypes "github.com/aws/aws-sdk-go-v2/service/kms/types"
+	smithy "github.com/aws/smithy-go"
+	smithyhttp "github.com/aws/smithy-go/transport/http"
+
+	"aitokens/pkg/seal"
+	"aitokens/pkg/token"
+)
+
+// Algorithm names this scheme in the stored item.
+const Algorithm = "kms-aes256gcm-v1"
+
+// KMS is the production sealer.
+type KMS struct {
+	client *kms.Client
+	keyID  string
+}
+
+// New seals with keyID (a key id, ARN or alias) through client.
+func New(client *kms.Client, keyID string) *KMS { return &KMS{client: client, keyID: keyID} }
+
+// NewClient makes a KMS client from the SDK's standard configuration (so AWS_ENDPOINT_URL_KMS
+// can point it at another endpoint), retrying throttling and 5xx a few times with a short
+// backoff: a request should fail with a clear 503 well within API Gateway's 30 s, not hang.
+func NewClient(ctx context.Context) (*kms.Client, error) {
+	cfg, err := config.LoadDefaultConfig(ctx, config.WithRetryer(func() aws.Retryer {
+		return retry.NewStandard(func(o *retry.StandardOptions) {
+			o.MaxAttempts = 4
+			o.MaxBackoff = 400 * time.Millisecond
+		})
+	}))
+	if err != nil {
+		return nil, err
+	}
+	return kms.NewFromConfig(cfg), nil
+}
+
+// FromEnv picks the sealer the configuration asks for: KMS with KMS_KEY_ID set, otherwise the
+// local sealer with the master key file MASTER_KEY_FILE.
+func FromEnv(ctx context.Context) (seal.Sealer, error) {
+	if keyID := os.Getenv("KMS_KEY_ID"); keyID != "" {
+		client, err := NewClient(ctx)
+		if err != nil {
+			return nil, err
+		}
+		return New(client, keyID), nil
+	}
+	if path := os.Getenv("MASTER_KEY_FILE"); path != "" {
+		return seal.NewLocal(path)
+	}
+	return nil, errors.New("kmsseal: set KMS_KEY_ID (AWS KMS) or MASTER_KEY_FILE (local development sealer)")
+}
+
+func (k *KMS) Seal(ctx context.Context, tenant, id string, value []byte) (token.Sealed, error) {
+	out, err := k.client.GenerateDataKey(ctx, &kms.GenerateDataKeyInput{
+		KeyId:             aws.String(k.keyID),
+		KeySpec:           kmstypes.DataKeySpecAes256,
+		EncryptionContext: seal.Context(tenant, id),
+	})
+	if err != nil {
+		return token.Sealed{}, classify(err)
+	}
+	defer seal.Wipe(out.Plaintext) // the plaintext data key lives only for this call
+	nonce, ciphertext, err := seal.EncryptValue(out.Plaintext, tenant, id, value)
+	if err != nil {
+		return token.Sealed{}, token.InternalError(err)
+	}
+	return token.Sealed{KeyID: aws.ToString(out.KeyId), Algorithm: Algorithm, WrappedKey: out.CiphertextBlob, Nonce: nonce, Ciphertext: ciphertext}, nil
+}
+
+func (k *KMS) Open(ctx context.Context, tenant, id string, s token.Sealed) ([]byte, error) {
+	if s.Algorithm != Algorithm {
+		return nil, token.InternalError(fmt.Errorf("kmsseal: cannot open a value sealed with %q", s.Algorithm))
+	}
+	out, err := k.client.Decrypt(ctx, &kms.DecryptInput{
+		CiphertextBlob:    s.WrappedKey,
+		KeyId:             aws.String(s.KeyID),
+		EncryptionContext: seal.Context(tenant, id),
+	})
+	if err != nil {
+		return nil, classify(err)
+	}
+	defer seal.Wipe(out.Plaintext)
+	plain, err := seal.DecryptValue(out.Plaintext, tenant, id, s.Nonce, s.Ciphertext)
+	if err != nil {
+		return nil, token.InternalError(err)
+	}
+	return plain, nil
+}
+
+// classify maps a KMS failure (after the SDK's retries) to the service's errors: busy or
+// unreachable is a 503 the client may retry; a refusal (access denied, disabled or missing key,
+// bad context) is a 502 that only an operator can mend.
+func classify(err error) error {
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return &token.Error{Kind: token.Unavailable, Message: "The request was cancelled or timed out.", Cause: err}
+	}
+	var sendErr *smithyhttp.RequestSendError
+	var respErr *smithyhttp.ResponseError
+	var maxAttempts *retry.MaxAttemptsError
+	if errors.As(err, &sendErr) || errors.As(err, &maxAttempts) ||
+		(errors.As(err, &respErr) && respErr.HTTPStatusCode() >= 500) ||
+		retry.IsErrorThrottles(retry.DefaultThrottles).IsErrorThrottle(err).Bool() {
+		return &token.Error{Kind: token.Unavailable, Message: "The key service is unavailable; try again later.", Cause: err}
+	}
+	var apiErr smithy.APIError
+	if errors.As(err, &apiErr) {
+		return &token.Error{Kind: token.Dependency, Cause: err,
+			Message: "The key service refused the request (" + apiErr.ErrorCode() + "); an operator must check the KMS key and its policy."}
+	}
+	return token.InternalError(err)
+}
