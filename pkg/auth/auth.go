@@ -57,9 +57,9 @@ func ErrExpiredToken() *token.Error {
 	return &token.Error{Kind: token.Unauthorized, Message: "Access Token expired", Code: "keymanagement.service.access_token_expired"}
 }
 
-// scopesFrom reads scopes from "scope" (space separated string) or "scp" (array of strings, or
+// ScopesFromClaims reads scopes from "scope" (space separated string) or "scp" (array of strings, or
 // a space separated string). A claim of any other type makes the token invalid.
-func scopesFrom(claims map[string]any) ([]string, bool) {
+func ScopesFromClaims(claims map[string]any) ([]string, bool) {
 	var scopes []string
 	if v, ok := claims["scope"]; ok {
 		s, ok := v.(string)

@@ -11,7 +11,6 @@ import (
 	"os"
 
 	"github.com/aws/aws-lambda-go/lambda"
-	"github.com/aws/aws-lambda-go/lambdacontext"
 	"github.com/awslabs/aws-lambda-go-api-proxy/httpadapter"
 
 	"aitokens/pkg/api"
@@ -46,9 +45,12 @@ func Handler(ctx context.Context, function string, sealer SealerFactory) (http.H
 			return nil, err
 		}
 	}
-	log := lambdacontext.NewLogger() // JSON with the Lambda request id on every line
-	return api.New(svc, auth.APIGateway{TenantClaim: os.Getenv("TENANT_CLAIM")}, log, route), nil
+	return api.New(svc, auth.APIGateway{TenantClaim: os.Getenv("TENANT_CLAIM")}, jsonLogger(), route), nil
 }
+
+// jsonLogger writes one JSON object per line to stdout, which Lambda sends to CloudWatch Logs.
+// The request log line carries the Lambda request id itself (api uses it as the request id).
+func jsonLogger() *slog.Logger { return slog.New(slog.NewJSONHandler(os.Stdout, nil)) }
 
 // Start runs function until the Lambda runtime stops it.
 func Start(function string, sealer SealerFactory) {

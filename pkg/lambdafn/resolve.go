@@ -53,7 +53,7 @@ func NewResolver(ctx context.Context, sealer SealerFactory) (*Resolver, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Resolver{svc: service.New(store.New(client, os.Getenv("TABLE_NAME")), s), log: lambdacontext.NewLogger()}, nil
+	return &Resolver{svc: service.New(store.New(client, os.Getenv("TABLE_NAME")), s), log: jsonLogger()}, nil
 }
 
 // Resolve answers one event. Errors are answers, not Lambda failures, so callers get a
@@ -72,7 +72,11 @@ func (r *Resolver) Resolve(ctx context.Context, req ResolveRequest) (ResolveResp
 		}
 		res = ResolveResponse{Error: &ResolveError{Code: status, Status: http.StatusText(status), Message: msg}}
 	}
-	attrs := []any{"route", "resolve-token", "tenant", req.Tenant, "tokenId", req.TokenID, "status", status,
+	rid := ""
+	if lc, ok := lambdacontext.FromContext(ctx); ok {
+		rid = lc.AwsRequestID
+	}
+	attrs := []any{"requestId", rid, "route", "resolve-token", "tenant", req.Tenant, "tokenId", req.TokenID, "status", status,
 		"durationMs", float64(time.Since(start).Microseconds()) / 1000}
 	if status >= 500 {
 		attrs = append(attrs, "error", err.Error())

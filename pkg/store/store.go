@@ -3,7 +3,9 @@ package store
 import (
 	"context"
 	"errors"
+	"slices"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -314,57 +316,41 @@ func (s *Store) List(ctx context.Context, tenant string) (ListResult, error) {
 	return res, nil
 }
 
-// GetMany reads the named tokens by key (BatchGetItem, 100 keys a call), so a query on ids does
-// not read the whole partition. Missing ids are left out.
+// GetMany reads the named tokens by key, a few GetItems at a time, so that a query on ids does
+// not read the whole partition (GetItem rather than BatchGetItem keeps the read functions'
+// permissions to GetItem and Query). Missing ids are left out.
 func (s *Store) GetMany(ctx context.Context, tenant string, ids []string) (ListResult, error) {
+	ids = slices.Compact(slices.Sorted(slices.Values(ids)))
+	found := make([]*token.Token, len(ids))
+	errs := make([]error, len(ids))
+	limit := make(chan struct{}, 8)
+	var wg sync.WaitGroup
+	for i, id := range ids {
+		wg.Add(1)
+		limit <- struct{}{}
+		go func() {
+			defer func() { <-limit; wg.Done() }()
+			t, err := s.Get(ctx, tenant, id)
+			switch {
+			case err == nil:
+				found[i] = &t
+			case token.KindOf(err) != token.NotFound:
+				errs[i] = err
+			}
+		}()
+	}
+	wg.Wait()
 	var res ListResult
-	seen := map[string]bool{}
-	for start := 0; start < len(ids); start += 100 {
-		var keys []map[string]types.AttributeValue
-		for _, id := range ids[start:min(start+100, len(ids))] {
-			if !seen[id] {
-				seen[id] = true
-				keys = append(keys, key(tenant, id))
-			}
+	for i := range ids {
+		if errs[i] != nil {
+			return ListResult{}, errs[i]
 		}
-		request := map[string]types.KeysAndAttributes{s.table: {
-			Keys: keys, ConsistentRead: aws.Bool(true),
-			ProjectionExpression: publicProjection.expr, ExpressionAttributeNames: publicProjection.names,
-		}}
-		for attempt := 0; len(request) > 0 && len(request[s.table].Keys) > 0; attempt++ {
-			if attempt > 0 {
-				if err := sleep(ctx, time.Duration(attempt*attempt)*20*time.Millisecond); err != nil {
-					return ListResult{}, err
-				}
-			}
-			if attempt > 8 {
-				return ListResult{}, &token.Error{Kind: token.Unavailable, Message: "The token store is busy; try again later."}
-			}
-			out, err := s.db.BatchGetItem(ctx, &dynamodb.BatchGetItemInput{RequestItems: request})
-			if err != nil {
-				return ListResult{}, classify(err)
-			}
-			var items []item
-			if err := attributevalue.UnmarshalListOfMaps(out.Responses[s.table], &items); err != nil {
-				return ListResult{}, token.InternalError(err)
-			}
-			res.ItemsRead += len(items)
-			for _, it := range items {
-				res.Tokens = append(res.Tokens, it.token(tenant))
-			}
-			request = out.UnprocessedKeys
+		if found[i] != nil {
+			res.Tokens = append(res.Tokens, *found[i])
+			res.ItemsRead++
 		}
 	}
 	return res, nil
-}
-
-func sleep(ctx context.Context, d time.Duration) error {
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-time.After(d):
-		return nil
-	}
 }
 
 func isConditionFailed(err error) bool {

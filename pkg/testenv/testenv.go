@@ -23,7 +23,7 @@ var (
 
 // Main runs a package's tests with DynamoDB Local started once (or the one at
 // $DYNAMODB_ENDPOINT). Use it as: func TestMain(m *testing.M) { os.Exit(testenv.Main(m)) }.
-func Main(m *testing.M) int {
+func Main(m interface{ Run() int }) int {
 	ctx := context.Background()
 	endpoint = os.Getenv("DYNAMODB_ENDPOINT")
 	if endpoint == "" {

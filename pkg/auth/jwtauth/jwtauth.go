@@ -1,4 +1,7 @@
-package auth
+// Package jwtauth verifies bearer JWTs against a JWKS (issuer, audience, expiry, not-before,
+// asymmetric algorithms only) for the local server. The Lambdas do not import it: API
+// Gateway's JWT authorizer verifies there, and pkg/auth reads its claims.
+package jwtauth
 
 import (
 	"context"
@@ -13,14 +16,16 @@ import (
 
 	"github.com/MicahParks/keyfunc/v3"
 	"github.com/golang-jwt/jwt/v5"
+
+	"aitokens/pkg/auth"
 )
 
 // asymmetricAlgorithms are the only signatures accepted: never "none", never an HMAC (which would
 // let a public key be used as a shared secret).
 var asymmetricAlgorithms = []string{"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
 
-// JWTConfig configures JWT verification. Exactly one of JWKSFile and JWKSURL is set.
-type JWTConfig struct {
+// Config configures JWT verification. Exactly one of JWKSFile and JWKSURL is set.
+type Config struct {
 	JWKSFile    string
 	JWKSURL     string
 	Issuer      string
@@ -44,7 +49,7 @@ type JWT struct {
 }
 
 type verifiedToken struct {
-	principal Principal
+	principal auth.Principal
 	until     time.Time
 }
 
@@ -54,7 +59,7 @@ const (
 )
 
 // NewJWT loads the JWKS and checks that nothing is missing: the server never runs open.
-func NewJWT(ctx context.Context, cfg JWTConfig) (*JWT, error) {
+func New(ctx context.Context, cfg Config) (*JWT, error) {
 	if cfg.Issuer == "" || cfg.Audience == "" {
 		return nil, errors.New("auth: JWT_ISSUER and JWT_AUDIENCE must be set")
 	}
@@ -78,7 +83,7 @@ func NewJWT(ctx context.Context, cfg JWTConfig) (*JWT, error) {
 		return nil, fmt.Errorf("auth: load JWKS: %w", err)
 	}
 	if cfg.TenantClaim == "" {
-		cfg.TenantClaim = DefaultTenantClaim
+		cfg.TenantClaim = auth.DefaultTenantClaim
 	}
 	if cfg.Leeway == 0 {
 		cfg.Leeway = 30 * time.Second
@@ -96,10 +101,10 @@ func NewJWT(ctx context.Context, cfg JWTConfig) (*JWT, error) {
 
 // Authenticate verifies the request's bearer token: signature, algorithm, issuer, audience,
 // expiry and not-before.
-func (j *JWT) Authenticate(r *http.Request) (Principal, error) {
+func (j *JWT) Authenticate(r *http.Request) (auth.Principal, error) {
 	raw, ok := bearer(r)
 	if !ok {
-		return Principal{}, ErrInvalidToken()
+		return auth.Principal{}, auth.ErrInvalidToken()
 	}
 	sum := sha256.Sum256([]byte(raw))
 	now := j.now()
@@ -112,13 +117,13 @@ func (j *JWT) Authenticate(r *http.Request) (Principal, error) {
 	claims := jwt.MapClaims{}
 	if _, err := j.parser.ParseWithClaims(raw, claims, j.keys); err != nil {
 		if errors.Is(err, jwt.ErrTokenExpired) {
-			return Principal{}, ErrExpiredToken()
+			return auth.Principal{}, auth.ErrExpiredToken()
 		}
-		return Principal{}, ErrInvalidToken()
+		return auth.Principal{}, auth.ErrInvalidToken()
 	}
 	p, err := principalFromClaims(claims, j.tenantClaim)
 	if err != nil {
-		return Principal{}, err
+		return auth.Principal{}, err
 	}
 	until := now.Add(verifiedTTL)
 	if exp, err := claims.GetExpirationTime(); err == nil && exp != nil && exp.Before(until) {
@@ -133,16 +138,16 @@ func (j *JWT) Authenticate(r *http.Request) (Principal, error) {
 	return p, nil
 }
 
-func principalFromClaims(claims map[string]any, tenantClaim string) (Principal, error) {
-	scopes, ok := scopesFrom(claims)
+func principalFromClaims(claims map[string]any, tenantClaim string) (auth.Principal, error) {
+	scopes, ok := auth.ScopesFromClaims(claims)
 	if !ok {
-		return Principal{}, ErrInvalidToken()
+		return auth.Principal{}, auth.ErrInvalidToken()
 	}
-	p := Principal{Scopes: scopes}
+	p := auth.Principal{Scopes: scopes}
 	if v, ok := claims[tenantClaim]; ok {
 		s, ok := v.(string)
 		if !ok {
-			return Principal{}, ErrInvalidToken()
+			return auth.Principal{}, auth.ErrInvalidToken()
 		}
 		p.Tenant = s
 	}

@@ -1,0 +1,209 @@
+// Package functions_test runs every Lambda function's real binary through the in-process
+// Runtime API against DynamoDB Local, and checks template.yaml, the events and the Makefile
+// against the route table.
+package functions_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"aitokens/pkg/api"
+	"aitokens/pkg/runtimeapi"
+	"aitokens/pkg/testenv"
+)
+
+// functionNames is every function: one per route plus the internal resolve-token.
+func functionNames() []string {
+	var names []string
+	for _, r := range api.Routes {
+		names = append(names, r.Function)
+	}
+	return append(names, "resolve-token")
+}
+
+var binDir string
+
+func TestMain(m *testing.M) {
+	os.Exit(testenv.Main(&buildFirst{m}))
+}
+
+// buildFirst builds every function's binary (for this machine) once before the tests run.
+type buildFirst struct{ m *testing.M }
+
+func (b *buildFirst) Run() int {
+	dir, err := os.MkdirTemp("", "functions-test-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	binDir = dir
+	args := []string{"build", "-tags", "lambda.norpc", "-o", dir + "/"}
+	for _, fn := range functionNames() {
+		args = append(args, "./"+fn)
+	}
+	cmd := exec.Command("go", args...)
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	if err := cmd.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "build functions:", err)
+		return 1
+	}
+	return b.m.Run()
+}
+
+type env struct {
+	t    *testing.T
+	vars []string
+}
+
+func newEnv(t *testing.T) *env {
+	return &env{t: t, vars: []string{
+		"TABLE_NAME=" + testenv.NewTable(t),
+		"DYNAMODB_ENDPOINT=" + testenv.Endpoint(),
+		"MASTER_KEY_FILE=" + filepath.Join(t.TempDir(), "master.key"),
+		"AWS_REGION=us-east-1", "AWS_ACCESS_KEY_ID=local", "AWS_SECRET_ACCESS_KEY=local",
+	}}
+}
+
+// event reads events/<fn>.json and lets the test change it.
+func event(t *testing.T, fn string, change func(map[string]any)) []byte {
+	t.Helper()
+	raw, err := os.ReadFile(filepath.Join("..", "events", fn+".json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ev map[string]any
+	if err := json.Unmarshal(raw, &ev); err != nil {
+		t.Fatal(err)
+	}
+	if change != nil {
+		change(ev)
+	}
+	out, _ := json.Marshal(ev)
+	return out
+}
+
+type httpResponse struct {
+	StatusCode int               `json:"statusCode"`
+	Headers    map[string]string `json:"headers"`
+	Body       string            `json:"body"`
+}
+
+func (e *env) invoke(fn string, ev []byte) runtimeapi.Result {
+	e.t.Helper()
+	res, err := runtimeapi.Invoke(context.Background(), runtimeapi.Invocation{
+		Binary: filepath.Join(binDir, fn), Function: fn, Env: e.vars, Event: ev,
+	})
+	if err != nil {
+		e.t.Fatalf("%s: %v\n%s", fn, err, res.Logs)
+	}
+	return res
+}
+
+func (e *env) call(fn string, ev []byte) httpResponse {
+	e.t.Helper()
+	res := e.invoke(fn, ev)
+	var out httpResponse
+	if err := json.Unmarshal(res.Response, &out); err != nil {
+		e.t.Fatalf("%s: response %s: %v (error %s)", fn, res.Response, err, res.Error)
+	}
+	return out
+}
+
+func TestEachFunctionThroughTheRuntimeAPI(t *testing.T) {
+	e := newEnv(t)
+	steps := []struct {
+		fn       string
+		change   func(map[string]any)
+		status   int
+		contains string
+	}{
+		{"get-token", nil, 404, `"code":404`},
+		{"upsert-token", nil, 201, `{"id":"openai"}`},
+		{"upsert-token", nil, 204, ``}, // same value again: an update
+		{"get-token", nil, 200, `"name":"OpenAI Token"`},
+		{"patch-token", nil, 204, ``},
+		{"list-tokens", nil, 200, `"name":"New OpenAI Token"`},
+		{"search-tokens", nil, 200, `[{"id":"openai","name":"New OpenAI Token"}]`},
+		{"search-tokens", func(ev map[string]any) { ev["body"] = `{"q":"name:(~unbalanced"}` }, 400, `missing )`},
+		{"get-token", func(ev map[string]any) { delete(ev["requestContext"].(map[string]any), "authorizer") }, 401, `"faultstring":"Invalid access token"`},
+		{"upsert-token", withScope("ai.agent_read"), 403, `"code":403`},
+		{"delete-token", withScope("ai.agent_read"), 403, `"code":403`},
+		{"get-token", withScope("ai.agent_manage"), 403, `"code":403`},
+		{"get-token", withTenant("globex"), 403, `"code":403`},
+		{"get-token", withPath("/ai-service/acme/agentic/tokens/a%2Fb", "a%2Fb"), 400, `"field":"id"`},
+		{"get-token", withPath("/ai-service/acme/agentic/tokens/my-token_1", "my-token_1"), 404, `my-token_1`},
+		{"delete-token", nil, 204, ``},
+		{"get-token", nil, 404, `"code":404`},
+	}
+	for i, s := range steps {
+		res := e.call(s.fn, event(t, s.fn, s.change))
+		if res.StatusCode != s.status || !strings.Contains(res.Body, s.contains) {
+			t.Fatalf("step %d %s: %d %s, want %d containing %s", i, s.fn, res.StatusCode, res.Body, s.status, s.contains)
+		}
+		if res.Body != "" && res.Headers["Content-Type"] != "application/json" {
+			t.Fatalf("step %d %s: Content-Type %q", i, s.fn, res.Headers["Content-Type"])
+		}
+	}
+}
+
+func TestResolveFunction(t *testing.T) {
+	e := newEnv(t)
+	if res := e.call("upsert-token", event(t, "upsert-token", nil)); res.StatusCode != 201 {
+		t.Fatalf("create: %+v", res)
+	}
+	cases := []struct {
+		name, event, want string
+	}{
+		{"value", `{"tenant":"acme","tokenId":"openai"}`, `{"value":"sk-example-not-a-real-key"}`},
+		{"missing token", `{"tenant":"acme","tokenId":"nope"}`, `"code":404`},
+		{"other tenant", `{"tenant":"globex","tokenId":"openai"}`, `"code":404`},
+		{"bad id", `{"tenant":"acme","tokenId":"../x"}`, `"code":400`},
+		{"bad tenant", `{"tenant":"ACME","tokenId":"openai"}`, `"code":400`},
+	}
+	for _, c := range cases {
+		res := e.invoke("resolve-token", []byte(c.event))
+		if !strings.Contains(string(res.Response), c.want) {
+			t.Errorf("%s: %s, want %s", c.name, res.Response, c.want)
+		}
+		if c.name != "value" && strings.Contains(string(res.Response), "sk-example") {
+			t.Errorf("%s leaks the value", c.name)
+		}
+		if strings.Contains(string(res.Logs), "sk-example") {
+			t.Errorf("%s: the value reached the log: %s", c.name, res.Logs)
+		}
+	}
+	// Resolving records lastUsedAt, shown in the token's metadata.
+	got := e.call("get-token", event(t, "get-token", nil))
+	if !strings.Contains(got.Body, `"lastUsedAt"`) {
+		t.Fatalf("no lastUsedAt after resolve: %s", got.Body)
+	}
+}
+
+func withScope(scope string) func(map[string]any) {
+	return func(ev map[string]any) {
+		jwt := ev["requestContext"].(map[string]any)["authorizer"].(map[string]any)["jwt"].(map[string]any)
+		jwt["scopes"] = []string{scope}
+		jwt["claims"].(map[string]any)["scope"] = scope
+	}
+}
+
+func withTenant(tenant string) func(map[string]any) {
+	return func(ev map[string]any) {
+		claims := ev["requestContext"].(map[string]any)["authorizer"].(map[string]any)["jwt"].(map[string]any)["claims"].(map[string]any)
+		claims["tenant"] = tenant
+	}
+}
+
+func withPath(rawPath, id string) func(map[string]any) {
+	return func(ev map[string]any) {
+		ev["rawPath"] = rawPath
+		ev["pathParameters"].(map[string]any)["tokenId"] = id
+	}
+}

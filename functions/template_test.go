@@ -1,0 +1,199 @@
+package functions_test
+
+import (
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"gopkg.in/yaml.v3"
+
+	"aitokens/pkg/api"
+)
+
+// plain turns a YAML node into maps, lists and strings, keeping CloudFormation's short tags
+// (!Ref X becomes {"!Ref": "X"}) so the test can read them.
+func plain(n *yaml.Node) any {
+	switch n.Kind {
+	case yaml.DocumentNode:
+		return plain(n.Content[0])
+	case yaml.MappingNode:
+		m := map[string]any{}
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			m[n.Content[i].Value] = plain(n.Content[i+1])
+		}
+		return tagged(n, m)
+	case yaml.SequenceNode:
+		var l []any
+		for _, c := range n.Content {
+			l = append(l, plain(c))
+		}
+		return tagged(n, l)
+	case yaml.AliasNode:
+		return plain(n.Alias)
+	}
+	return tagged(n, n.Value)
+}
+
+func tagged(n *yaml.Node, v any) any {
+	if strings.HasPrefix(n.Tag, "!") && !strings.HasPrefix(n.Tag, "!!") {
+		return map[string]any{n.Tag: v}
+	}
+	return v
+}
+
+func dig(v any, path ...string) any {
+	for _, p := range path {
+		m, ok := v.(map[string]any)
+		if !ok {
+			return nil
+		}
+		v = m[p]
+	}
+	return v
+}
+
+func strs(v any) []string {
+	var out []string
+	switch x := v.(type) {
+	case []any:
+		for _, e := range x {
+			out = append(out, strs(e)...)
+		}
+	case string:
+		out = append(out, x)
+	}
+	return out
+}
+
+// logicalID is the template resource of a function: list-tokens -> ListTokensFunction.
+func logicalID(function string) string {
+	var b strings.Builder
+	for _, part := range strings.Split(function, "-") {
+		b.WriteString(strings.ToUpper(part[:1]) + part[1:])
+	}
+	return b.String() + "Function"
+}
+
+// actionsOf lists the IAM actions a function's role allows, and those on KMS.
+func actionsOf(t *testing.T, resources map[string]any, function string) (all, kms []string) {
+	t.Helper()
+	roleRef := dig(resources, logicalID(function), "Properties", "Role", "!GetAtt")
+	roleName, _, _ := strings.Cut(roleRef.(string), ".")
+	for _, policy := range dig(resources, roleName, "Properties", "Policies").([]any) {
+		for _, st := range dig(policy, "PolicyDocument", "Statement").([]any) {
+			for _, a := range strs(dig(st, "Action")) {
+				all = append(all, a)
+				if strings.HasPrefix(a, "kms:") {
+					kms = append(kms, a)
+				}
+			}
+		}
+	}
+	return all, kms
+}
+
+func TestTemplateMatchesRouteTable(t *testing.T) {
+	raw, err := os.ReadFile("../template.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc yaml.Node
+	if err := yaml.Unmarshal(raw, &doc); err != nil {
+		t.Fatal(err)
+	}
+	tpl := plain(&doc)
+	resources := dig(tpl, "Resources").(map[string]any)
+	globals := dig(tpl, "Globals", "Function")
+	if dig(globals, "Runtime") != "provided.al2023" || !slices.Equal(strs(dig(globals, "Architectures")), []string{"arm64"}) {
+		t.Fatalf("functions must run on provided.al2023, arm64: %v", globals)
+	}
+	makefile, err := os.ReadFile("../Makefile")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if dig(resources, "HttpApi", "Type") != "AWS::Serverless::HttpApi" || dig(resources, "HttpApi", "Properties", "Auth", "Authorizers", "JwtAuthorizer", "JwtConfiguration") == nil {
+		t.Fatal("the HttpApi with its JWT authorizer is missing")
+	}
+	for _, fn := range functionNames() {
+		id := logicalID(fn)
+		res := resources[id]
+		if dig(res, "Type") != "AWS::Serverless::Function" || dig(res, "Metadata", "BuildMethod") != "makefile" || dig(res, "Properties", "CodeUri") != "." {
+			t.Errorf("%s: want a makefile-built AWS::Serverless::Function with CodeUri '.', got %v", id, res)
+		}
+		if !strings.Contains(string(makefile), "\nbuild-"+id+":\n\t$(LAMBDA_BUILD) -o $(ARTIFACTS_DIR)/bootstrap ./functions/"+fn+"\n") {
+			t.Errorf("Makefile lacks build-%s for ./functions/%s", id, fn)
+		}
+		if _, err := os.Stat(filepath.Join(fn, "main.go")); err != nil {
+			t.Errorf("functions/%s/main.go: %v", fn, err)
+		}
+		if _, err := os.Stat(filepath.Join("..", "events", fn+".json")); err != nil {
+			t.Errorf("events/%s.json: %v", fn, err)
+		}
+	}
+	for _, r := range api.Routes {
+		id := logicalID(r.Function)
+		ev := dig(resources, id, "Properties", "Events", "Api", "Properties")
+		if dig(resources, id, "Properties", "Events", "Api", "Type") != "HttpApi" || dig(ev, "Method") != r.Method || dig(ev, "Path") != r.Path ||
+			!slices.Equal(strs(dig(ev, "Auth", "AuthorizationScopes")), []string{r.Scope}) || dig(ev, "Auth", "Authorizer") != "JwtAuthorizer" {
+			t.Errorf("%s: event %v does not match route %s %s scope %s", id, ev, r.Method, r.Path, r.Scope)
+		}
+		var sample struct {
+			RouteKey       string `json:"routeKey"`
+			RequestContext struct {
+				Authorizer struct {
+					JWT struct {
+						Scopes []string `json:"scopes"`
+					} `json:"jwt"`
+				} `json:"authorizer"`
+			} `json:"requestContext"`
+		}
+		raw, _ := os.ReadFile(filepath.Join("..", "events", r.Function+".json"))
+		if err := json.Unmarshal(raw, &sample); err != nil || sample.RouteKey != r.Method+" "+r.Path || !slices.Contains(sample.RequestContext.Authorizer.JWT.Scopes, r.Scope) {
+			t.Errorf("events/%s.json: routeKey %q scopes %v (%v)", r.Function, sample.RouteKey, sample.RequestContext.Authorizer.JWT.Scopes, err)
+		}
+		all, kms := actionsOf(t, resources, r.Function)
+		switch {
+		case r.Scope == "ai.agent_read" && len(kms) > 0:
+			t.Errorf("%s is a read function with KMS permissions %v", r.Function, kms)
+		case r.Scope == "ai.agent_read":
+			for _, a := range all {
+				if strings.HasPrefix(a, "dynamodb:") && a != "dynamodb:GetItem" && a != "dynamodb:Query" {
+					t.Errorf("read function %s may %s", r.Function, a)
+				}
+			}
+		case r.Function == "upsert-token" && !slices.Equal(kms, []string{"kms:GenerateDataKey"}):
+			t.Errorf("upsert-token KMS permissions %v, want only kms:GenerateDataKey", kms)
+		case r.Function != "upsert-token" && len(kms) > 0:
+			t.Errorf("%s has KMS permissions %v", r.Function, kms)
+		}
+	}
+	if _, kms := actionsOf(t, resources, "resolve-token"); !slices.Equal(kms, []string{"kms:Decrypt"}) {
+		t.Errorf("resolve-token KMS permissions %v, want only kms:Decrypt", kms)
+	}
+	if dig(resources, "ResolveTokenFunction", "Properties", "Events") != nil {
+		t.Error("resolve-token must not be routed through API Gateway")
+	}
+	// No other function directories than the route table's and resolve-token.
+	dirs, _ := filepath.Glob("*/main.go")
+	if len(dirs) != len(functionNames()) {
+		t.Errorf("functions/ holds %v, the route table names %v", dirs, functionNames())
+	}
+}
+
+// The functions that never seal or open a value must not link the KMS client.
+func TestReadFunctionsDoNotLinkKMS(t *testing.T) {
+	for _, fn := range functionNames() {
+		out, err := exec.Command("go", "list", "-deps", "./"+fn).Output()
+		if err != nil {
+			t.Fatal(err)
+		}
+		links := strings.Contains(string(out), "github.com/aws/aws-sdk-go-v2/service/kms\n")
+		if want := fn == "upsert-token" || fn == "resolve-token"; links != want {
+			t.Errorf("%s links the KMS client: %v, want %v", fn, links, want)
+		}
+	}
+}
