@@ -3,7 +3,8 @@ SHELL := /bin/bash
 GO ?= go
 DDB_DIR := infra/dynamodb-local
 DDB_STAMP := $(DDB_DIR)/node_modules/.installed
-FUNCTIONS := list-tokens search-tokens get-token upsert-token delete-token patch-token resolve-token
+FUNCTIONS := list-tokens search-tokens get-token upsert-token delete-token patch-token resolve-token \
+	list-token-usages register-token-usage unregister-token-usage
 # Lambda binaries: linux/arm64 (provided.al2023), no RPC mode, stripped.
 LAMBDA_BUILD := CGO_ENABLED=0 GOOS=linux GOARCH=arm64 $(GO) build -tags lambda.norpc -trimpath -ldflags='-s -w'
 
@@ -71,3 +72,9 @@ build-PatchTokenFunction:
 	$(LAMBDA_BUILD) -o $(ARTIFACTS_DIR)/bootstrap ./functions/patch-token
 build-ResolveTokenFunction:
 	$(LAMBDA_BUILD) -o $(ARTIFACTS_DIR)/bootstrap ./functions/resolve-token
+build-ListTokenUsagesFunction:
+	$(LAMBDA_BUILD) -o $(ARTIFACTS_DIR)/bootstrap ./functions/list-token-usages
+build-RegisterTokenUsageFunction:
+	$(LAMBDA_BUILD) -o $(ARTIFACTS_DIR)/bootstrap ./functions/register-token-usage
+build-UnregisterTokenUsageFunction:
+	$(LAMBDA_BUILD) -o $(ARTIFACTS_DIR)/bootstrap ./functions/unregister-token-usage

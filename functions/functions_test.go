@@ -139,8 +139,13 @@ func TestEachFunctionThroughTheRuntimeAPI(t *testing.T) {
 		{"get-token", withTenant("globex"), 403, `"code":403`},
 		{"get-token", withPath("/ai-service/acme/agentic/tokens/a%2Fb", "a%2Fb"), 400, `"field":"id"`},
 		{"get-token", withPath("/ai-service/acme/agentic/tokens/my-token_1", "my-token_1"), 404, `my-token_1`},
+		{"register-token-usage", nil, 201, `"refId":"support-agent"`},
+		{"list-token-usages", nil, 200, `"kind":"agent","refId":"support-agent"`},
+		{"delete-token", nil, 409, `"type":"force"`},
+		{"unregister-token-usage", nil, 204, ``},
 		{"delete-token", nil, 204, ``},
 		{"get-token", nil, 404, `"code":404`},
+		{"register-token-usage", nil, 404, `"code":404`},
 	}
 	for i, s := range steps {
 		res := e.call(s.fn, event(t, s.fn, s.change))

@@ -143,7 +143,51 @@ func (s *Server) patch(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *Server) delete(w http.ResponseWriter, r *http.Request) error {
-	if err := s.svc.Delete(r.Context(), r.PathValue("tenant"), r.PathValue("tokenId")); err != nil {
+	force := false
+	if raw := r.URL.Query().Get("force"); raw != "" {
+		var err error
+		if force, err = strconv.ParseBool(raw); err != nil {
+			return token.InvalidField("force", "force must be true or false")
+		}
+	}
+	if err := s.svc.Delete(r.Context(), r.PathValue("tenant"), r.PathValue("tokenId"), force); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+func (s *Server) listUsages(w http.ResponseWriter, r *http.Request) error {
+	page, err := query.ParsePage(r.URL.Query().Get("pageNumber"), r.URL.Query().Get("pageSize"))
+	if err != nil {
+		return err
+	}
+	docs, total, err := s.svc.Usages(r.Context(), r.PathValue("tenant"), r.PathValue("tokenId"), page)
+	if err != nil {
+		return err
+	}
+	if want, _ := strconv.ParseBool(r.Header.Get("X-Total-Count")); want {
+		w.Header().Set("X-Total-Count", strconv.Itoa(total))
+	}
+	writeJSON(w, http.StatusOK, docs)
+	return nil
+}
+
+func (s *Server) registerUsage(w http.ResponseWriter, r *http.Request) error {
+	created, err := s.svc.RegisterUsage(r.Context(), r.PathValue("tenant"), r.PathValue("tokenId"), r.PathValue("kind"), r.PathValue("refId"))
+	if err != nil {
+		return err
+	}
+	if created {
+		writeJSON(w, http.StatusCreated, map[string]string{"kind": r.PathValue("kind"), "refId": r.PathValue("refId")})
+		return nil
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+func (s *Server) unregisterUsage(w http.ResponseWriter, r *http.Request) error {
+	if err := s.svc.UnregisterUsage(r.Context(), r.PathValue("tenant"), r.PathValue("tokenId"), r.PathValue("kind"), r.PathValue("refId")); err != nil {
 		return err
 	}
 	w.WriteHeader(http.StatusNoContent)

@@ -12,6 +12,8 @@ import (
 const (
 	tokensPath = "/ai-service/{tenant}/agentic/tokens"
 	tokenPath  = tokensPath + "/{tokenId}"
+	usagesPath = tokenPath + "/usages"
+	usagePath  = usagesPath + "/{kind}/{refId}"
 )
 
 // Route is one operation: the single source of truth for the local server, the Lambdas,
@@ -32,6 +34,9 @@ var Routes = []Route{
 	{"upsert-token", http.MethodPut, tokenPath, auth.ScopeManage, (*Server).upsert},
 	{"delete-token", http.MethodDelete, tokenPath, auth.ScopeManage, (*Server).delete},
 	{"patch-token", http.MethodPatch, tokenPath, auth.ScopeManage, (*Server).patch},
+	{"list-token-usages", http.MethodGet, usagesPath, auth.ScopeRead, (*Server).listUsages},
+	{"register-token-usage", http.MethodPut, usagePath, auth.ScopeManage, (*Server).registerUsage},
+	{"unregister-token-usage", http.MethodDelete, usagePath, auth.ScopeManage, (*Server).unregisterUsage},
 }
 
 // RouteByFunction finds the route a Lambda function serves.

@@ -143,8 +143,8 @@ func (s *Server) authorize(r *http.Request, rt Route, tenant string) error {
 	if err := token.ValidateTenant(tenant); err != nil {
 		return err
 	}
-	if id := r.PathValue("tokenId"); rt.Path == tokenPath {
-		return token.ValidateID(id)
+	if strings.Contains(rt.Path, "{tokenId}") {
+		return token.ValidateID(r.PathValue("tokenId"))
 	}
 	return nil
 }

@@ -4,6 +4,8 @@ package service
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"strings"
 	"time"
 
@@ -159,9 +161,66 @@ func (s *Service) Resolve(ctx context.Context, tenant, id string) ([]byte, error
 	return value, nil
 }
 
-// Delete removes a token; a missing one is fine.
-func (s *Service) Delete(ctx context.Context, tenant, id string) error {
-	return s.Store.Delete(ctx, tenant, id)
+// maxUsageDetails bounds how many usages a 409 lists.
+const maxUsageDetails = 50
+
+// Delete removes a token; a missing one is fine. A token in use is refused with a 409 that lists
+// its users and offers a forced delete, unless force is set: then the token and its usages go.
+func (s *Service) Delete(ctx context.Context, tenant, id string, force bool) error {
+	if force {
+		return s.Store.ForceDelete(ctx, tenant, id)
+	}
+	err := s.Store.DeleteUnused(ctx, tenant, id)
+	if !errors.Is(err, store.ErrInUse) {
+		return err
+	}
+	usages, err := s.Store.Usages(ctx, tenant, id)
+	if err != nil {
+		return err
+	}
+	e := &token.Error{Kind: token.Conflict, ResourceID: id,
+		Message: fmt.Sprintf("The token %s is used by %d agents, MCP servers, tools or OAuth clients; delete with force=true to remove it and unassign it from them.", id, len(usages))}
+	for i, u := range usages {
+		if i == maxUsageDetails {
+			e.Details = append(e.Details, token.Detail{Field: "usages", Type: "more", Message: fmt.Sprintf("and %d more", len(usages)-i)})
+			break
+		}
+		e.Details = append(e.Details, token.Detail{Field: "usages", Type: u.Kind, Message: u.Kind + " " + u.RefID + " uses this token"})
+	}
+	e.Details = append(e.Details, token.Detail{Field: "force", Type: "force", Message: "Repeat the delete with force=true to remove the token and its usages."})
+	return e
+}
+
+// RegisterUsage records that kind/refID uses the token (created = false if it already did).
+func (s *Service) RegisterUsage(ctx context.Context, tenant, id, kind, refID string) (bool, error) {
+	if err := token.ValidateUsage(kind, refID); err != nil {
+		return false, err
+	}
+	return s.Store.RegisterUsage(ctx, tenant, id, kind, refID, s.Now())
+}
+
+// UnregisterUsage removes a usage; a missing one is fine.
+func (s *Service) UnregisterUsage(ctx context.Context, tenant, id, kind, refID string) error {
+	if err := token.ValidateUsage(kind, refID); err != nil {
+		return err
+	}
+	return s.Store.UnregisterUsage(ctx, tenant, id, kind, refID)
+}
+
+// Usages returns one page of a token's usages and their total; a missing token is a 404.
+func (s *Service) Usages(ctx context.Context, tenant, id string, page query.Page) ([]map[string]any, int, error) {
+	if _, err := s.Store.Get(ctx, tenant, id); err != nil {
+		return nil, 0, err
+	}
+	usages, err := s.Store.Usages(ctx, tenant, id)
+	if err != nil {
+		return nil, 0, err
+	}
+	docs := make([]map[string]any, len(usages))
+	for i, u := range usages {
+		docs[i] = map[string]any{"kind": u.Kind, "refId": u.RefID, "createdAt": u.CreatedAt}
+	}
+	return page.Apply(docs), len(docs), nil
 }
 
 // Get returns one token's document.

@@ -2,6 +2,7 @@ package token
 
 import (
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 	"unicode"
@@ -125,6 +126,22 @@ func ValidateValue(value string) error {
 		return InvalidField("value", "value must be at most 16384 bytes")
 	case !utf8.ValidString(value):
 		return InvalidField("value", "value must be valid UTF-8")
+	}
+	return nil
+}
+
+// UsageKinds are the kinds of things that can use a token.
+var UsageKinds = []string{"agent", "mcp-server", "tool", "oauth-client"}
+
+var refIDPattern = regexp.MustCompile(`^[A-Za-z0-9_.:-]{1,128}$`)
+
+// ValidateUsage checks the kind and reference id of a usage.
+func ValidateUsage(kind, refID string) error {
+	if !slices.Contains(UsageKinds, kind) {
+		return InvalidField("kind", "kind must be one of agent, mcp-server, tool, oauth-client")
+	}
+	if !refIDPattern.MatchString(refID) {
+		return InvalidField("refId", "refId must match ^[A-Za-z0-9_.:-]{1,128}$")
 	}
 	return nil
 }
