@@ -231,4 +231,3 @@ func TestRegisterRacingDeleteLeavesNoOrphans(t *testing.T) {
 		t.Fatalf("%d orphaned usages, %d tokens with a wrong usageCount", o, m)
 	}
 }
-
