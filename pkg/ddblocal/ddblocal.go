@@ -78,6 +78,9 @@ func Start(ctx context.Context, opts Options) (*Instance, error) {
 	args := []string{
 		"-Djava.library.path=" + filepath.Join(filepath.Dir(jar), "DynamoDBLocal_lib"),
 		"-jar", jar, "-port", strconv.Itoa(port),
+		// One database whatever the client's credentials and region: without it DynamoDB Local
+		// keeps a database per access key, and a client configured differently sees no tables.
+		"-sharedDb",
 	}
 	if opts.DBPath == "" {
 		args = append(args, "-inMemory")

@@ -14,6 +14,9 @@ import (
 const (
 	DefaultPageSize = 60
 	MaxPageSize     = 1000
+	// MaxItemsRead bounds the tokens one list or search reads (a query that is not on ids reads
+	// the tenant's whole partition; see README).
+	MaxItemsRead = 10_000
 )
 
 // Page is a checked page request; Number counts from 1.

@@ -256,7 +256,7 @@ func (s *Service) List(ctx context.Context, in List) (ListResult, error) {
 	if ids, ok := in.Query.IDs(); ok {
 		res, err = s.Store.GetMany(ctx, in.Tenant, ids)
 	} else {
-		res, err = s.Store.List(ctx, in.Tenant)
+		res, err = s.Store.List(ctx, in.Tenant, query.MaxItemsRead)
 	}
 	if err != nil {
 		return ListResult{}, err

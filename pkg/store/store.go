@@ -285,9 +285,10 @@ type ListResult struct {
 	ItemsRead int
 }
 
-// List reads the tenant's tokens with one paginated Query of its partition, without the sealed
-// attributes.
-func (s *Store) List(ctx context.Context, tenant string) (ListResult, error) {
+// List reads the tenant's tokens with a paginated Query of its partition, without the sealed
+// attributes. It reads at most maxItems+1 items: one more than maxItems means the tenant has
+// more tokens than one request may read, and is refused (ErrTooManyItems).
+func (s *Store) List(ctx context.Context, tenant string, maxItems int) (ListResult, error) {
 	in := &dynamodb.QueryInput{
 		TableName:              aws.String(s.table),
 		KeyConditionExpression: aws.String("pk = :tenant AND begins_with(sk, :prefix)"),
@@ -298,13 +299,16 @@ func (s *Store) List(ctx context.Context, tenant string) (ListResult, error) {
 		ProjectionExpression: publicProjection.expr, ExpressionAttributeNames: publicProjection.names,
 	}
 	var res ListResult
-	pages := dynamodb.NewQueryPaginator(s.db, in)
-	for pages.HasMorePages() {
-		page, err := pages.NextPage(ctx)
+	for {
+		in.Limit = aws.Int32(int32(maxItems + 1 - res.ItemsRead))
+		page, err := s.db.Query(ctx, in)
 		if err != nil {
 			return ListResult{}, classify(err)
 		}
 		res.ItemsRead += int(page.ScannedCount)
+		if res.ItemsRead > maxItems {
+			return ListResult{}, ErrTooManyItems(maxItems)
+		}
 		var items []item
 		if err := attributevalue.UnmarshalListOfMaps(page.Items, &items); err != nil {
 			return ListResult{}, token.InternalError(err)
@@ -312,8 +316,18 @@ func (s *Store) List(ctx context.Context, tenant string) (ListResult, error) {
 		for _, it := range items {
 			res.Tokens = append(res.Tokens, it.token(tenant))
 		}
+		if len(page.LastEvaluatedKey) == 0 {
+			return res, nil
+		}
+		in.ExclusiveStartKey = page.LastEvaluatedKey
 	}
-	return res, nil
+}
+
+// ErrTooManyItems is the refusal of a list that would read more than maxItems tokens.
+func ErrTooManyItems(maxItems int) error {
+	return &token.Error{Kind: token.Invalid, Message: "The tenant has more than " + strconv.Itoa(maxItems) +
+		" tokens, more than one list or search reads; narrow the query to ids, e.g. q=id:(a,b).",
+		Details: []token.Detail{{Field: "q", Type: "limit", Message: "more than " + strconv.Itoa(maxItems) + " tokens to read"}}}
 }
 
 // GetMany reads the named tokens by key, a few GetItems at a time, so that a query on ids does

@@ -81,7 +81,7 @@ func TestTenantsAreApart(t *testing.T) {
 	if _, err := st.Get(ctx, "globex", "x"); token.KindOf(err) != token.NotFound {
 		t.Fatalf("globex reads acme's token: %v", err)
 	}
-	res, err := st.List(ctx, "acme")
+	res, err := st.List(ctx, "acme", 100)
 	if err != nil || len(res.Tokens) != 1 || res.Tokens[0].ID != "x" {
 		t.Fatalf("list acme: %+v %v", res, err)
 	}
@@ -122,7 +122,7 @@ func TestReadsForShowingNeverFetchSealedValues(t *testing.T) {
 	create(t, st, "acme", "x", "r1")
 	rec.bodies = nil
 	st.Get(ctx, "acme", "x")
-	st.List(ctx, "acme")
+	st.List(ctx, "acme", 100)
 	st.GetMany(ctx, "acme", []string{"x"})
 	st.GetDigest(ctx, "acme", "x")
 	if len(rec.bodies) != 4 {
@@ -154,7 +154,7 @@ func TestUnreachableDatabaseIsUnavailable(t *testing.T) {
 	if _, err := st.Get(ctx, "acme", "x"); token.KindOf(err) != token.Unavailable {
 		t.Fatalf("Get: %v, want unavailable", err)
 	}
-	if _, err := st.List(ctx, "acme"); token.KindOf(err) != token.Unavailable {
+	if _, err := st.List(ctx, "acme", 100); token.KindOf(err) != token.Unavailable {
 		t.Fatalf("List: %v, want unavailable", err)
 	}
 }

@@ -32,7 +32,11 @@ type Server struct {
 	refuse   string // answer every call with this error type (e.g. AccessDeniedException)
 	dataKeys [][]byte
 	contexts []map[string]string
+	onCall   func(op string)
 }
+
+// OnCall runs f at the start of every call (before answering), e.g. to cancel a request.
+func (s *Server) OnCall(f func(op string)) { s.mu.Lock(); s.onCall = f; s.mu.Unlock() }
 
 // New starts a test KMS.
 func New() *Server {
@@ -115,7 +119,11 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		s.throttle--
 	}
 	refuse := s.refuse
+	onCall := s.onCall
 	s.mu.Unlock()
+	if onCall != nil {
+		onCall(op)
+	}
 	switch {
 	case throttled:
 		fail(w, 400, "ThrottlingException", "Rate exceeded")
