@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"aitokens/pkg/api"
 	"aitokens/pkg/runtimeapi"
@@ -210,5 +211,36 @@ func withPath(rawPath, id string) func(map[string]any) {
 	return func(ev map[string]any) {
 		ev["rawPath"] = rawPath
 		ev["pathParameters"].(map[string]any)["tokenId"] = id
+	}
+}
+
+// BenchmarkColdStart runs each function binary once per iteration through the Runtime API and
+// reports the init time (process start to the first poll for an event) and the first invoke.
+func BenchmarkColdStart(b *testing.B) {
+	for _, fn := range []string{"get-token", "upsert-token", "resolve-token"} {
+		b.Run(fn, func(b *testing.B) {
+			vars := []string{
+				"TABLE_NAME=" + testenv.NewTable(b), "DYNAMODB_ENDPOINT=" + testenv.Endpoint(),
+				"MASTER_KEY_FILE=" + filepath.Join(b.TempDir(), "master.key"),
+				"AWS_REGION=us-east-1", "AWS_ACCESS_KEY_ID=local", "AWS_SECRET_ACCESS_KEY=local",
+			}
+			raw, err := os.ReadFile(filepath.Join("..", "events", fn+".json"))
+			if err != nil {
+				b.Fatal(err)
+			}
+			var initTotal, invokeTotal time.Duration
+			for b.Loop() {
+				res, err := runtimeapi.Invoke(context.Background(), runtimeapi.Invocation{
+					Binary: filepath.Join(binDir, fn), Function: fn, Env: vars, Event: raw,
+				})
+				if err != nil || res.Response == nil {
+					b.Fatalf("%v %s", err, res.Error)
+				}
+				initTotal += res.InitDuration
+				invokeTotal += res.InvokeDuration
+			}
+			b.ReportMetric(float64(initTotal.Microseconds())/1000/float64(b.N), "init-ms")
+			b.ReportMetric(float64(invokeTotal.Microseconds())/1000/float64(b.N), "first-invoke-ms")
+		})
 	}
 }

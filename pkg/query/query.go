@@ -383,7 +383,7 @@ func (p *parser) parenExpr(f fieldRef) (node, error) {
 		if p.peek() != ')' {
 			return nil, p.errorf(open, "unbalanced parenthesis: missing )")
 		}
-		n, err := p.regex(f, start, strings.TrimRight(pattern, " \t"))
+		n, err := p.regex(f, start, trimUnescapedSpace(pattern))
 		p.pos++
 		return n, err
 	}
@@ -481,6 +481,22 @@ func (p *parser) scanRegex(inParens bool) string {
 	}
 	p.pos = min(p.pos, len(p.src))
 	return p.src[start:p.pos]
+}
+
+// trimUnescapedSpace drops white space before the closing parenthesis of "(~pattern )", but
+// not an escaped one ("\\ " is a literal space of the pattern).
+func trimUnescapedSpace(pattern string) string {
+	for len(pattern) > 0 && isSpace(pattern[len(pattern)-1]) {
+		slashes := 0
+		for i := len(pattern) - 2; i >= 0 && pattern[i] == '\\'; i-- {
+			slashes++
+		}
+		if slashes%2 == 1 {
+			break
+		}
+		pattern = pattern[:len(pattern)-1]
+	}
+	return pattern
 }
 
 // classStart reports whether a ']' here would be the first character of a class ("[]" or "[^]"),
