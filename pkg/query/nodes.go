@@ -224,7 +224,7 @@ func (n regexNode) match(doc map[string]any) bool {
 	return ok && n.re.MatchString(v.str)
 }
 
-func (n regexNode) String() string { return n.field.name + ":(~" + n.re.String() + ")" }
+func (n regexNode) String() string { return n.field.name + ":(~" + terminateQuote(n.re.String()) + ")" }
 
 // presenceNode is "field:null", "field:exists" or "field:missing".
 type presenceNode struct {

@@ -449,24 +449,47 @@ func (p *parser) parenExpr(f fieldRef) (node, error) {
 }
 
 // scanRegex reads a pattern up to white space (unless spaces are allowed inside parentheses)
-// or an unbalanced ')', skipping escapes and character classes so that "[)]" or "\)" stay in.
+// or an unbalanced ')', skipping escapes and character classes so that "[)]", "[[:alpha:])]" or
+// "\)" stay in the pattern, as RE2 reads them.
 func (p *parser) scanRegex(inParens bool) string {
 	start := p.pos
 	depth := 0
-	inClass := false
+	classBody := -1 // inside a class: where its body starts (a ']' there is a literal)
+	quoted := false // after a \Q without \E: RE2 reads the rest literally, so parens do not nest
 	for !p.eof() {
 		p.steps++
 		c := p.peek()
 		switch {
+		case c == '\\' && strings.HasPrefix(p.src[p.pos:], `\Q`):
+			if end := strings.Index(p.src[p.pos+2:], `\E`); end >= 0 {
+				p.pos += 2 + end + 2
+			} else {
+				quoted = true
+				p.pos += 2
+			}
+			continue
 		case c == '\\':
 			p.pos += 2
 			continue
-		case inClass:
-			if c == ']' && p.pos > start && !classStart(p.src[start:p.pos]) {
-				inClass = false
+		case quoted:
+			if c == ')' || isSpace(c) && !inParens {
+				return p.src[start:p.pos]
+			}
+		case classBody >= 0:
+			switch {
+			case c == '[' && strings.HasPrefix(p.src[p.pos:], "[:"):
+				if end := strings.Index(p.src[p.pos+2:], ":]"); end >= 0 {
+					p.pos += 2 + end + 2
+					continue
+				}
+			case c == ']' && p.pos != classBody:
+				classBody = -1
 			}
 		case c == '[':
-			inClass = true
+			classBody = p.pos + 1
+			if strings.HasPrefix(p.src[p.pos+1:], "^") {
+				classBody++
+			}
 		case c == '(':
 			depth++
 		case c == ')':
@@ -483,6 +506,26 @@ func (p *parser) scanRegex(inParens bool) string {
 	return p.src[start:p.pos]
 }
 
+// terminateQuote closes a \Q that runs to the end of a pattern, so that the pattern can be
+// printed inside parentheses; "\Q(" and "\Q(\E" mean the same to RE2.
+func terminateQuote(pattern string) string {
+	for i := 0; i < len(pattern); i++ {
+		if pattern[i] != '\\' {
+			continue
+		}
+		if strings.HasPrefix(pattern[i:], `\Q`) {
+			end := strings.Index(pattern[i+2:], `\E`)
+			if end < 0 {
+				return pattern + `\E`
+			}
+			i += 2 + end + 1
+			continue
+		}
+		i++
+	}
+	return pattern
+}
+
 // trimUnescapedSpace drops white space before the closing parenthesis of "(~pattern )", but
 // not an escaped one ("\\ " is a literal space of the pattern).
 func trimUnescapedSpace(pattern string) string {
@@ -497,13 +540,6 @@ func trimUnescapedSpace(pattern string) string {
 		pattern = pattern[:len(pattern)-1]
 	}
 	return pattern
-}
-
-// classStart reports whether a ']' here would be the first character of a class ("[]" or "[^]"),
-// where it is a literal.
-func classStart(before string) bool {
-	return strings.HasSuffix(before, "[") && !strings.HasSuffix(before, `\[`) ||
-		strings.HasSuffix(before, "[^") && !strings.HasSuffix(before, `\[^`)
 }
 
 func (p *parser) regex(f fieldRef, pos int, pattern string) (node, error) {
