@@ -3,10 +3,13 @@ package api_test
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 
@@ -119,4 +122,41 @@ func TestKMSFaultsWriteNothing(t *testing.T) {
 			}
 		})
 	}
+}
+
+// BenchmarkCreateKMSVersusLocal alternates one create through the full stack with the KMS
+// sealer (test KMS over HTTP) and one with the local sealer, and reports both and their ratio.
+func BenchmarkCreateKMSVersusLocal(b *testing.B) {
+	srv := kmstest.New()
+	defer srv.Close()
+	srv.UseFromEnv(b)
+	client, err := kmsseal.NewClient(context.Background())
+	if err != nil {
+		b.Fatal(err)
+	}
+	withKMS := newHarnessWith(b, kmsseal.New(client, "alias/ai-tokens"))
+	withLocal := newHarness(b)
+	kmsJWT, localJWT := withKMS.manager(), withLocal.manager()
+	create := func(h *harness, jwt string, i int) time.Duration {
+		start := time.Now()
+		req := httptest.NewRequest("PUT", fmt.Sprintf("%s/t%d", base, i), strings.NewReader(`{"name":"n","value":"sk-bench-value"}`))
+		req.Header.Set("Authorization", "Bearer "+jwt)
+		rec := httptest.NewRecorder()
+		h.handler.ServeHTTP(rec, req)
+		if rec.Code != 201 {
+			b.Fatal(rec.Code, rec.Body.String())
+		}
+		return time.Since(start)
+	}
+	var kmsTime, localTime time.Duration
+	i := 0
+	for b.Loop() {
+		kmsTime += create(withKMS, kmsJWT, i)
+		localTime += create(withLocal, localJWT, i)
+		i++
+	}
+	b.ReportMetric(float64(kmsTime.Nanoseconds())/float64(b.N), "kms-ns/op")
+	b.ReportMetric(float64(localTime.Nanoseconds())/float64(b.N), "local-ns/op")
+	b.ReportMetric(float64(kmsTime)/float64(localTime), "kms/local")
+	b.ReportMetric(float64(srv.Calls()["GenerateDataKey"])/float64(b.N), "kms-calls/create")
 }
