@@ -31,7 +31,6 @@ import (
 	"aitokens/pkg/auth"
 	"aitokens/pkg/devkeys"
 	"aitokens/pkg/query"
-	"aitokens/pkg/seal/kmsseal"
 	"aitokens/pkg/seal/kmsseal/kmstest"
 	"aitokens/pkg/service"
 	"aitokens/pkg/store"
@@ -103,15 +102,8 @@ func (s *securitySuite) claims(extra map[string]any) jwt.MapClaims {
 }
 
 func TestSecuritySuite(t *testing.T) {
-	kms := kmstest.New()
-	t.Cleanup(kms.Close)
-	kms.UseFromEnv(t)
-	t.Setenv("KMS_KEY_ID", "alias/ai-tokens")
-	sealer, err := kmsseal.FromEnv(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := &securitySuite{t: t, h: newHarnessWith(t, sealer), kms: kms, groups: map[string]*tally{}}
+	h, kms := newKMSHarness(t)
+	s := &securitySuite{t: t, h: h, kms: kms, groups: map[string]*tally{}}
 	s.store("acme", "openai", "OpenAI Token", "sk-acme-secret-value-0001")
 	s.store("globex", "secret", "Globex Secret", "sk-globex-secret-value-0002")
 
@@ -192,7 +184,7 @@ func (s *securitySuite) authentication(t *testing.T) {
 			s.h.handler.ServeHTTP(rec, req)
 			s.h.bodies.Write(append(rec.Body.Bytes(), '\n'))
 			s.h.sent.Add(1)
-			var fault faultBody
+			var fault api.Fault
 			json.Unmarshal(rec.Body.Bytes(), &fault)
 			want := "Invalid access token"
 			if c.expired {
@@ -206,15 +198,6 @@ func (s *securitySuite) authentication(t *testing.T) {
 	if doc := s.h.getDoc("openai"); doc["name"] != "OpenAI Token" {
 		t.Fatalf("an unauthenticated write got through: %v", doc)
 	}
-}
-
-type faultBody struct {
-	Fault struct {
-		FaultString string `json:"faultstring"`
-		Detail      struct {
-			ErrorCode string `json:"errorcode"`
-		} `json:"detail"`
-	} `json:"fault"`
 }
 
 func decodeSegment(seg string) string {

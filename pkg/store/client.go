@@ -10,11 +10,12 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/aws/retry"
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+
+	"aitokens/pkg/awsretry"
 )
 
 // NewClient builds a DynamoDB client from the SDK's standard configuration. With endpoint set
@@ -30,14 +31,7 @@ func NewClient(ctx context.Context, endpoint string, optFns ...func(*dynamodb.Op
 			opts = append(opts, config.WithCredentialsProvider(credentials.NewStaticCredentialsProvider("local", "local", "")))
 		}
 	}
-	// Throttling and 5xx are retried a few times with a short backoff, so that a request fails
-	// with a clear 503 well within API Gateway's 30 s instead of hanging.
-	opts = append(opts, config.WithRetryer(func() aws.Retryer {
-		return retry.NewStandard(func(o *retry.StandardOptions) {
-			o.MaxAttempts = 4
-			o.MaxBackoff = 400 * time.Millisecond
-		})
-	}))
+	opts = append(opts, config.WithRetryer(awsretry.Retryer))
 	cfg, err := config.LoadDefaultConfig(ctx, opts...)
 	if err != nil {
 		return nil, err

@@ -9,13 +9,12 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/aws/retry"
 	"github.com/aws/aws-sdk-go-v2/feature/dynamodb/attributevalue"
 	"github.com/aws/aws-sdk-go-v2/feature/dynamodb/expression"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
-	smithyhttp "github.com/aws/smithy-go/transport/http"
 
+	"aitokens/pkg/awsretry"
 	"aitokens/pkg/token"
 )
 
@@ -375,18 +374,12 @@ func isConditionFailed(err error) bool {
 // classify turns a DynamoDB error into the service's error: unreachable, throttled or failing
 // (after the SDK's own retries) is 503; anything else is internal.
 func classify(err error) error {
-	if err == nil {
+	switch {
+	case err == nil:
 		return nil
-	}
-	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+	case awsretry.Cancelled(err):
 		return &token.Error{Kind: token.Unavailable, Message: "The request was cancelled or timed out.", Cause: err}
-	}
-	var sendErr *smithyhttp.RequestSendError
-	var respErr *smithyhttp.ResponseError
-	var maxAttempts *retry.MaxAttemptsError
-	if errors.As(err, &sendErr) || errors.As(err, &maxAttempts) ||
-		(errors.As(err, &respErr) && (respErr.HTTPStatusCode() >= 500 || respErr.HTTPStatusCode() == 429)) ||
-		retry.IsErrorThrottles(retry.DefaultThrottles).IsErrorThrottle(err).Bool() {
+	case awsretry.Unavailable(err):
 		return &token.Error{Kind: token.Unavailable, Message: "The token store is unavailable; try again later.", Cause: err}
 	}
 	return token.InternalError(err)

@@ -9,16 +9,14 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/aws/retry"
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/kms"
 	kmstypes "github.com/aws/aws-sdk-go-v2/service/kms/types"
 	smithy "github.com/aws/smithy-go"
-	smithyhttp "github.com/aws/smithy-go/transport/http"
 
+	"aitokens/pkg/awsretry"
 	"aitokens/pkg/seal"
 	"aitokens/pkg/token"
 )
@@ -37,14 +35,9 @@ func New(client *kms.Client, keyID string) *KMS { return &KMS{client: client, ke
 
 // NewClient makes a KMS client from the SDK's standard configuration (so AWS_ENDPOINT_URL_KMS
 // can point it at another endpoint), retrying throttling and 5xx a few times with a short
-// backoff: a request should fail with a clear 503 well within API Gateway's 30 s, not hang.
+// backoff (awsretry): a request should fail with a clear 503 well within API Gateway's 30 s.
 func NewClient(ctx context.Context) (*kms.Client, error) {
-	cfg, err := config.LoadDefaultConfig(ctx, config.WithRetryer(func() aws.Retryer {
-		return retry.NewStandard(func(o *retry.StandardOptions) {
-			o.MaxAttempts = 4
-			o.MaxBackoff = 400 * time.Millisecond
-		})
-	}))
+	cfg, err := config.LoadDefaultConfig(ctx, config.WithRetryer(awsretry.Retryer))
 	if err != nil {
 		return nil, err
 	}
@@ -108,15 +101,10 @@ func (k *KMS) Open(ctx context.Context, tenant, id string, s token.Sealed) ([]by
 // unreachable is a 503 the client may retry; a refusal (access denied, disabled or missing key,
 // bad context) is a 502 that only an operator can mend.
 func classify(err error) error {
-	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+	switch {
+	case awsretry.Cancelled(err):
 		return &token.Error{Kind: token.Unavailable, Message: "The request was cancelled or timed out.", Cause: err}
-	}
-	var sendErr *smithyhttp.RequestSendError
-	var respErr *smithyhttp.ResponseError
-	var maxAttempts *retry.MaxAttemptsError
-	if errors.As(err, &sendErr) || errors.As(err, &maxAttempts) ||
-		(errors.As(err, &respErr) && respErr.HTTPStatusCode() >= 500) ||
-		retry.IsErrorThrottles(retry.DefaultThrottles).IsErrorThrottle(err).Bool() {
+	case awsretry.Unavailable(err):
 		return &token.Error{Kind: token.Unavailable, Message: "The key service is unavailable; try again later.", Cause: err}
 	}
 	var apiErr smithy.APIError
