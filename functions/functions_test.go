@@ -147,6 +147,11 @@ func TestEachFunctionThroughTheRuntimeAPI(t *testing.T) {
 		{"delete-token", nil, 204, ``},
 		{"get-token", nil, 404, `"code":404`},
 		{"register-token-usage", nil, 404, `"code":404`},
+		{"list-token-usages", nil, 404, `"code":404`},
+		{"list-tokens", func(ev map[string]any) { ev["rawQueryString"] = "pageSize=0" }, 400, `"field":"pageSize"`},
+		{"patch-token", withScope("ai.agent_read"), 403, `"code":403`},
+		{"unregister-token-usage", withScope("ai.agent_read"), 403, `"code":403`},
+		{"register-token-usage", withTenant("globex"), 403, `"code":403`},
 	}
 	for i, s := range steps {
 		res := e.call(s.fn, event(t, s.fn, s.change))

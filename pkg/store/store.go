@@ -272,12 +272,6 @@ func (s *Store) TouchLastUsed(ctx context.Context, tenant, id string, now time.T
 	return classify(err)
 }
 
-// Delete removes a token; a missing one is not an error.
-func (s *Store) Delete(ctx context.Context, tenant, id string) error {
-	_, err := s.db.DeleteItem(ctx, &dynamodb.DeleteItemInput{TableName: aws.String(s.table), Key: key(tenant, id)})
-	return classify(err)
-}
-
 // ListResult is every token of a tenant and how many items DynamoDB read to find them.
 type ListResult struct {
 	Tokens    []token.Token
