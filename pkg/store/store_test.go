@@ -158,3 +158,34 @@ func TestUnreachableDatabaseIsUnavailable(t *testing.T) {
 		t.Fatalf("List: %v, want unavailable", err)
 	}
 }
+
+// Resolving records lastUsedAt at most once a minute per token, and never bumps the version.
+func TestTouchLastUsedAtMostOncePerMinute(t *testing.T) {
+	ctx := context.Background()
+	st := newStore(t)
+	create(t, st, "acme", "x", "r1")
+	t0 := time.Date(2026, 11, 23, 8, 0, 0, 0, time.UTC)
+	steps := []struct {
+		at   time.Time
+		want time.Time
+	}{
+		{t0, t0},
+		{t0.Add(30 * time.Second), t0}, // within the minute: no write
+		{t0.Add(61 * time.Second), t0.Add(61 * time.Second)},
+	}
+	for i, s := range steps {
+		if err := st.TouchLastUsed(ctx, "acme", "x", s.at); err != nil {
+			t.Fatal(err)
+		}
+		got, err := st.Get(ctx, "acme", "x")
+		if err != nil || !got.LastUsedAt.Equal(s.want) || got.Version != 1 {
+			t.Fatalf("step %d: lastUsedAt %v version %d, want %v and 1 (%v)", i, got.LastUsedAt, got.Version, s.want, err)
+		}
+	}
+	if err := st.TouchLastUsed(ctx, "acme", "missing", t0); err != nil {
+		t.Fatalf("touching a missing token: %v", err)
+	}
+	if _, err := st.Get(ctx, "acme", "missing"); token.KindOf(err) != token.NotFound {
+		t.Fatal("touching a missing token created it")
+	}
+}
