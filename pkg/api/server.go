@@ -38,11 +38,12 @@ func New(svc *service.Service, authn auth.Authenticator, log *slog.Logger, route
 	for _, r := range routes {
 		s.mux.Handle(r.Method+" "+r.Path, s.wrap(r))
 	}
+	// "/" matches whatever no route does, method mismatches included, so the answer is this
+	// API's JSON 404 or 405 rather than the mux's plain text.
+	s.mux.Handle("/", s.wrap(Route{handle: (*Server).noRoute}))
 	return s
 }
 
-// ServeHTTP routes with the standard mux, but answers "no route" itself: the mux's own 404 and
-// 405 are plain text, and every answer of this API is JSON.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// The mux would answer a path with "." or ".." segments with a redirect to the cleaned
 	// path; an API client gets a JSON 400 instead, and no path can walk to another tenant.
@@ -52,30 +53,24 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}}).ServeHTTP(w, r)
 		return
 	}
-	if _, pattern := s.mux.Handler(r); pattern != "" {
-		s.mux.ServeHTTP(w, r)
-		return
-	}
+	s.mux.ServeHTTP(w, r)
+}
+
+// noRoute is a 405 with Allow when the path has routes for other methods, else a 404.
+func (s *Server) noRoute(w http.ResponseWriter, r *http.Request) error {
 	var allowed []string
 	for _, m := range []string{http.MethodGet, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete} {
 		probe := r.Clone(r.Context())
 		probe.Method = m
-		if _, pattern := s.mux.Handler(probe); pattern != "" {
+		if _, pattern := s.mux.Handler(probe); pattern != "/" {
 			allowed = append(allowed, m)
 		}
 	}
 	if len(allowed) == 0 {
-		s.wrap(Route{handle: notFound}).ServeHTTP(w, r)
-		return
+		return token.Errorf(token.NotFound, "No resource at this path.")
 	}
-	s.wrap(Route{handle: func(_ *Server, w http.ResponseWriter, r *http.Request) error {
-		w.Header().Set("Allow", strings.Join(allowed, ", "))
-		return token.Errorf(token.MethodNotAllowed, "Method %s is not allowed here.", r.Method)
-	}}).ServeHTTP(w, r)
-}
-
-func notFound(_ *Server, _ http.ResponseWriter, r *http.Request) error {
-	return token.Errorf(token.NotFound, "No resource at this path.")
+	w.Header().Set("Allow", strings.Join(allowed, ", "))
+	return token.Errorf(token.MethodNotAllowed, "Method %s is not allowed here.", r.Method)
 }
 
 type statusRecorder struct {
