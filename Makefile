@@ -55,6 +55,7 @@ fuzz: deps
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s ./pkg/query/
 	$(GO) test -run '^$$' -fuzz '^FuzzUpsertBody$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s ./pkg/api/
 	$(GO) test -run '^$$' -fuzz '^FuzzPatchBody$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s ./pkg/api/
+	$(GO) test -run '^$$' -fuzz '^FuzzStrictJSON$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s ./pkg/api/
 
 ## security: the security suite with its counts per group (docs/security.md).
 security: deps

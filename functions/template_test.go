@@ -197,3 +197,44 @@ func TestReadFunctionsDoNotLinkKMS(t *testing.T) {
 		}
 	}
 }
+
+// A plain `sam deploy` gives a stack that is safe by default: stage throttling, issuer and
+// audience from samconfig.toml, function names that fit Lambda's 64 characters for any stack
+// name (CloudFormation makes them), log permissions on the log groups' own ARNs (GetAtt's ARN
+// already ends in ":*"), and the request deadline in every function's environment.
+func TestTemplateIsSafeByDefault(t *testing.T) {
+	raw, err := os.ReadFile("../template.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc yaml.Node
+	if err := yaml.Unmarshal(raw, &doc); err != nil {
+		t.Fatal(err)
+	}
+	tpl := plain(&doc)
+	resources := dig(tpl, "Resources").(map[string]any)
+	routeSettings := dig(resources, "HttpApi", "Properties", "DefaultRouteSettings")
+	if dig(routeSettings, "ThrottlingBurstLimit") == nil || dig(routeSettings, "ThrottlingRateLimit") == nil {
+		t.Errorf("the API has no stage throttling: %v", routeSettings)
+	}
+	for id, res := range resources {
+		if dig(res, "Type") == "AWS::Serverless::Function" && dig(res, "Properties", "FunctionName") != nil {
+			t.Errorf("%s names its function: with a long stack name it would pass 64 characters", id)
+		}
+	}
+	if strings.Contains(string(raw), ".Arn}:*") {
+		t.Error("a policy appends :* to a log group ARN that already ends in :*")
+	}
+	if dig(tpl, "Globals", "Function", "Environment", "Variables", "REQUEST_TIMEOUT") == nil {
+		t.Error("the functions get no REQUEST_TIMEOUT")
+	}
+	samconfig, err := os.ReadFile("../samconfig.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{"JwtIssuer=", "JwtAudience="} {
+		if !strings.Contains(string(samconfig), p) {
+			t.Errorf("samconfig.toml's parameter_overrides lack %s: a plain sam deploy would stop to ask", p)
+		}
+	}
+}

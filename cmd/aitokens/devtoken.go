@@ -6,6 +6,7 @@ import (
 	"os"
 	"time"
 
+	"aitokens/pkg/config"
 	"aitokens/pkg/devkeys"
 )
 
@@ -28,22 +29,19 @@ func devToken(args []string) error {
 	if *tenant == "" {
 		return fmt.Errorf("dev-token: --tenant is required")
 	}
-	key, err := devkeys.Ensure(envOr("DATA_DIR", ".data"))
+	cfg, err := config.Load(os.Getenv)
 	if err != nil {
 		return err
 	}
-	jwt, err := devkeys.Mint(key, devkeys.Claims{Tenant: *tenant, TenantClaim: envOr("TENANT_CLAIM", "tenant"),
+	key, err := devkeys.Ensure(cfg.DataDir)
+	if err != nil {
+		return err
+	}
+	jwt, err := devkeys.Mint(key, devkeys.Claims{Tenant: *tenant, TenantClaim: cfg.TenantClaim,
 		Scopes: scopes, Subject: *subject, TTL: *ttl})
 	if err != nil {
 		return err
 	}
 	_, err = fmt.Fprintln(os.Stdout, jwt)
 	return err
-}
-
-func envOr(name, fallback string) string {
-	if v := os.Getenv(name); v != "" {
-		return v
-	}
-	return fallback
 }

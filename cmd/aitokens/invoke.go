@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"flag"
@@ -11,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 
+	"aitokens/pkg/config"
 	"aitokens/pkg/runtimeapi"
 )
 
@@ -35,12 +37,15 @@ func invoke(args []string) error {
 	}
 	ctx := context.Background()
 	log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
-	dataDir, err := filepath.Abs(envOr("DATA_DIR", ".data"))
+	cfg, err := config.Load(os.Getenv)
 	if err != nil {
 		return err
 	}
-	table := envOr("TABLE_NAME", "ai-tokens")
-	endpoint, stopDB, err := localDynamoDB(ctx, log, dataDir, table)
+	if cfg.DataDir, err = filepath.Abs(cfg.DataDir); err != nil {
+		return err
+	}
+	dataDir, table := cfg.DataDir, cfg.TableName
+	endpoint, stopDB, err := localDynamoDB(ctx, log, cfg)
 	if err != nil {
 		return err
 	}
@@ -57,9 +62,9 @@ func invoke(args []string) error {
 	if err := build.Run(); err != nil {
 		return fmt.Errorf("build %s: %w", function, err)
 	}
-	env := []string{"TABLE_NAME=" + table, "DYNAMODB_ENDPOINT=" + endpoint, "TENANT_CLAIM=" + envOr("TENANT_CLAIM", "tenant")}
-	if os.Getenv("KMS_KEY_ID") == "" {
-		env = append(env, "MASTER_KEY_FILE="+envOr("MASTER_KEY_FILE", filepath.Join(dataDir, "master.key")))
+	env := []string{"TABLE_NAME=" + table, "DYNAMODB_ENDPOINT=" + endpoint, "TENANT_CLAIM=" + cfg.TenantClaim}
+	if cfg.KMSKeyID == "" {
+		env = append(env, "MASTER_KEY_FILE="+cmp.Or(cfg.MasterKeyFile, filepath.Join(dataDir, "master.key")))
 	}
 	res, err := runtimeapi.Invoke(ctx, runtimeapi.Invocation{Binary: binary, Function: function, Env: env, Event: event})
 	os.Stderr.Write(res.Logs)

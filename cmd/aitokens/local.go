@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"aitokens/pkg/config"
 	"aitokens/pkg/ddblocal"
 	"aitokens/pkg/store"
 )
@@ -20,9 +21,10 @@ func endpointFile(dataDir string) string { return filepath.Join(dataDir, "dynamo
 
 // localDynamoDB returns the development database: $DYNAMODB_ENDPOINT, the one a running
 // `serve --dev` started, or a new DynamoDB Local on DATA_DIR/dynamodb. It creates the table.
-func localDynamoDB(ctx context.Context, log *slog.Logger, dataDir, table string) (endpoint string, stop func(), err error) {
+func localDynamoDB(ctx context.Context, log *slog.Logger, cfg config.Config) (endpoint string, stop func(), err error) {
 	stop = func() {}
-	endpoint = os.Getenv("DYNAMODB_ENDPOINT")
+	dataDir, table := cfg.DataDir, cfg.TableName
+	endpoint = cfg.DynamoDBEndpoint
 	if endpoint == "" {
 		if raw, err := os.ReadFile(endpointFile(dataDir)); err == nil && answers(strings.TrimSpace(string(raw))) {
 			endpoint = strings.TrimSpace(string(raw))
@@ -42,7 +44,7 @@ func localDynamoDB(ctx context.Context, log *slog.Logger, dataDir, table string)
 			db.Stop()
 		}
 	}
-	client, err := store.NewClient(ctx, endpoint)
+	client, err := store.NewClient(ctx, endpoint, cfg.AWS)
 	if err == nil {
 		err = store.CreateTable(ctx, client, table)
 	}

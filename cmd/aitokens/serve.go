@@ -16,11 +16,27 @@ import (
 
 	"aitokens/pkg/api"
 	"aitokens/pkg/auth/jwtauth"
+	"aitokens/pkg/config"
 	"aitokens/pkg/devkeys"
 	"aitokens/pkg/seal/kmsseal"
 	"aitokens/pkg/service"
 	"aitokens/pkg/store"
 )
+
+// limits are the local server's connection limits: a client that sends its headers or body
+// slowly, is slow to take its answer, or holds an idle connection is cut off, so it cannot hold
+// a goroutine forever; and at most maxConcurrent requests are served at once.
+type limits struct {
+	readHeader, read, write, idle time.Duration
+	maxConcurrent                 int
+}
+
+// limitsFor derives the limits from the configuration: the whole request must arrive within
+// the request timeout, and the answer may take that plus five seconds to write.
+func limitsFor(cfg config.Config) limits {
+	return limits{readHeader: min(5*time.Second, cfg.RequestTimeout), read: cfg.RequestTimeout,
+		write: cfg.RequestTimeout + 5*time.Second, idle: 60 * time.Second, maxConcurrent: cfg.MaxConcurrent}
+}
 
 func serve(args []string) error {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
@@ -28,62 +44,75 @@ func serve(args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	cfg, err := config.Load(os.Getenv)
+	if err != nil {
+		return err
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
-
-	dataDir := envOr("DATA_DIR", ".data")
-	jwtCfg := jwtauth.Config{
-		JWKSFile: os.Getenv("JWKS_FILE"), JWKSURL: os.Getenv("JWKS_URL"),
-		Issuer: os.Getenv("JWT_ISSUER"), Audience: os.Getenv("JWT_AUDIENCE"), TenantClaim: os.Getenv("TENANT_CLAIM"),
-	}
-	endpoint := os.Getenv("DYNAMODB_ENDPOINT")
 	if *dev {
-		if _, err := devkeys.Ensure(dataDir); err != nil {
+		if _, err := devkeys.Ensure(cfg.DataDir); err != nil {
 			return err
 		}
-		if jwtCfg.JWKSFile == "" && jwtCfg.JWKSURL == "" {
-			jwtCfg.JWKSFile = devkeys.JWKSPath(dataDir)
+		if cfg.JWKSFile == "" && cfg.JWKSURL == "" {
+			cfg.JWKSFile = devkeys.JWKSPath(cfg.DataDir)
 		}
-		jwtCfg.Issuer = cmp.Or(jwtCfg.Issuer, devkeys.Issuer)
-		jwtCfg.Audience = cmp.Or(jwtCfg.Audience, devkeys.Audience)
-	}
-	table := envOr("TABLE_NAME", "ai-tokens")
-	if *dev {
+		cfg.JWTIssuer = cmp.Or(cfg.JWTIssuer, devkeys.Issuer)
+		cfg.JWTAudience = cmp.Or(cfg.JWTAudience, devkeys.Audience)
+		if cfg.KMSKeyID == "" && cfg.MasterKeyFile == "" {
+			cfg.MasterKeyFile = filepath.Join(cfg.DataDir, "master.key")
+		}
 		var stopDB func()
-		var err error
-		if endpoint, stopDB, err = localDynamoDB(ctx, log, dataDir, table); err != nil {
+		if cfg.DynamoDBEndpoint, stopDB, err = localDynamoDB(ctx, log, cfg); err != nil {
 			return err
 		}
 		defer stopDB()
 	}
-	authn, err := jwtauth.New(ctx, jwtCfg)
+	authn, err := jwtauth.New(ctx, jwtauth.Config{JWKSFile: cfg.JWKSFile, JWKSURL: cfg.JWKSURL,
+		Issuer: cfg.JWTIssuer, Audience: cfg.JWTAudience, TenantClaim: cfg.TenantClaim})
 	if err != nil {
 		return fmt.Errorf("%w (refusing to start without authentication; use --dev for local development)", err)
 	}
-	if *dev && os.Getenv("KMS_KEY_ID") == "" && os.Getenv("MASTER_KEY_FILE") == "" {
-		os.Setenv("MASTER_KEY_FILE", filepath.Join(dataDir, "master.key"))
-	}
-	sealer, err := kmsseal.FromEnv(ctx)
+	sealer, err := kmsseal.FromConfig(ctx, cfg)
 	if err != nil {
 		return err
 	}
-	client, err := store.NewClient(ctx, endpoint)
+	client, err := store.NewClient(ctx, cfg.DynamoDBEndpoint, cfg.AWS)
 	if err != nil {
 		return err
 	}
-	handler := api.New(service.New(store.New(client, table), sealer), authn, log)
-	addr := ":" + envOr("PORT", "8080")
-	srv := &http.Server{Addr: addr, Handler: handler, ReadHeaderTimeout: 10 * time.Second}
+	svc, err := service.New(store.New(client, cfg.TableName), sealer, nil)
+	if err != nil {
+		return err
+	}
+	handler, err := api.New(api.Config{Service: svc, Auth: authn, Log: log, RequestTimeout: cfg.RequestTimeout})
+	if err != nil {
+		return err
+	}
+	srv := newHTTPServer(":"+cfg.Port, handler, limitsFor(cfg))
 	go func() {
 		<-ctx.Done()
 		shutdown, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		srv.Shutdown(shutdown)
 	}()
-	log.Info("serving", "addr", "http://localhost"+addr, "table", table, "dynamodb", endpoint)
+	log.Info("serving", "addr", "http://localhost:"+cfg.Port, "table", cfg.TableName, "dynamodb", cfg.DynamoDBEndpoint)
 	if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}
 	return nil
+}
+
+// newHTTPServer is the local server with its limits; requests beyond maxConcurrent get a JSON
+// 503 with Retry-After.
+func newHTTPServer(addr string, handler http.Handler, l limits) *http.Server {
+	return &http.Server{
+		Addr:              addr,
+		Handler:           api.LimitConcurrency(handler, l.maxConcurrent),
+		ReadHeaderTimeout: l.readHeader,
+		ReadTimeout:       l.read,
+		WriteTimeout:      l.write,
+		IdleTimeout:       l.idle,
+	}
 }

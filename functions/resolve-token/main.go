@@ -8,4 +8,4 @@ import (
 	"aitokens/pkg/seal/kmsseal"
 )
 
-func main() { lambdafn.StartResolve(kmsseal.FromEnv) }
+func main() { lambdafn.StartResolve(kmsseal.FromConfig) }

@@ -7,4 +7,4 @@ import (
 	"aitokens/pkg/seal/kmsseal"
 )
 
-func main() { lambdafn.Start("upsert-token", kmsseal.FromEnv) }
+func main() { lambdafn.Start("upsert-token", kmsseal.FromConfig) }

@@ -24,6 +24,8 @@ func StatusOf(kind token.Kind) int {
 		return http.StatusConflict
 	case token.TooLarge:
 		return http.StatusRequestEntityTooLarge
+	case token.UnsupportedMediaType:
+		return http.StatusUnsupportedMediaType
 	case token.Unavailable:
 		return http.StatusServiceUnavailable
 	case token.Dependency:
@@ -52,6 +54,9 @@ type Fault struct {
 	} `json:"fault"`
 }
 
+// retryAfterSeconds is the pause a 503 asks for.
+const retryAfterSeconds = "2"
+
 // writeError renders err. Only the client-facing message of a *token.Error is shown; the cause
 // of an internal error stays in the log.
 func writeError(w http.ResponseWriter, err error) int {
@@ -68,6 +73,10 @@ func writeError(w http.ResponseWriter, err error) int {
 	msg := e.Message
 	if e.Kind == token.Internal {
 		msg = "internal error"
+	}
+	if status == http.StatusServiceUnavailable {
+		// A dependency was busy, stalled or out of reach: worth a retry after a short pause.
+		w.Header().Set("Retry-After", retryAfterSeconds)
 	}
 	writeJSON(w, status, ErrorMessage{ResourceID: e.ResourceID, Code: status, Status: http.StatusText(status), Message: msg, Details: e.Details})
 	return status

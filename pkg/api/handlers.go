@@ -1,9 +1,12 @@
 package api
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"io"
+	"math"
+	"mime"
 	"net/http"
 	"strconv"
 	"strings"
@@ -84,8 +87,26 @@ type upsertBody struct {
 	Name     *string `json:"name"`
 	Value    *string `json:"value"`
 	Metadata *struct {
-		Version *int `json:"version"`
+		// A float, so that 1e3 reads as 1000 and 1.5 gets a clear message rather than a
+		// type error; version() checks that it is whole.
+		Version *float64 `json:"version"`
 	} `json:"metadata"`
+}
+
+// maxVersion is the largest version a float64 holds exactly.
+const maxVersion = 1 << 53
+
+// version is metadata.version as a whole number, nil when absent.
+func (b upsertBody) version() (*int, error) {
+	if b.Metadata == nil || b.Metadata.Version == nil {
+		return nil, nil
+	}
+	f := *b.Metadata.Version
+	if f != math.Trunc(f) || f < 1 || f > maxVersion {
+		return nil, token.InvalidField("metadata.version", "metadata.version must be a whole number of 1 or more")
+	}
+	v := int(f)
+	return &v, nil
 }
 
 func (s *Server) upsert(w http.ResponseWriter, r *http.Request) error {
@@ -99,8 +120,8 @@ func (s *Server) upsert(w http.ResponseWriter, r *http.Request) error {
 	}
 	in := service.Upsert{Tenant: r.PathValue("tenant"), ID: r.PathValue("tokenId"), Name: body.Name, Value: body.Value,
 		RequestID: requestIDFrom(r)}
-	if body.Metadata != nil {
-		in.Version = body.Metadata.Version
+	if in.Version, err = body.version(); err != nil {
+		return err
 	}
 	created, err := s.svc.Upsert(r.Context(), in)
 	if err != nil {
@@ -143,12 +164,13 @@ func (s *Server) patch(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *Server) delete(w http.ResponseWriter, r *http.Request) error {
-	force := false
-	if raw := r.URL.Query().Get("force"); raw != "" {
-		var err error
-		if force, err = strconv.ParseBool(raw); err != nil {
-			return token.InvalidField("force", "force must be true or false")
-		}
+	var force bool
+	switch r.URL.Query().Get("force") {
+	case "", "false":
+	case "true":
+		force = true
+	default:
+		return token.InvalidField("force", "force must be true or false")
 	}
 	if err := s.svc.Delete(r.Context(), r.PathValue("tenant"), r.PathValue("tokenId"), force); err != nil {
 		return err
@@ -199,7 +221,8 @@ func requestIDFrom(r *http.Request) string {
 	return id
 }
 
-// readBody reads the whole body within MaxBodyBytes.
+// readBody reads the whole body within MaxBodyBytes. A body must be JSON: a Content-Type of
+// another media type is a 415 (a request without one is read as JSON).
 func readBody(r *http.Request) ([]byte, error) {
 	raw, err := io.ReadAll(r.Body)
 	var tooBig *http.MaxBytesError
@@ -209,7 +232,17 @@ func readBody(r *http.Request) ([]byte, error) {
 	if err != nil {
 		return nil, token.InvalidField("body", "the request body could not be read")
 	}
+	if ct := r.Header.Get("Content-Type"); ct != "" && len(bytes.TrimSpace(raw)) > 0 && !isJSONMediaType(ct) {
+		return nil, &token.Error{Kind: token.UnsupportedMediaType, Message: "The request body must be application/json.",
+			Details: []token.Detail{{Field: "Content-Type", Message: "send Content-Type: application/json"}}}
+	}
 	return raw, nil
+}
+
+// isJSONMediaType accepts application/json and any application/*+json, with parameters.
+func isJSONMediaType(contentType string) bool {
+	mt, _, err := mime.ParseMediaType(contentType)
+	return err == nil && (mt == "application/json" || strings.HasPrefix(mt, "application/") && strings.HasSuffix(mt, "+json"))
 }
 
 // decodeJSON parses a body strictly enough to give the client a useful 400: invalid UTF-8 is
@@ -220,6 +253,9 @@ func decodeJSON(raw []byte, v any) error {
 	}
 	if !utf8.Valid(raw) {
 		return token.InvalidField("body", "the request body must be valid UTF-8")
+	}
+	if err := checkStrictJSON(raw); err != nil {
+		return err
 	}
 	err := json.Unmarshal(raw, v)
 	var typeErr *json.UnmarshalTypeError
@@ -234,7 +270,11 @@ func decodeJSON(raw []byte, v any) error {
 		}
 		// Only the JSON kind of the wrong value is named ("number 123" would echo a value).
 		got, _, _ := strings.Cut(typeErr.Value, " ")
-		return token.InvalidField(field, field+" must be of type "+jsonType(typeErr.Type.Kind().String())+", not "+got)
+		want := jsonType(typeErr.Type.Kind().String())
+		if got == want {
+			return token.InvalidField(field, field+" is out of range")
+		}
+		return token.InvalidField(field, field+" must be of type "+want+", not "+got)
 	case errors.As(err, &syntaxErr):
 		return token.InvalidField("body", "malformed JSON at byte "+strconv.FormatInt(syntaxErr.Offset, 10))
 	default:

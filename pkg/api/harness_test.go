@@ -14,6 +14,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/getkin/kin-openapi/openapi3"
@@ -32,6 +33,10 @@ import (
 )
 
 func TestMain(m *testing.M) { os.Exit(testenv.Main(m)) }
+
+// testRequestTimeout is the request deadline of the harness: roomy, since DynamoDB Local under
+// the race detector is slow; the fault tests build servers with short ones.
+const testRequestTimeout = 30 * time.Second
 
 // syncBuffer collects log lines from concurrent requests.
 type syncBuffer struct {
@@ -59,6 +64,7 @@ type harness struct {
 	store   *store.Store
 	table   string
 	svc     *service.Service
+	sealer  seal.Sealer
 	logs    *syncBuffer
 	bodies  *syncBuffer // every response, for leak scans
 	router  routers.Router
@@ -102,6 +108,12 @@ func newHarnessWith(t testing.TB, sealer seal.Sealer) *harness {
 // injects faults).
 func newHarnessOn(t testing.TB, client *dynamodb.Client, table string, sealer seal.Sealer) *harness {
 	t.Helper()
+	return newHarnessTimed(t, client, table, sealer, testRequestTimeout)
+}
+
+// newHarnessTimed is newHarnessOn with a request deadline of its own (for the fault tests).
+func newHarnessTimed(t testing.TB, client *dynamodb.Client, table string, sealer seal.Sealer, requestTimeout time.Duration) *harness {
+	t.Helper()
 	dir := t.TempDir()
 	key, err := devkeys.Ensure(dir)
 	if err != nil {
@@ -112,10 +124,17 @@ func newHarnessOn(t testing.TB, client *dynamodb.Client, table string, sealer se
 		t.Fatal(err)
 	}
 	st := store.New(client, table)
-	svc := service.New(st, sealer)
+	svc, err := service.New(st, sealer, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
 	logs := &syncBuffer{}
 	log := slog.New(slog.NewJSONHandler(logs, nil))
-	return &harness{t: t, handler: api.New(svc, authn, log), key: key, store: st, table: table, svc: svc, logs: logs,
+	handler, err := api.New(api.Config{Service: svc, Auth: authn, Log: log, RequestTimeout: requestTimeout})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &harness{t: t, handler: handler, key: key, store: st, table: table, svc: svc, sealer: sealer, logs: logs,
 		bodies: &syncBuffer{}, router: openAPIRouter(t)}
 }
 

@@ -15,6 +15,7 @@ import (
 
 	"aitokens/pkg/seal/kmsseal"
 	"aitokens/pkg/seal/kmsseal/kmstest"
+	"aitokens/pkg/testenv"
 )
 
 func newKMSHarness(t *testing.T) (*harness, *kmstest.Server) {
@@ -22,11 +23,11 @@ func newKMSHarness(t *testing.T) (*harness, *kmstest.Server) {
 	srv := kmstest.New()
 	t.Cleanup(srv.Close)
 	srv.UseFromEnv(t)
-	t.Setenv("KMS_KEY_ID", "alias/ai-tokens")
-	sealer, err := kmsseal.FromEnv(context.Background())
+	client, err := kmsseal.NewClient(context.Background(), testenv.Policy)
 	if err != nil {
 		t.Fatal(err)
 	}
+	sealer := kmsseal.New(client, "alias/ai-tokens")
 	return newHarnessWith(t, sealer), srv
 }
 
@@ -130,7 +131,7 @@ func BenchmarkCreateKMSVersusLocal(b *testing.B) {
 	srv := kmstest.New()
 	defer srv.Close()
 	srv.UseFromEnv(b)
-	client, err := kmsseal.NewClient(context.Background())
+	client, err := kmsseal.NewClient(context.Background(), testenv.Policy)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -23,20 +23,21 @@ type Route struct {
 	Method   string
 	Path     string
 	Scope    string
+	Seals    bool // the route seals values: it needs a sealer (and, in AWS, kms:GenerateDataKey)
 	handle   func(*Server, http.ResponseWriter, *http.Request) error
 }
 
 // Routes lists every public operation.
 var Routes = []Route{
-	{"list-tokens", http.MethodGet, tokensPath, auth.ScopeRead, (*Server).list},
-	{"search-tokens", http.MethodPost, tokensPath + "/search", auth.ScopeRead, (*Server).search},
-	{"get-token", http.MethodGet, tokenPath, auth.ScopeRead, (*Server).get},
-	{"upsert-token", http.MethodPut, tokenPath, auth.ScopeManage, (*Server).upsert},
-	{"delete-token", http.MethodDelete, tokenPath, auth.ScopeManage, (*Server).delete},
-	{"patch-token", http.MethodPatch, tokenPath, auth.ScopeManage, (*Server).patch},
-	{"list-token-usages", http.MethodGet, usagesPath, auth.ScopeRead, (*Server).listUsages},
-	{"register-token-usage", http.MethodPut, usagePath, auth.ScopeManage, (*Server).registerUsage},
-	{"unregister-token-usage", http.MethodDelete, usagePath, auth.ScopeManage, (*Server).unregisterUsage},
+	{"list-tokens", http.MethodGet, tokensPath, auth.ScopeRead, false, (*Server).list},
+	{"search-tokens", http.MethodPost, tokensPath + "/search", auth.ScopeRead, false, (*Server).search},
+	{"get-token", http.MethodGet, tokenPath, auth.ScopeRead, false, (*Server).get},
+	{"upsert-token", http.MethodPut, tokenPath, auth.ScopeManage, true, (*Server).upsert},
+	{"delete-token", http.MethodDelete, tokenPath, auth.ScopeManage, false, (*Server).delete},
+	{"patch-token", http.MethodPatch, tokenPath, auth.ScopeManage, false, (*Server).patch},
+	{"list-token-usages", http.MethodGet, usagesPath, auth.ScopeRead, false, (*Server).listUsages},
+	{"register-token-usage", http.MethodPut, usagePath, auth.ScopeManage, false, (*Server).registerUsage},
+	{"unregister-token-usage", http.MethodDelete, usagePath, auth.ScopeManage, false, (*Server).unregisterUsage},
 }
 
 // RouteByFunction finds the route a Lambda function serves.

@@ -6,7 +6,10 @@ package api_test
 
 import (
 	"bytes"
+	"cmp"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
@@ -87,6 +90,21 @@ func (s *securitySuite) jwt(claims jwt.MapClaims, method jwt.SigningMethod, key 
 	return signed
 }
 
+// jwtWithHeader signs claims with RS256 under the given extra header fields.
+func (s *securitySuite) jwtWithHeader(claims jwt.MapClaims, key *rsa.PrivateKey, header map[string]any) string {
+	s.t.Helper()
+	tok := jwt.NewWithClaims(jwt.SigningMethodRS256, claims)
+	for k, v := range header {
+		tok.Header[k] = v
+	}
+	signed, err := tok.SignedString(key)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	s.jwts = append(s.jwts, signed)
+	return signed
+}
+
 func (s *securitySuite) claims(extra map[string]any) jwt.MapClaims {
 	now := time.Now()
 	c := jwt.MapClaims{"iss": devkeys.Issuer, "aud": devkeys.Audience, "sub": "attacker", "tenant": "acme",
@@ -136,6 +154,7 @@ func (s *securitySuite) authentication(t *testing.T) {
 	trusted := s.h.key
 	kid := devkeys.KeyID(&trusted.PublicKey)
 	other, _ := rsa.GenerateKey(rand.Reader, 2048)
+	ecKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	pubPEM := pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: mustPKIX(&trusted.PublicKey)})
 	valid := s.jwt(s.claims(nil), jwt.SigningMethodRS256, trusted, kid)
 	parts := strings.Split(valid, ".")
@@ -157,6 +176,10 @@ func (s *securitySuite) authentication(t *testing.T) {
 		{"kid with a path", "Bearer " + s.jwt(s.claims(nil), jwt.SigningMethodRS256, other, "../../../../etc/passwd"), "", false},
 		{"kid with a URL", "Bearer " + s.jwt(s.claims(nil), jwt.SigningMethodRS256, other, "https://attacker.example/jwks.json"), "", false},
 		{"no kid", "Bearer " + s.jwt(s.claims(nil), jwt.SigningMethodRS256, other, ""), "", false},
+		{"no kid, signed by the trusted key", "Bearer " + s.jwt(s.claims(nil), jwt.SigningMethodRS256, trusted, ""), "", false},
+		{"iat in the future", "Bearer " + s.jwt(s.claims(map[string]any{"iat": time.Now().Add(time.Hour).Unix()}), jwt.SigningMethodRS256, trusted, kid), "", false},
+		{"crit header naming an unknown extension", "Bearer " + s.jwtWithHeader(s.claims(nil), trusted, map[string]any{"kid": kid, "crit": []string{"exp-ext"}, "exp-ext": true}), "", false},
+		{"ES256 signature (API Gateway takes RSA only)", "Bearer " + s.jwt(s.claims(nil), jwt.SigningMethodES256, ecKey, kid), "", false},
 		{"wrong issuer", "Bearer " + s.jwt(s.claims(map[string]any{"iss": "https://attacker.example/"}), jwt.SigningMethodRS256, trusted, kid), "", false},
 		{"wrong audience", "Bearer " + s.jwt(s.claims(map[string]any{"aud": "another-api"}), jwt.SigningMethodRS256, trusted, kid), "", false},
 		{"expired", "Bearer " + s.jwt(s.claims(map[string]any{"exp": time.Now().Add(-time.Hour).Unix()}), jwt.SigningMethodRS256, trusted, kid), "", true},
@@ -280,35 +303,58 @@ func (s *securitySuite) badInput(t *testing.T) {
 	cases := []struct {
 		name, method, path, body string
 		status                   int
+		contentType              string // application/json when empty
 	}{
-		{"malformed JSON", "PUT", "/new", `{"name":"n",`, 400},
-		{"trailing garbage", "PUT", "/new", `{"name":"n","value":"v"} x`, 400},
-		{"wrong type for name", "PUT", "/new", `{"name":["n"],"value":"v"}`, 400},
-		{"wrong type for value", "PUT", "/new", `{"name":"n","value":{"a":1}}`, 400},
-		{"null name", "PUT", "/new", `{"name":null,"value":"v"}`, 400},
-		{"empty name", "PUT", "/new", `{"name":"","value":"v"}`, 400},
-		{"body of 64 KiB + 1", "PUT", "/new", `{"name":"n","value":"` + strings.Repeat("v", 64*1024-22) + `"}`, 413},
-		{"a 1 MiB value", "PUT", "/new", oneMiB, 413},
-		{"value over 16 KiB", "PUT", "/new", `{"name":"n","value":"` + strings.Repeat("v", 16*1024+1) + `"}`, 400},
-		{"invalid UTF-8", "PUT", "/new", "{\"name\":\"\xc3\x28\",\"value\":\"v\"}", 400},
-		{"control characters in the name", "PUT", "/new", `{"name":"a\u0000b","value":"v"}`, 400},
-		{"a newline in the name", "PUT", "/new", `{"name":"a\nb","value":"v"}`, 400},
-		{"patch not an array", "PATCH", "/openai", `{"op":"REPLACE","path":"/name","value":"x"}`, 400},
-		{"patch unknown op", "PATCH", "/openai", `[{"op":"COPY","path":"/name","value":"x"}]`, 400},
-		{"patch path other than /name", "PATCH", "/openai", `[{"op":"REPLACE","path":"/metadata/createdAt","value":"x"}]`, 400},
-		{"patch of the value", "PATCH", "/openai", `[{"op":"ADD","path":"/value","value":"sk-new"}]`, 400},
-		{"huge pageSize", "GET", "?pageSize=99999999999999999999", "", 400},
-		{"negative pageNumber", "GET", "?pageNumber=-3", "", 400},
-		{"bad sort", "GET", "?sort=name:sideways", "", 400},
-		{"sort on the value", "GET", "?sort=value", "", 400},
-		{"bad fields", "GET", "?fields=id,sealCiphertext", "", 400},
-		{"bad q", "GET", "?q=" + url.QueryEscape("name:(~x"), "", 400},
-		{"search body not an object", "POST", "/search", `"name:x"`, 400},
-		{"bad force", "DELETE", "/openai?force=yes-please", "", 400},
+		{"malformed JSON", "PUT", "/new", `{"name":"n",`, 400, ""},
+		{"trailing garbage", "PUT", "/new", `{"name":"n","value":"v"} x`, 400, ""},
+		{"wrong type for name", "PUT", "/new", `{"name":["n"],"value":"v"}`, 400, ""},
+		{"wrong type for value", "PUT", "/new", `{"name":"n","value":{"a":1}}`, 400, ""},
+		{"null name", "PUT", "/new", `{"name":null,"value":"v"}`, 400, ""},
+		{"empty name", "PUT", "/new", `{"name":"","value":"v"}`, 400, ""},
+		{"body of 64 KiB + 1", "PUT", "/new", `{"name":"n","value":"` + strings.Repeat("v", 64*1024-22) + `"}`, 413, ""},
+		{"a 1 MiB value", "PUT", "/new", oneMiB, 413, ""},
+		{"value over 16 KiB", "PUT", "/new", `{"name":"n","value":"` + strings.Repeat("v", 16*1024+1) + `"}`, 400, ""},
+		{"invalid UTF-8", "PUT", "/new", "{\"name\":\"\xc3\x28\",\"value\":\"v\"}", 400, ""},
+		{"control characters in the name", "PUT", "/new", `{"name":"a\u0000b","value":"v"}`, 400, ""},
+		{"a newline in the name", "PUT", "/new", `{"name":"a\nb","value":"v"}`, 400, ""},
+		{"patch not an array", "PATCH", "/openai", `{"op":"REPLACE","path":"/name","value":"x"}`, 400, ""},
+		{"patch unknown op", "PATCH", "/openai", `[{"op":"COPY","path":"/name","value":"x"}]`, 400, ""},
+		{"patch path other than /name", "PATCH", "/openai", `[{"op":"REPLACE","path":"/metadata/createdAt","value":"x"}]`, 400, ""},
+		{"patch of the value", "PATCH", "/openai", `[{"op":"ADD","path":"/value","value":"sk-new"}]`, 400, ""},
+		{"huge pageSize", "GET", "?pageSize=99999999999999999999", "", 400, ""},
+		{"negative pageNumber", "GET", "?pageNumber=-3", "", 400, ""},
+		{"bad sort", "GET", "?sort=name:sideways", "", 400, ""},
+		{"sort on the value", "GET", "?sort=value", "", 400, ""},
+		{"bad fields", "GET", "?fields=id,sealCiphertext", "", 400, ""},
+		{"bad q", "GET", "?q=" + url.QueryEscape("name:(~x"), "", 400, ""},
+		{"search body not an object", "POST", "/search", `"name:x"`, 400, ""},
+		{"bad force", "DELETE", "/openai?force=yes-please", "", 400, ""},
+		{"force=1", "DELETE", "/openai?force=1", "", 400, ""},
+		{"force=t", "DELETE", "/openai?force=t", "", 400, ""},
+		{"force=TRUE", "DELETE", "/openai?force=TRUE", "", 400, ""},
+		{"two name keys", "PUT", "/new", `{"name":"a","name":"b","value":"sk-dup-0001"}`, 400, ""},
+		{"two value keys", "PUT", "/new", `{"name":"a","value":"sk-dup-0002","value":"sk-dup-0003"}`, 400, ""},
+		{"keys equal but for case", "PUT", "/new", `{"name":"a","Name":"b","value":"sk-dup-0004"}`, 400, ""},
+		{"two version keys in metadata", "PUT", "/openai", `{"name":"a","metadata":{"version":1,"version":2}}`, 400, ""},
+		{"two path keys in a patch", "PATCH", "/openai", `[{"op":"REPLACE","path":"/value","path":"/name","value":"x"}]`, 400, ""},
+		{"a lone high surrogate in the value", "PUT", "/new", `{"name":"n","value":"sk-\ud800-lone"}`, 400, ""},
+		{"a lone low surrogate in the value", "PUT", "/new", `{"name":"n","value":"sk-\udc00-lone"}`, 400, ""},
+		{"a high surrogate before a non-surrogate", "PUT", "/new", `{"name":"n","value":"sk-\ud800\u0041"}`, 400, ""},
+		{"a lone surrogate in the name", "PATCH", "/openai", `[{"op":"REPLACE","path":"/name","value":"\udfff"}]`, 400, ""},
+		{"text/plain body", "PUT", "/new", `{"name":"n","value":"sk-plain-0005"}`, 415, "text/plain"},
+		{"form-encoded body", "PATCH", "/openai", `[{"op":"REPLACE","path":"/name","value":"x"}]`, 415, "application/x-www-form-urlencoded"},
+		{"XML search", "POST", "/search", `{"q":"id:openai"}`, 415, "application/xml"},
+		{"metadata.version 1.5", "PUT", "/openai", `{"name":"a","metadata":{"version":1.5}}`, 400, ""},
+		{"metadata.version as a string", "PUT", "/openai", `{"name":"a","metadata":{"version":"1"}}`, 400, ""},
+		{"metadata.version 0", "PUT", "/openai", `{"name":"a","metadata":{"version":0}}`, 400, ""},
+		{"metadata.version 1e300", "PUT", "/openai", `{"name":"a","metadata":{"version":1e300}}`, 400, ""},
+		{"q id of 100 characters", "GET", "?q=id:" + strings.Repeat("x", 100), "", 400, ""},
+		{"q IN list with a bad id", "GET", "?q=" + url.QueryEscape("id:(openai,"+strings.Repeat("y", 67)+")"), "", 400, ""},
+		{"q id with a dot", "POST", "/search", `{"q":"id:a.b"}`, 400, ""},
 	}
 	for _, c := range cases {
 		before := scanTable(t, s.h)
-		res := s.h.do(c.method, base+c.path, c.body, mgr)
+		res := s.h.do(c.method, base+c.path, c.body, mgr, "Content-Type", cmp.Or(c.contentType, "application/json"))
 		var e struct {
 			Code    int    `json:"code"`
 			Status  string `json:"status"`
@@ -435,11 +481,11 @@ func (s *securitySuite) racesAndFaults(t *testing.T) {
 	// DynamoDB throttling: a short burst is absorbed by the SDK's retries; a lasting one is a 503
 	// with nothing half-written.
 	proxy := newFaultProxy(t)
-	client, err := store.NewClient(context.Background(), proxy.URL)
+	client, err := store.NewClient(context.Background(), proxy.URL, testenv.Policy)
 	if err != nil {
 		t.Fatal(err)
 	}
-	throttled := newHarnessOn(t, client, h.table, h.svc.Sealer)
+	throttled := newHarnessOn(t, client, h.table, h.sealer)
 	proxy.set(1)
 	res := throttled.do("GET", base+"/openai", "", throttled.manager())
 	s.check(t, "races and faults", "DynamoDB throttled once", res.status == 200, "%d %s", res.status, res.body)
@@ -460,11 +506,11 @@ func (s *securitySuite) racesAndFaults(t *testing.T) {
 	s.check(t, "races and faults", "nothing written while throttled", reflect.DeepEqual(before, scanTable(t, h)), "the store changed")
 
 	// DynamoDB unreachable.
-	down, err := store.NewClient(context.Background(), "http://127.0.0.1:1")
+	down, err := store.NewClient(context.Background(), "http://127.0.0.1:1", testenv.Policy)
 	if err != nil {
 		t.Fatal(err)
 	}
-	unreachable := newHarnessOn(t, down, h.table, h.svc.Sealer)
+	unreachable := newHarnessOn(t, down, h.table, h.sealer)
 	for _, c := range []struct{ method, path, body string }{
 		{"PUT", "/unreachable", `{"name":"n","value":"sk-unreachable-0006"}`},
 		{"GET", "/openai", ``},
@@ -518,7 +564,7 @@ func (s *securitySuite) resourceLimits(t *testing.T) {
 	// A tenant of exactly MaxItemsRead tokens lists within the bound; one more is refused.
 	table := testenv.NewTable(t)
 	seedTokens(t, table, query.MaxItemsRead)
-	big := newHarnessOn(t, testenv.Client(), table, s.h.svc.Sealer)
+	big := newHarnessOn(t, testenv.Client(), table, s.h.sealer)
 	q, _ := query.Parse("name:~Support")
 	sortKeys, _ := query.ParseSort("")
 	res, err := big.svc.List(context.Background(), serviceList(q, sortKeys))

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -23,25 +24,65 @@ const MaxBodyBytes = 64 * 1024
 
 // Server serves the routes it was built with.
 type Server struct {
-	svc  *service.Service
-	auth auth.Authenticator
-	log  *slog.Logger
-	mux  *http.ServeMux
+	svc     *service.Service
+	auth    auth.Authenticator
+	log     *slog.Logger
+	timeout time.Duration
+	mux     *http.ServeMux
 }
 
-// New builds a handler for routes (all of Routes when none are given).
-func New(svc *service.Service, authn auth.Authenticator, log *slog.Logger, routes ...Route) *Server {
+// Config is what a Server is built from.
+type Config struct {
+	Service *service.Service
+	Auth    auth.Authenticator
+	Log     *slog.Logger
+	// RequestTimeout bounds every request; in Lambda the invocation's deadline less
+	// lambdaMargin bounds it further.
+	RequestTimeout time.Duration
+	Routes         []Route // all of Routes when empty
+}
+
+// New builds a handler for the configured routes, checking that it has all they need.
+func New(cfg Config) (*Server, error) {
+	switch {
+	case cfg.Service == nil:
+		return nil, errors.New("api: no service")
+	case cfg.Auth == nil:
+		return nil, errors.New("api: no authenticator")
+	case cfg.Log == nil:
+		return nil, errors.New("api: no logger")
+	case cfg.RequestTimeout <= 0:
+		return nil, errors.New("api: the request timeout must be positive")
+	}
+	routes := cfg.Routes
 	if len(routes) == 0 {
 		routes = Routes
 	}
-	s := &Server{svc: svc, auth: authn, log: log, mux: http.NewServeMux()}
+	s := &Server{svc: cfg.Service, auth: cfg.Auth, log: cfg.Log, timeout: cfg.RequestTimeout, mux: http.NewServeMux()}
 	for _, r := range routes {
+		if r.Seals && !cfg.Service.CanSeal() {
+			return nil, fmt.Errorf("api: route %s seals values but the service has no sealer", r.Function)
+		}
 		s.mux.Handle(r.Method+" "+r.Path, s.wrap(r))
 	}
 	// "/" matches whatever no route does, method mismatches included, so the answer is this
 	// API's JSON 404 or 405 rather than the mux's plain text.
 	s.mux.Handle("/", s.wrap(Route{handle: (*Server).noRoute}))
-	return s
+	return s, nil
+}
+
+// lambdaMargin is kept free of the invocation's deadline so that a timed-out request still
+// gets its 503 out before Lambda stops the function.
+const lambdaMargin = 500 * time.Millisecond
+
+// WithDeadline bounds ctx by timeout and, when ctx already has a deadline (a Lambda
+// invocation's), by that deadline less lambdaMargin. Every AWS call of the request inherits it.
+func WithDeadline(ctx context.Context, timeout time.Duration) (context.Context, context.CancelFunc) {
+	deadline := time.Now().Add(timeout)
+	if d, ok := ctx.Deadline(); ok && d.Add(-lambdaMargin).Before(deadline) {
+		deadline = d.Add(-lambdaMargin)
+	}
+	return context.WithDeadline(ctx, deadline)
 }
 
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -121,7 +162,9 @@ func (s *Server) wrap(rt Route) http.Handler {
 			}
 			s.logRequest(r, rt, rid, tenant, rec.status, time.Since(start), err)
 		}()
-		r = r.WithContext(context.WithValue(r.Context(), requestIDKey{}, rid))
+		ctx, cancel := WithDeadline(r.Context(), s.timeout)
+		defer cancel()
+		r = r.WithContext(context.WithValue(ctx, requestIDKey{}, rid))
 		if rt.Scope != "" {
 			err = s.authorize(r, rt, tenant)
 		}

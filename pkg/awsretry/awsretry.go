@@ -1,5 +1,5 @@
-// Package awsretry is the one retry policy of the service's AWS clients (DynamoDB, KMS) and the
-// one test of "this AWS call failed because the service is busy or out of reach".
+// Package awsretry is the one retry and deadline policy of the service's AWS clients (DynamoDB,
+// KMS) and the one test of "this AWS call failed because the service is busy or out of reach".
 package awsretry
 
 import (
@@ -9,17 +9,53 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/aws/retry"
+	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
+	"github.com/aws/aws-sdk-go-v2/config"
 	smithyhttp "github.com/aws/smithy-go/transport/http"
 )
 
-// Retryer retries throttling and 5xx a few times with a short backoff, so that a request fails
-// with a clear 503 well within API Gateway's 30 s instead of hanging.
-func Retryer() aws.Retryer {
+// Policy says how long one attempt of an AWS call may take and how often it is tried. The
+// request's own context bounds the whole call on top of it (see pkg/api), so a stalled
+// dependency costs at most the request's deadline, never a hang.
+type Policy struct {
+	MaxAttempts    int
+	MaxBackoff     time.Duration
+	AttemptTimeout time.Duration // one HTTP round trip, body included
+	// Backoff replaces the SDK's jittered exponential backoff; tests set it to zero so that
+	// a bound proven with a small limit does not cost real seconds of sleeping.
+	Backoff retry.BackoffDelayer
+}
+
+// DefaultPolicy retries throttling, 5xx and transaction conflicts a few times with a short
+// backoff, each attempt bounded to 2 s: a request fails with a clear 503 well within API
+// Gateway's 30 s instead of hanging on a stalled connection.
+var DefaultPolicy = Policy{MaxAttempts: 4, MaxBackoff: 400 * time.Millisecond, AttemptTimeout: 2 * time.Second}
+
+// retryableCodes are retried on top of the SDK's defaults: DynamoDB's TransactionConflict (a
+// concurrent transaction on the same item; real DynamoDB, not Local) passes once the other ends.
+var retryableCodes = map[string]struct{}{"TransactionConflictException": {}}
+
+func (p Policy) retryer() aws.Retryer {
 	return retry.NewStandard(func(o *retry.StandardOptions) {
-		o.MaxAttempts = 4
-		o.MaxBackoff = 400 * time.Millisecond
+		o.MaxAttempts = p.MaxAttempts
+		o.MaxBackoff = p.MaxBackoff
+		if p.Backoff != nil {
+			o.Backoff = p.Backoff
+		}
+		o.Retryables = append(o.Retryables, retry.RetryableErrorCode{Codes: retryableCodes})
 	})
 }
+
+// LoadOptions are the SDK configuration options that apply the policy.
+func (p Policy) LoadOptions() []func(*config.LoadOptions) error {
+	return []func(*config.LoadOptions) error{
+		config.WithRetryer(p.retryer),
+		config.WithHTTPClient(awshttp.NewBuildableClient().WithTimeout(p.AttemptTimeout)),
+	}
+}
+
+// NoBackoff is a Backoff that retries at once.
+var NoBackoff = retry.BackoffDelayerFunc(func(int, error) (time.Duration, error) { return 0, nil })
 
 // Cancelled reports whether err is the caller's context ending.
 func Cancelled(err error) bool {

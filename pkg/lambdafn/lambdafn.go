@@ -7,7 +7,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"net/http"
 	"os"
 
 	"github.com/aws/aws-lambda-go/lambda"
@@ -15,49 +14,72 @@ import (
 
 	"aitokens/pkg/api"
 	"aitokens/pkg/auth"
+	"aitokens/pkg/config"
 	"aitokens/pkg/seal"
 	"aitokens/pkg/service"
 	"aitokens/pkg/store"
 )
 
-// SealerFactory builds the sealer of a function that seals values (only upsert-token). It is
-// an option so that the functions that never seal do not link a KMS client.
-type SealerFactory func(ctx context.Context) (seal.Sealer, error)
+// SealerFactory builds the sealer of a function that seals or opens values (upsert-token and
+// resolve-token). It is an argument so that the functions that never seal do not link a KMS
+// client.
+type SealerFactory func(ctx context.Context, cfg config.Config) (seal.Sealer, error)
 
-// Handler builds the http.Handler of one function from the environment:
-// TABLE_NAME, DYNAMODB_ENDPOINT (local only), TENANT_CLAIM.
-func Handler(ctx context.Context, function string, sealer SealerFactory) (http.Handler, error) {
+// Handler builds the http.Handler of one function from its configuration.
+func Handler(ctx context.Context, cfg config.Config, function string, sealer SealerFactory) (*api.Server, error) {
 	route, ok := api.RouteByFunction(function)
 	if !ok {
 		return nil, fmt.Errorf("lambdafn: no route for function %q", function)
 	}
-	table := os.Getenv("TABLE_NAME")
-	if table == "" {
-		return nil, fmt.Errorf("lambdafn: TABLE_NAME is not set")
-	}
-	client, err := store.NewClient(ctx, os.Getenv("DYNAMODB_ENDPOINT"))
+	svc, err := newService(ctx, cfg, sealer)
 	if err != nil {
 		return nil, err
 	}
-	svc := service.New(store.New(client, table), nil)
+	return api.New(api.Config{Service: svc, Auth: auth.APIGateway{TenantClaim: cfg.TenantClaim}, Log: jsonLogger(),
+		RequestTimeout: cfg.RequestTimeout, Routes: []api.Route{route}})
+}
+
+func newService(ctx context.Context, cfg config.Config, sealer SealerFactory) (*service.Service, error) {
+	client, err := store.NewClient(ctx, cfg.DynamoDBEndpoint, cfg.AWS)
+	if err != nil {
+		return nil, err
+	}
+	var s seal.Sealer
 	if sealer != nil {
-		if svc.Sealer, err = sealer(ctx); err != nil {
+		if s, err = sealer(ctx, cfg); err != nil {
 			return nil, err
 		}
 	}
-	return api.New(svc, auth.APIGateway{TenantClaim: os.Getenv("TENANT_CLAIM")}, jsonLogger(), route), nil
+	return service.New(store.New(client, cfg.TableName), s, nil)
 }
 
 // jsonLogger writes one JSON object per line to stdout, which Lambda sends to CloudWatch Logs.
 // The request log line carries the Lambda request id itself (api uses it as the request id).
 func jsonLogger() *slog.Logger { return slog.New(slog.NewJSONHandler(os.Stdout, nil)) }
 
+// loadConfig is the configuration of a function: the environment, with TABLE_NAME required.
+func loadConfig() (config.Config, error) {
+	if err := config.RequireTable(os.Getenv); err != nil {
+		return config.Config{}, err
+	}
+	return config.Load(os.Getenv)
+}
+
+// initFailed logs why a function could not start, as one JSON line like every other, and exits.
+func initFailed(function string, err error) {
+	jsonLogger().Error("init failed", "function", function, "error", err.Error())
+	os.Exit(1)
+}
+
 // Start runs function until the Lambda runtime stops it.
 func Start(function string, sealer SealerFactory) {
-	h, err := Handler(context.Background(), function, sealer)
+	cfg, err := loadConfig()
 	if err != nil {
-		slog.Error("init failed", "function", function, "error", err.Error())
-		os.Exit(1)
+		initFailed(function, err)
+	}
+	h, err := Handler(context.Background(), cfg, function, sealer)
+	if err != nil {
+		initFailed(function, err)
 	}
 	lambda.Start(httpadapter.NewV2(h).ProxyWithContext)
 }

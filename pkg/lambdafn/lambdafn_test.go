@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -17,6 +18,7 @@ import (
 
 	"aitokens/pkg/api"
 	"aitokens/pkg/auth"
+	"aitokens/pkg/config"
 	"aitokens/pkg/lambdafn"
 	"aitokens/pkg/seal"
 	"aitokens/pkg/service"
@@ -43,9 +45,7 @@ func getEvent(t testing.TB, claims map[string]string, scopes []string) events.AP
 
 // The authorizer's claims arrive as strings (an array claim as "[a b]") and its scopes apart.
 func TestAPIGatewayClaims(t *testing.T) {
-	t.Setenv("TABLE_NAME", testenv.NewTable(t))
-	t.Setenv("DYNAMODB_ENDPOINT", testenv.Endpoint())
-	h, err := lambdafn.Handler(context.Background(), "get-token", nil)
+	h, err := lambdafn.Handler(context.Background(), testConfig(t), "get-token", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -73,13 +73,27 @@ func TestAPIGatewayClaims(t *testing.T) {
 	}
 }
 
-func TestUnknownFunctionAndMissingTable(t *testing.T) {
-	if _, err := lambdafn.Handler(context.Background(), "no-such-function", nil); err == nil {
+// testConfig is a function's configuration on a fresh table of this run's DynamoDB Local.
+func testConfig(t testing.TB) config.Config {
+	t.Helper()
+	cfg, err := config.Load(func(string) string { return "" })
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.TableName, cfg.DynamoDBEndpoint, cfg.AWS = testenv.NewTable(t), testenv.Endpoint(), testenv.Policy
+	return cfg
+}
+
+func TestUnknownFunctionAndMissingSealer(t *testing.T) {
+	cfg := testConfig(t)
+	if _, err := lambdafn.Handler(context.Background(), cfg, "no-such-function", nil); err == nil {
 		t.Error("a function without a route started")
 	}
-	t.Setenv("TABLE_NAME", "")
-	if _, err := lambdafn.Handler(context.Background(), "get-token", nil); err == nil {
-		t.Error("a function without TABLE_NAME started")
+	if _, err := lambdafn.Handler(context.Background(), cfg, "upsert-token", nil); err == nil || !strings.Contains(err.Error(), "no sealer") {
+		t.Errorf("upsert-token without a sealer: %v", err)
+	}
+	if _, err := lambdafn.NewResolver(context.Background(), cfg, nil); err == nil {
+		t.Error("resolve-token without a sealer started")
 	}
 }
 
@@ -97,13 +111,20 @@ func (fixedCaller) Authenticate(*http.Request) (auth.Principal, error) {
 func BenchmarkAdapterVersusDirect(b *testing.B) {
 	table := testenv.NewTable(b)
 	st := store.New(testenv.Client(), table)
-	svc := service.New(st, seal.NewLocalFromKey(bytes.Repeat([]byte{1}, 32)))
+	svc, err := service.New(st, seal.NewLocalFromKey(bytes.Repeat([]byte{1}, 32)), nil)
+	if err != nil {
+		b.Fatal(err)
+	}
 	in := service.Upsert{Tenant: "acme", ID: "openai", Name: ptr("OpenAI"), Value: ptr("sk-bench"), RequestID: "r"}
 	if _, err := svc.Upsert(context.Background(), in); err != nil {
 		b.Fatal(err)
 	}
 	route, _ := api.RouteByFunction("get-token")
-	h := api.New(svc, fixedCaller{}, slog.New(slog.NewJSONHandler(io.Discard, nil)), route)
+	h, err := api.New(api.Config{Service: svc, Auth: fixedCaller{}, Log: slog.New(slog.NewJSONHandler(io.Discard, nil)),
+		RequestTimeout: time.Minute, Routes: []api.Route{route}})
+	if err != nil {
+		b.Fatal(err)
+	}
 	adapter := httpadapter.NewV2(h)
 	ev := getEvent(b, map[string]string{"tenant": "acme"}, []string{"ai.agent_read"})
 	var viaAdapter, direct time.Duration
@@ -128,3 +149,42 @@ func BenchmarkAdapterVersusDirect(b *testing.B) {
 }
 
 func ptr(s string) *string { return &s }
+
+// localSealer is a SealerFactory for tests: the local sealer with a fixed key.
+func localSealer(context.Context, config.Config) (seal.Sealer, error) {
+	return seal.NewLocalFromKey(bytes.Repeat([]byte{7}, 32)), nil
+}
+
+// The resolve function answers a structured 503 within its deadline when the database stalls,
+// and resolves again once the stall ends.
+func TestResolveWithAStalledDatabase(t *testing.T) {
+	cfg := testConfig(t)
+	st := store.New(testenv.Client(), cfg.TableName)
+	svc, err := service.New(st, seal.NewLocalFromKey(bytes.Repeat([]byte{7}, 32)), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := svc.Upsert(context.Background(), service.Upsert{Tenant: "acme", ID: "openai", Name: ptr("OpenAI"), Value: ptr("sk-resolve-stall"), RequestID: "r1"}); err != nil {
+		t.Fatal(err)
+	}
+	proxy := testenv.NewFaultProxy(t)
+	cfg.DynamoDBEndpoint, cfg.RequestTimeout = proxy.URL, time.Second
+	r, err := lambdafn.NewResolver(context.Background(), cfg, localSealer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy.Stall()
+	start := time.Now()
+	res, err := r.Resolve(context.Background(), lambdafn.ResolveRequest{Tenant: "acme", TokenID: "openai"})
+	took := time.Since(start)
+	if err != nil || res.Error == nil || res.Error.Code != 503 || res.Value != "" {
+		t.Fatalf("resolve during a stall: %+v %v", res, err)
+	}
+	if took > 3*cfg.RequestTimeout {
+		t.Fatalf("resolve during a stall took %v", took)
+	}
+	proxy.Release()
+	if res, err := r.Resolve(context.Background(), lambdafn.ResolveRequest{Tenant: "acme", TokenID: "openai"}); err != nil || res.Value != "sk-resolve-stall" {
+		t.Fatalf("resolve after the stall: %+v %v", res.Error, err)
+	}
+}

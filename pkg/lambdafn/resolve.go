@@ -2,17 +2,17 @@ package lambdafn
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"net/http"
-	"os"
 	"time"
 
 	"github.com/aws/aws-lambda-go/lambda"
 	"github.com/aws/aws-lambda-go/lambdacontext"
 
 	"aitokens/pkg/api"
+	"aitokens/pkg/config"
 	"aitokens/pkg/service"
-	"aitokens/pkg/store"
 	"aitokens/pkg/token"
 )
 
@@ -38,28 +38,29 @@ type ResolveError struct {
 
 // Resolver answers resolve events.
 type Resolver struct {
-	svc *service.Service
-	log *slog.Logger
+	svc     *service.Service
+	log     *slog.Logger
+	timeout time.Duration
 }
 
-// NewResolver builds the resolver from the environment (TABLE_NAME, DYNAMODB_ENDPOINT) and a
-// sealer that can open values.
-func NewResolver(ctx context.Context, sealer SealerFactory) (*Resolver, error) {
-	client, err := store.NewClient(ctx, os.Getenv("DYNAMODB_ENDPOINT"))
+// NewResolver builds the resolver from its configuration and a sealer that can open values.
+func NewResolver(ctx context.Context, cfg config.Config, sealer SealerFactory) (*Resolver, error) {
+	if sealer == nil {
+		return nil, errors.New("lambdafn: resolve-token needs a sealer")
+	}
+	svc, err := newService(ctx, cfg, sealer)
 	if err != nil {
 		return nil, err
 	}
-	s, err := sealer(ctx)
-	if err != nil {
-		return nil, err
-	}
-	return &Resolver{svc: service.New(store.New(client, os.Getenv("TABLE_NAME")), s), log: jsonLogger()}, nil
+	return &Resolver{svc: svc, log: jsonLogger(), timeout: cfg.RequestTimeout}, nil
 }
 
 // Resolve answers one event. Errors are answers, not Lambda failures, so callers get a
 // structured reason; the log line never holds the value.
 func (r *Resolver) Resolve(ctx context.Context, req ResolveRequest) (ResolveResponse, error) {
 	start := time.Now()
+	ctx, cancel := api.WithDeadline(ctx, r.timeout)
+	defer cancel()
 	value, err := r.svc.Resolve(ctx, req.Tenant, req.TokenID)
 	res := ResolveResponse{Value: string(value)}
 	status := http.StatusOK
@@ -87,10 +88,13 @@ func (r *Resolver) Resolve(ctx context.Context, req ResolveRequest) (ResolveResp
 
 // StartResolve runs the resolve function until the Lambda runtime stops it.
 func StartResolve(sealer SealerFactory) {
-	r, err := NewResolver(context.Background(), sealer)
+	cfg, err := loadConfig()
 	if err != nil {
-		slog.Error("init failed", "function", "resolve-token", "error", err.Error())
-		os.Exit(1)
+		initFailed("resolve-token", err)
+	}
+	r, err := NewResolver(context.Background(), cfg, sealer)
+	if err != nil {
+		initFailed("resolve-token", err)
 	}
 	lambda.Start(r.Resolve)
 }

@@ -339,6 +339,11 @@ func (p *parser) value(inParens bool) (string, bool, error) {
 func (p *parser) typed(f fieldRef, raw string, quoted bool, pos int) (value, error) {
 	v := value{str: raw, quoted: quoted}
 	switch f.typ {
+	case token.String:
+		// An id reaches DynamoDB as a key: it passes the same check as an id in a path.
+		if f.name == "id" && token.ValidateID(raw) != nil {
+			return v, p.errorf(pos, "id is a token id (%s), and this value is not", token.IDPattern)
+		}
 	case token.Number:
 		n, err := strconv.ParseFloat(raw, 64)
 		if err != nil || math.IsNaN(n) || math.IsInf(n, 0) {

@@ -101,7 +101,12 @@ func TestErrorsNameProblemAndPosition(t *testing.T) {
 		{"metadata.version:(>1 OR <3)", "expected AND or ) in a range at position 22"},
 		{"id", `expected : after field "id" at position 3`},
 		{":x", "expected a field name at position 1"},
-		{"id:a:b", ""}, // a bare value may hold ':'
+		{"name:a:b", ""}, // a bare value may hold ':'
+		{"id:a:b", "id is a token id (^[A-Za-z0-9_-]{1,66}$), and this value is not at position 4"},
+		{"id:" + strings.Repeat("x", 100), "id is a token id"},
+		{"id:(ok," + strings.Repeat("x", 67) + ")", "and this value is not at position 8"},
+		{`name:x id:"a b"`, "and this value is not at position 11"},
+		{"compoundLogicalQuery:((id:a) OR (id:a.b))", "and this value is not at position 37"},
 		{"name:~" + strings.Repeat("a", MaxRegexLength+1), "longer than 256 bytes"},
 		{strings.Repeat("id:a ", MaxQueryLength/5+1), "longer than 2048 bytes"},
 		{strings.Repeat("id:a ", MaxConditions+1), "more than 64 conditions"},

@@ -15,17 +15,45 @@ import (
 	"aitokens/pkg/token"
 )
 
-// Service holds the dependencies of every operation.
-type Service struct {
-	Store  *store.Store
-	Sealer seal.Sealer
-	Now    func() time.Time
+// Store is what the service needs of its storage; pkg/store's DynamoDB store implements it.
+type Store interface {
+	Get(ctx context.Context, tenant, id string) (token.Token, error)
+	GetDigest(ctx context.Context, tenant, id string) (token.Token, []byte, error)
+	GetSealed(ctx context.Context, tenant, id string) (token.Token, token.Sealed, error)
+	GetMany(ctx context.Context, tenant string, ids []string) (store.ListResult, error)
+	List(ctx context.Context, tenant string, maxItems int) (store.ListResult, error)
+	Create(ctx context.Context, t token.Token, sealed token.Sealed, requestID string) error
+	Rename(ctx context.Context, r store.Rename) error
+	TouchLastUsed(ctx context.Context, tenant, id string, now time.Time) error
+	DeleteUnused(ctx context.Context, tenant, id string) error
+	ForceDelete(ctx context.Context, tenant, id string) error
+	RegisterUsage(ctx context.Context, tenant, tokenID, kind, refID string, now time.Time) (bool, error)
+	UnregisterUsage(ctx context.Context, tenant, tokenID, kind, refID string) error
+	Usages(ctx context.Context, tenant, tokenID string) ([]store.Usage, error)
 }
 
-// New returns a service on a store and a sealer.
-func New(st *store.Store, sealer seal.Sealer) *Service {
-	return &Service{Store: st, Sealer: sealer, Now: time.Now}
+// Service holds the dependencies of every operation.
+type Service struct {
+	store  Store
+	sealer seal.Sealer
+	now    func() time.Time
 }
+
+// New returns a service on a store and a sealer. The sealer may be nil for a service that
+// never seals or opens a value (the read functions); now may be nil for the wall clock.
+func New(st Store, sealer seal.Sealer, now func() time.Time) (*Service, error) {
+	if st == nil {
+		return nil, errors.New("service: no store")
+	}
+	if now == nil {
+		now = time.Now
+	}
+	return &Service{store: st, sealer: sealer, now: now}, nil
+}
+
+// CanSeal reports whether the service was given a sealer: a route that seals or opens values
+// is refused at startup without one.
+func (s *Service) CanSeal() bool { return s.sealer != nil }
 
 // Upsert is a PUT of one token. Fields that are nil were absent from the body.
 type Upsert struct {
@@ -53,7 +81,7 @@ func (s *Service) Upsert(ctx context.Context, in Upsert) (created bool, err erro
 	if in.Version != nil && *in.Version < 1 {
 		return false, token.InvalidField("metadata.version", "metadata.version must be 1 or more")
 	}
-	_, digest, err := s.Store.GetDigest(ctx, in.Tenant, in.ID)
+	_, digest, err := s.store.GetDigest(ctx, in.Tenant, in.ID)
 	switch {
 	case token.KindOf(err) == token.NotFound:
 		if in.Version != nil {
@@ -66,11 +94,11 @@ func (s *Service) Upsert(ctx context.Context, in Upsert) (created bool, err erro
 	if in.Value != nil && !seal.DigestMatches(digest, []byte(*in.Value)) {
 		return false, token.InvalidField("value", "value cannot be changed once the token is created; create a new token to rotate it")
 	}
-	r := store.Rename{Tenant: in.Tenant, ID: in.ID, Name: *in.Name, RequestID: in.RequestID, Now: s.Now()}
+	r := store.Rename{Tenant: in.Tenant, ID: in.ID, Name: *in.Name, RequestID: in.RequestID, Now: s.now()}
 	if in.Version != nil {
 		r.ExpectedVersion = *in.Version
 	}
-	return false, s.Store.Rename(ctx, r)
+	return false, s.store.Rename(ctx, r)
 }
 
 func (s *Service) create(ctx context.Context, in Upsert) error {
@@ -78,16 +106,16 @@ func (s *Service) create(ctx context.Context, in Upsert) error {
 		return token.InvalidField("value", "value must not be null nor blank")
 	}
 	value := []byte(*in.Value)
-	sealed, err := s.Sealer.Seal(ctx, in.Tenant, in.ID, value)
+	sealed, err := s.sealer.Seal(ctx, in.Tenant, in.ID, value)
 	if err != nil {
 		return err
 	}
 	if sealed.Digest, err = seal.Digest(value); err != nil {
 		return token.InternalError(err)
 	}
-	now := s.Now()
+	now := s.now()
 	t := token.Token{Tenant: in.Tenant, ID: in.ID, Name: *in.Name, Version: 1, CreatedAt: now, ModifiedAt: now}
-	return s.Store.Create(ctx, t, sealed, in.RequestID)
+	return s.store.Create(ctx, t, sealed, in.RequestID)
 }
 
 // PatchOp is one operation of a PATCH body.
@@ -103,7 +131,7 @@ func (s *Service) Patch(ctx context.Context, tenant, id string, ops []PatchOp, r
 	if err != nil {
 		return err
 	}
-	return s.Store.Rename(ctx, store.Rename{Tenant: tenant, ID: id, Name: name, RequestID: requestID, Now: s.Now()})
+	return s.store.Rename(ctx, store.Rename{Tenant: tenant, ID: id, Name: name, RequestID: requestID, Now: s.now()})
 }
 
 // patchedName checks every op and returns the name they leave. Only /name may change.
@@ -148,16 +176,16 @@ func (s *Service) Resolve(ctx context.Context, tenant, id string) ([]byte, error
 	if err := token.ValidateID(id); err != nil {
 		return nil, err
 	}
-	_, sealed, err := s.Store.GetSealed(ctx, tenant, id)
+	_, sealed, err := s.store.GetSealed(ctx, tenant, id)
 	if err != nil {
 		return nil, err
 	}
-	value, err := s.Sealer.Open(ctx, tenant, id, sealed)
+	value, err := s.sealer.Open(ctx, tenant, id, sealed)
 	if err != nil {
 		return nil, err
 	}
 	// Losing a lastUsedAt write must not lose the caller its value.
-	_ = s.Store.TouchLastUsed(ctx, tenant, id, s.Now())
+	_ = s.store.TouchLastUsed(ctx, tenant, id, s.now())
 	return value, nil
 }
 
@@ -168,13 +196,13 @@ const maxUsageDetails = 50
 // its users and offers a forced delete, unless force is set: then the token and its usages go.
 func (s *Service) Delete(ctx context.Context, tenant, id string, force bool) error {
 	if force {
-		return s.Store.ForceDelete(ctx, tenant, id)
+		return s.store.ForceDelete(ctx, tenant, id)
 	}
-	err := s.Store.DeleteUnused(ctx, tenant, id)
+	err := s.store.DeleteUnused(ctx, tenant, id)
 	if !errors.Is(err, store.ErrInUse) {
 		return err
 	}
-	usages, err := s.Store.Usages(ctx, tenant, id)
+	usages, err := s.store.Usages(ctx, tenant, id)
 	if err != nil {
 		return err
 	}
@@ -196,7 +224,7 @@ func (s *Service) RegisterUsage(ctx context.Context, tenant, id, kind, refID str
 	if err := token.ValidateUsage(kind, refID); err != nil {
 		return false, err
 	}
-	return s.Store.RegisterUsage(ctx, tenant, id, kind, refID, s.Now())
+	return s.store.RegisterUsage(ctx, tenant, id, kind, refID, s.now())
 }
 
 // UnregisterUsage removes a usage; a missing one is fine.
@@ -204,15 +232,15 @@ func (s *Service) UnregisterUsage(ctx context.Context, tenant, id, kind, refID s
 	if err := token.ValidateUsage(kind, refID); err != nil {
 		return err
 	}
-	return s.Store.UnregisterUsage(ctx, tenant, id, kind, refID)
+	return s.store.UnregisterUsage(ctx, tenant, id, kind, refID)
 }
 
 // Usages returns one page of a token's usages and their total; a missing token is a 404.
 func (s *Service) Usages(ctx context.Context, tenant, id string, page query.Page) ([]map[string]any, int, error) {
-	if _, err := s.Store.Get(ctx, tenant, id); err != nil {
+	if _, err := s.store.Get(ctx, tenant, id); err != nil {
 		return nil, 0, err
 	}
-	usages, err := s.Store.Usages(ctx, tenant, id)
+	usages, err := s.store.Usages(ctx, tenant, id)
 	if err != nil {
 		return nil, 0, err
 	}
@@ -225,7 +253,7 @@ func (s *Service) Usages(ctx context.Context, tenant, id string, page query.Page
 
 // Get returns one token's document.
 func (s *Service) Get(ctx context.Context, tenant, id string) (map[string]any, error) {
-	t, err := s.Store.Get(ctx, tenant, id)
+	t, err := s.store.Get(ctx, tenant, id)
 	if err != nil {
 		return nil, err
 	}
@@ -254,9 +282,9 @@ func (s *Service) List(ctx context.Context, in List) (ListResult, error) {
 	var res store.ListResult
 	var err error
 	if ids, ok := in.Query.IDs(); ok {
-		res, err = s.Store.GetMany(ctx, in.Tenant, ids)
+		res, err = s.store.GetMany(ctx, in.Tenant, ids)
 	} else {
-		res, err = s.Store.List(ctx, in.Tenant, query.MaxItemsRead)
+		res, err = s.store.List(ctx, in.Tenant, query.MaxItemsRead)
 	}
 	if err != nil {
 		return ListResult{}, err

@@ -20,9 +20,9 @@ import (
 
 // NewClient builds a DynamoDB client from the SDK's standard configuration. With endpoint set
 // (DynamoDB Local) it talks to that address, with dummy credentials and a default region when
-// none are configured, because DynamoDB Local accepts any.
-func NewClient(ctx context.Context, endpoint string, optFns ...func(*dynamodb.Options)) (*dynamodb.Client, error) {
-	var opts []func(*config.LoadOptions) error
+// none are configured, because DynamoDB Local accepts any. policy bounds every attempt.
+func NewClient(ctx context.Context, endpoint string, policy awsretry.Policy, optFns ...func(*dynamodb.Options)) (*dynamodb.Client, error) {
+	opts := policy.LoadOptions()
 	if endpoint != "" {
 		if os.Getenv("AWS_REGION") == "" && os.Getenv("AWS_DEFAULT_REGION") == "" {
 			opts = append(opts, config.WithRegion("us-east-1"))
@@ -31,7 +31,6 @@ func NewClient(ctx context.Context, endpoint string, optFns ...func(*dynamodb.Op
 			opts = append(opts, config.WithCredentialsProvider(credentials.NewStaticCredentialsProvider("local", "local", "")))
 		}
 	}
-	opts = append(opts, config.WithRetryer(awsretry.Retryer))
 	cfg, err := config.LoadDefaultConfig(ctx, opts...)
 	if err != nil {
 		return nil, err

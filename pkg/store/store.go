@@ -365,12 +365,16 @@ func isConditionFailed(err error) bool {
 	return errors.As(err, &ccf)
 }
 
-// classify turns a DynamoDB error into the service's error: unreachable, throttled or failing
-// (after the SDK's own retries) is 503; anything else is internal.
+// classify turns a DynamoDB error into the service's error: a transaction conflict that
+// outlasted the retries is a 409 to retry; unreachable, throttled or failing (after the SDK's
+// own retries) is 503; anything else is internal.
 func classify(err error) error {
+	var txConflict *types.TransactionConflictException
 	switch {
 	case err == nil:
 		return nil
+	case errors.As(err, &txConflict):
+		return &token.Error{Kind: token.Conflict, Message: "The token is being changed concurrently; retry the request.", Cause: err}
 	case awsretry.Cancelled(err):
 		return &token.Error{Kind: token.Unavailable, Message: "The request was cancelled or timed out.", Cause: err}
 	case awsretry.Unavailable(err):

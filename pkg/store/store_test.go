@@ -114,7 +114,7 @@ func (r *recorder) Do(req *http.Request) (*http.Response, error) {
 func TestReadsForShowingNeverFetchSealedValues(t *testing.T) {
 	ctx := context.Background()
 	rec := &recorder{}
-	client, err := store.NewClient(ctx, testenv.Endpoint(), func(o *dynamodb.Options) { o.HTTPClient = rec })
+	client, err := store.NewClient(ctx, testenv.Endpoint(), testenv.Policy, func(o *dynamodb.Options) { o.HTTPClient = rec })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -145,7 +145,7 @@ func TestReadsForShowingNeverFetchSealedValues(t *testing.T) {
 }
 
 func TestUnreachableDatabaseIsUnavailable(t *testing.T) {
-	client, err := store.NewClient(context.Background(), "http://127.0.0.1:1")
+	client, err := store.NewClient(context.Background(), "http://127.0.0.1:1", testenv.Policy)
 	if err != nil {
 		t.Fatal(err)
 	}

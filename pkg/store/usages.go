@@ -177,7 +177,8 @@ func (s *Store) DeleteUnused(ctx context.Context, tenant, id string) error {
 const maxTransactionItems = 100
 
 // ForceDelete deletes a token and all its usages. Up to the transaction limit it is one
-// transaction (the token's delete is conditioned on the usage count it saw). Beyond it, usages go
+// transaction, conditioned on the usage count it saw and on each usage it read still
+// existing, so it removes exactly the set it read or nothing. Beyond it, usages go
 // first, in transactions that lower the count with them, and the token last, only once its count
 // is 0: at no moment does a usage exist without its token. A usage registered meanwhile makes it
 // go round again.
@@ -195,9 +196,15 @@ func (s *Store) ForceDelete(ctx context.Context, tenant, id string) error {
 					":n": &types.AttributeValueMemberN{Value: strconv.Itoa(len(usages))},
 				},
 			}}}
+			// Every usage delete requires the usage to exist: with the count condition above
+			// (the count always equals the number of usage items), the transaction commits only
+			// if the usages are exactly the set read. A usage unregistered and another
+			// registered in between leave the count alone but fail this check, so the new one
+			// can never be orphaned.
 			for _, u := range usages {
 				items = append(items, types.TransactWriteItem{Delete: &types.Delete{
-					TableName: aws.String(s.table), Key: usageKey(tenant, id, u.Kind, u.RefID)}})
+					TableName: aws.String(s.table), Key: usageKey(tenant, id, u.Kind, u.RefID),
+					ConditionExpression: aws.String("attribute_exists(pk)")}})
 			}
 			failed, err := s.transact(ctx, items)
 			if err != nil {

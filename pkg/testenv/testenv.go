@@ -9,9 +9,11 @@ import (
 	"fmt"
 	"os"
 	"testing"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 
+	"aitokens/pkg/awsretry"
 	"aitokens/pkg/ddblocal"
 	"aitokens/pkg/store"
 )
@@ -36,12 +38,17 @@ func Main(m interface{ Run() int }) int {
 		endpoint = inst.Endpoint
 	}
 	var err error
-	if client, err = store.NewClient(ctx, endpoint); err != nil {
+	if client, err = store.NewClient(ctx, endpoint, Policy); err != nil {
 		fmt.Fprintln(os.Stderr, "testenv:", err)
 		return 1
 	}
 	return m.Run()
 }
+
+// Policy is the AWS client policy of tests: the production attempts without the real backoff
+// sleeps (a test proves a bound with a small limit, not by waiting), and a roomy per-attempt
+// deadline for DynamoDB Local on a busy 2-core machine under the race detector.
+var Policy = awsretry.Policy{MaxAttempts: awsretry.DefaultPolicy.MaxAttempts, AttemptTimeout: 20 * time.Second, Backoff: awsretry.NoBackoff}
 
 // Endpoint is the DynamoDB Local address of this package run.
 func Endpoint() string { return endpoint }

@@ -11,16 +11,17 @@ import (
 type Kind string
 
 const (
-	Invalid          Kind = "invalid"
-	NotFound         Kind = "not_found"
-	Conflict         Kind = "conflict"
-	Unauthorized     Kind = "unauthorized"
-	Forbidden        Kind = "forbidden"
-	TooLarge         Kind = "too_large"
-	MethodNotAllowed Kind = "method_not_allowed"
-	Unavailable      Kind = "unavailable"
-	Dependency       Kind = "dependency" // a service we depend on refused (e.g. KMS access denied)
-	Internal         Kind = "internal"
+	Invalid              Kind = "invalid"
+	NotFound             Kind = "not_found"
+	Conflict             Kind = "conflict"
+	Unauthorized         Kind = "unauthorized"
+	Forbidden            Kind = "forbidden"
+	TooLarge             Kind = "too_large"
+	UnsupportedMediaType Kind = "unsupported_media_type"
+	MethodNotAllowed     Kind = "method_not_allowed"
+	Unavailable          Kind = "unavailable"
+	Dependency           Kind = "dependency" // a service we depend on refused (e.g. KMS access denied)
+	Internal             Kind = "internal"
 )
 
 // Detail is one entry of the error body's details list.

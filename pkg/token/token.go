@@ -15,9 +15,15 @@ const (
 	MaxValueLength = 16 * 1024
 )
 
+// The patterns of tenants and token ids, as the OpenAPI document states them.
+const (
+	TenantPattern = `^[a-z][a-z0-9]{2,15}$`
+	IDPattern     = `^[A-Za-z0-9_-]{1,66}$`
+)
+
 var (
-	tenantPattern = regexp.MustCompile(`^[a-z][a-z0-9]{2,15}$`)
-	idPattern     = regexp.MustCompile(`^[A-Za-z0-9_-]{1,66}$`)
+	tenantPattern = regexp.MustCompile(TenantPattern)
+	idPattern     = regexp.MustCompile(IDPattern)
 )
 
 // TimeFormat is how every timestamp is stored and shown: RFC 3339, UTC, milliseconds.
@@ -89,7 +95,7 @@ const (
 // ValidateTenant checks a tenant name from a path.
 func ValidateTenant(tenant string) error {
 	if !tenantPattern.MatchString(tenant) {
-		return InvalidField("tenant", "tenant must match ^[a-z][a-z0-9]{2,15}$")
+		return InvalidField("tenant", "tenant must match "+TenantPattern)
 	}
 	return nil
 }
@@ -97,7 +103,7 @@ func ValidateTenant(tenant string) error {
 // ValidateID checks a token id from a path.
 func ValidateID(id string) error {
 	if !idPattern.MatchString(id) {
-		return InvalidField("id", "token id must match ^[A-Za-z0-9_-]{1,66}$")
+		return InvalidField("id", "token id must match "+IDPattern)
 	}
 	return nil
 }

@@ -20,9 +20,10 @@ import (
 	"aitokens/pkg/auth"
 )
 
-// asymmetricAlgorithms are the only signatures accepted: never "none", never an HMAC (which would
-// let a public key be used as a shared secret).
-var asymmetricAlgorithms = []string{"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
+// rsaAlgorithms are the only signatures accepted, as by API Gateway's HTTP API JWT authorizer
+// ("only RSA-based algorithms"): never "none", never an HMAC (which would let a public key be
+// used as a shared secret), and no EC or EdDSA key that would pass here but not in AWS.
+var rsaAlgorithms = []string{"RS256", "RS384", "RS512", "PS256", "PS384", "PS512"}
 
 // Config configures JWT verification. Exactly one of JWKSFile and JWKSURL is set.
 type Config struct {
@@ -89,13 +90,14 @@ func New(ctx context.Context, cfg Config) (*JWT, error) {
 		cfg.Leeway = 30 * time.Second
 	}
 	parser := jwt.NewParser(
-		jwt.WithValidMethods(asymmetricAlgorithms),
+		jwt.WithValidMethods(rsaAlgorithms),
+		jwt.WithIssuedAt(), // an iat in the future is refused, as API Gateway does
 		jwt.WithIssuer(cfg.Issuer),
 		jwt.WithAudience(cfg.Audience),
 		jwt.WithExpirationRequired(),
 		jwt.WithLeeway(cfg.Leeway),
 	)
-	return &JWT{keys: kf.Keyfunc, parser: parser, tenantClaim: cfg.TenantClaim,
+	return &JWT{keys: requireKID(kf.Keyfunc), parser: parser, tenantClaim: cfg.TenantClaim,
 		verified: map[[sha256.Size]byte]verifiedToken{}, now: time.Now}, nil
 }
 
@@ -136,6 +138,21 @@ func (j *JWT) Authenticate(r *http.Request) (auth.Principal, error) {
 	j.verified[sum] = verifiedToken{principal: p, until: until}
 	j.mu.Unlock()
 	return p, nil
+}
+
+// requireKID refuses a token whose header names no key or names a critical extension, as API
+// Gateway's authorizer does: without a kid the JWKS library would try every key of the set, and
+// this verifier understands no extension (RFC 7515 4.1.11: an unknown "crit" must be refused).
+func requireKID(keys jwt.Keyfunc) jwt.Keyfunc {
+	return func(t *jwt.Token) (any, error) {
+		if kid, ok := t.Header["kid"].(string); !ok || kid == "" {
+			return nil, errors.New("jwtauth: the token names no key (kid)")
+		}
+		if _, ok := t.Header["crit"]; ok {
+			return nil, errors.New("jwtauth: the token names a critical extension")
+		}
+		return keys(t)
+	}
 }
 
 func principalFromClaims(claims map[string]any, tenantClaim string) (auth.Principal, error) {

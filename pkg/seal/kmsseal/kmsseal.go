@@ -8,7 +8,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/config"
@@ -17,6 +16,7 @@ import (
 	smithy "github.com/aws/smithy-go"
 
 	"aitokens/pkg/awsretry"
+	appconfig "aitokens/pkg/config"
 	"aitokens/pkg/seal"
 	"aitokens/pkg/token"
 )
@@ -36,26 +36,26 @@ func New(client *kms.Client, keyID string) *KMS { return &KMS{client: client, ke
 // NewClient makes a KMS client from the SDK's standard configuration (so AWS_ENDPOINT_URL_KMS
 // can point it at another endpoint), retrying throttling and 5xx a few times with a short
 // backoff (awsretry): a request should fail with a clear 503 well within API Gateway's 30 s.
-func NewClient(ctx context.Context) (*kms.Client, error) {
-	cfg, err := config.LoadDefaultConfig(ctx, config.WithRetryer(awsretry.Retryer))
+func NewClient(ctx context.Context, policy awsretry.Policy) (*kms.Client, error) {
+	cfg, err := config.LoadDefaultConfig(ctx, policy.LoadOptions()...)
 	if err != nil {
 		return nil, err
 	}
 	return kms.NewFromConfig(cfg), nil
 }
 
-// FromEnv picks the sealer the configuration asks for: KMS with KMS_KEY_ID set, otherwise the
+// FromConfig picks the sealer the configuration asks for: KMS with KMS_KEY_ID set, otherwise the
 // local sealer with the master key file MASTER_KEY_FILE.
-func FromEnv(ctx context.Context) (seal.Sealer, error) {
-	if keyID := os.Getenv("KMS_KEY_ID"); keyID != "" {
-		client, err := NewClient(ctx)
+func FromConfig(ctx context.Context, cfg appconfig.Config) (seal.Sealer, error) {
+	if cfg.KMSKeyID != "" {
+		client, err := NewClient(ctx, cfg.AWS)
 		if err != nil {
 			return nil, err
 		}
-		return New(client, keyID), nil
+		return New(client, cfg.KMSKeyID), nil
 	}
-	if path := os.Getenv("MASTER_KEY_FILE"); path != "" {
-		return seal.NewLocal(path)
+	if cfg.MasterKeyFile != "" {
+		return seal.NewLocal(cfg.MasterKeyFile)
 	}
 	return nil, errors.New("kmsseal: set KMS_KEY_ID (AWS KMS) or MASTER_KEY_FILE (local development sealer)")
 }

@@ -3,8 +3,11 @@ package kmsseal_test
 import (
 	"bytes"
 	"context"
+	"os"
 	"testing"
 
+	"aitokens/pkg/awsretry"
+	"aitokens/pkg/config"
 	"aitokens/pkg/seal/kmsseal"
 	"aitokens/pkg/seal/kmsseal/kmstest"
 	"aitokens/pkg/token"
@@ -16,7 +19,7 @@ func newSealer(t *testing.T) (*kmsseal.KMS, *kmstest.Server) {
 	t.Cleanup(srv.Close)
 	srv.UseFromEnv(t)
 	t.Setenv("KMS_KEY_ID", "alias/ai-tokens")
-	s, err := kmsseal.FromEnv(context.Background())
+	s, err := kmsseal.FromConfig(context.Background(), testConfig(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -114,10 +117,21 @@ func TestFaults(t *testing.T) {
 	}
 }
 
-func TestFromEnvWithoutKMSUsesLocalSealer(t *testing.T) {
+// testConfig is the configuration the environment gives, with the test policy (no backoff).
+func testConfig(t testing.TB) config.Config {
+	t.Helper()
+	cfg, err := config.Load(os.Getenv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.AWS.Backoff = awsretry.NoBackoff
+	return cfg
+}
+
+func TestFromConfigWithoutKMSUsesLocalSealer(t *testing.T) {
 	t.Setenv("KMS_KEY_ID", "")
 	t.Setenv("MASTER_KEY_FILE", t.TempDir()+"/master.key")
-	s, err := kmsseal.FromEnv(context.Background())
+	s, err := kmsseal.FromConfig(context.Background(), testConfig(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -125,7 +139,7 @@ func TestFromEnvWithoutKMSUsesLocalSealer(t *testing.T) {
 		t.Fatal("KMS sealer without KMS_KEY_ID")
 	}
 	t.Setenv("MASTER_KEY_FILE", "")
-	if _, err := kmsseal.FromEnv(context.Background()); err == nil {
+	if _, err := kmsseal.FromConfig(context.Background(), testConfig(t)); err == nil {
 		t.Fatal("no sealer configured, no error")
 	}
 }
@@ -134,7 +148,7 @@ func BenchmarkSealWithTestKMS(b *testing.B) {
 	srv := kmstest.New()
 	defer srv.Close()
 	srv.UseFromEnv(b)
-	client, _ := kmsseal.NewClient(context.Background())
+	client, _ := kmsseal.NewClient(context.Background(), testConfig(b).AWS)
 	k := kmsseal.New(client, "alias/x")
 	b.ReportAllocs()
 	for b.Loop() {

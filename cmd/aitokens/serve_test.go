@@ -1,0 +1,146 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+)
+
+// startServer serves handler with limits l on a free loopback port.
+func startServer(t *testing.T, handler http.Handler, l limits) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := newHTTPServer("", handler, l)
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	return ln.Addr().String()
+}
+
+// closedWithin sends raw to addr and reports how long the server took to close the
+// connection (reading whatever it answers), failing after bound.
+func closedWithin(t *testing.T, addr, raw string, bound time.Duration) time.Duration {
+	t.Helper()
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	start := time.Now()
+	if _, err := io.WriteString(conn, raw); err != nil {
+		t.Fatal(err)
+	}
+	conn.SetReadDeadline(start.Add(bound))
+	_, err = io.Copy(io.Discard, conn)
+	took := time.Since(start)
+	if ne, ok := err.(net.Error); ok && ne.Timeout() {
+		t.Fatalf("the server still held the connection after %v", bound)
+	}
+	return took
+}
+
+func readsBody(w http.ResponseWriter, r *http.Request) {
+	if _, err := io.ReadAll(r.Body); err != nil {
+		http.Error(w, "body not read", http.StatusBadRequest)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+var short = limits{readHeader: 200 * time.Millisecond, read: 300 * time.Millisecond, write: 300 * time.Millisecond,
+	idle: 300 * time.Millisecond, maxConcurrent: 2}
+
+// Each connection limit cuts off the client that would otherwise hold a goroutine forever.
+func TestServerCutsOffSlowClients(t *testing.T) {
+	addr := startServer(t, http.HandlerFunc(readsBody), short)
+	cases := []struct{ name, raw string }{
+		{"headers never finished", "PUT /x HTTP/1.1\r\nHost: x\r\nContent-Le"},
+		{"a body declared and never sent", "PUT /x HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"na"},
+		{"idle after one request", "GET /x HTTP/1.1\r\nHost: x\r\n\r\n"},
+	}
+	for _, c := range cases {
+		took := closedWithin(t, addr, c.raw, 5*time.Second)
+		t.Logf("%s: closed after %v", c.name, took.Round(time.Millisecond))
+	}
+}
+
+// An answer the handler is too slow to write is cut off at the write timeout.
+func TestServerWriteTimeout(t *testing.T) {
+	slow := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		time.Sleep(4 * short.write)
+		w.WriteHeader(http.StatusNoContent)
+	})
+	addr := startServer(t, slow, short)
+	client := &http.Client{Timeout: 5 * time.Second}
+	res, err := client.Get("http://" + addr + "/x")
+	if err == nil {
+		res.Body.Close()
+		t.Fatalf("a response written after the write timeout arrived: %d", res.StatusCode)
+	}
+	if ne, ok := err.(net.Error); ok && ne.Timeout() {
+		t.Fatalf("the client timed out: the server did not close the connection: %v", err)
+	}
+}
+
+// Beyond maxConcurrent requests in flight, one more gets a JSON 503 with Retry-After at once.
+func TestServerCapsConcurrentRequests(t *testing.T) {
+	release := make(chan struct{})
+	entered := make(chan struct{}, 8)
+	blocking := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		entered <- struct{}{}
+		select {
+		case <-release:
+		case <-time.After(5 * time.Second):
+		}
+		w.WriteHeader(http.StatusNoContent)
+	})
+	l := short
+	l.write = 10 * time.Second
+	addr := startServer(t, blocking, l)
+	client := &http.Client{Timeout: 10 * time.Second}
+	done := make(chan int, l.maxConcurrent)
+	for range l.maxConcurrent {
+		go func() {
+			res, err := client.Get("http://" + addr + "/x")
+			if err != nil {
+				done <- 0
+				return
+			}
+			res.Body.Close()
+			done <- res.StatusCode
+		}()
+	}
+	for range l.maxConcurrent {
+		select {
+		case <-entered:
+		case <-time.After(5 * time.Second):
+			t.Fatal("the first requests did not reach the handler")
+		}
+	}
+	res, err := client.Get("http://" + addr + "/x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var body struct {
+		Code    int    `json:"code"`
+		Message string `json:"message"`
+	}
+	json.NewDecoder(bufio.NewReader(res.Body)).Decode(&body)
+	res.Body.Close()
+	if res.StatusCode != 503 || res.Header.Get("Retry-After") == "" || body.Code != 503 || !strings.Contains(body.Message, "busy") {
+		t.Fatalf("request over the cap: %d %+v (Retry-After %q)", res.StatusCode, body, res.Header.Get("Retry-After"))
+	}
+	close(release)
+	for range l.maxConcurrent {
+		if status := <-done; status != http.StatusNoContent {
+			t.Fatalf("a request within the cap: %d", status)
+		}
+	}
+}

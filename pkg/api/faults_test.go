@@ -1,0 +1,175 @@
+package api_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"reflect"
+	"runtime"
+	"sync"
+	"testing"
+	"time"
+
+	"aitokens/pkg/store"
+	"aitokens/pkg/testenv"
+)
+
+// Deadlines of the stall test: short, so that the bound is proven without waiting long. The
+// attempt deadline is the tests' roomy one, so what answers is the request's own deadline
+// (pkg/store's tests prove the attempt deadline on its own).
+const (
+	stallRequestTimeout = time.Second
+	stallAttemptTimeout = 20 * time.Second
+	// stallAnswerBound is what a request may take while the database is stalled: its
+	// deadline plus room for a busy 2-core machine under the race detector.
+	stallAnswerBound = 3 * stallRequestTimeout
+)
+
+// stallDuration is how long the database stays stalled: STALL_SECONDS for the figures in
+// docs/security.md (30), 3 s by default.
+func stallDuration(t *testing.T) time.Duration {
+	if raw := os.Getenv("STALL_SECONDS"); raw != "" {
+		var s int
+		if _, err := fmt.Sscan(raw, &s); err != nil || s < 1 {
+			t.Fatalf("STALL_SECONDS=%q", raw)
+		}
+		return time.Duration(s) * time.Second
+	}
+	return 3 * time.Second
+}
+
+// proxiedHarness is the real handler stack whose DynamoDB calls pass through a fault proxy.
+func proxiedHarness(t *testing.T, attemptTimeout, requestTimeout time.Duration) (*harness, *testenv.FaultProxy) {
+	t.Helper()
+	proxy := testenv.NewFaultProxy(t)
+	policy := testenv.Policy
+	policy.AttemptTimeout = attemptTimeout
+	client, err := store.NewClient(context.Background(), proxy.URL, policy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := newHarnessTimed(t, client, testenv.NewTable(t), newHarness(t).sealer, requestTimeout)
+	return h, proxy
+}
+
+// A frozen database (every request held, as with DynamoDB Local under SIGSTOP) gives every
+// request a JSON 503 with Retry-After within its deadline, in waves for the whole stall; the
+// goroutines do not pile up; nothing is half-written; and once the stall ends the service
+// works again without a restart and every acknowledged write is there.
+func TestStalledDatabaseAnswersInTime(t *testing.T) {
+	h, proxy := proxiedHarness(t, stallAttemptTimeout, stallRequestTimeout)
+	mgr := h.manager()
+	h.create("before", "Before", "sk-before-stall")
+	before := scanTable(t, h)
+	runtime.GC()
+	goroutinesBefore := runtime.NumGoroutine()
+
+	stall := stallDuration(t)
+	proxy.Stall()
+	stalledAt := time.Now()
+	var slowest time.Duration
+	requests, peak := 0, 0
+	for wave := 0; time.Since(stalledAt) < stall; wave++ {
+		const perWave = 20
+		latencies := make([]time.Duration, perWave)
+		responses := make([]response, perWave)
+		var wg sync.WaitGroup
+		for i := range perWave {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				start := time.Now()
+				switch i % 4 {
+				case 0:
+					responses[i] = h.do("GET", base+"/before", "", mgr)
+				case 1:
+					responses[i] = h.do("PUT", fmt.Sprintf("%s/stalled-%d-%d", base, wave, i), `{"name":"n","value":"sk-stalled-value"}`, mgr)
+				case 2:
+					responses[i] = h.do("PATCH", base+"/before", `[{"op":"REPLACE","path":"/name","value":"stalled"}]`, mgr)
+				default:
+					responses[i] = h.do("GET", base+"?q=name:~B", "", mgr)
+				}
+				latencies[i] = time.Since(start)
+			}()
+		}
+		wg.Wait()
+		peak = max(peak, runtime.NumGoroutine())
+		for i, res := range responses {
+			requests++
+			slowest = max(slowest, latencies[i])
+			if res.status != http.StatusServiceUnavailable || res.header.Get("Retry-After") == "" || res.errorBody(t).Code != 503 {
+				t.Fatalf("wave %d request %d during the stall: %d %s (Retry-After %q)", wave, i, res.status, res.body, res.header.Get("Retry-After"))
+			}
+			if latencies[i] > stallAnswerBound {
+				t.Fatalf("wave %d request %d took %v, more than %v", wave, i, latencies[i], stallAnswerBound)
+			}
+		}
+	}
+	proxy.Release()
+	for deadline := time.Now().Add(10 * time.Second); proxy.Held() != 0 && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if proxy.Held() != 0 {
+		t.Fatalf("%d requests still held after the stall", proxy.Held())
+	}
+	if after := scanTable(t, h); !reflect.DeepEqual(before, after) {
+		t.Fatal("a request refused during the stall changed the table")
+	}
+
+	// The same server works again, and what it acknowledged is there.
+	if res := h.do("PUT", base+"/after", `{"name":"After","value":"sk-after-stall"}`, mgr); res.status != http.StatusCreated {
+		t.Fatalf("create after the stall: %d %s", res.status, res.body)
+	}
+	var docs []map[string]any
+	res := h.do("GET", base+"?fields=id", "", mgr)
+	res.json(t, &docs)
+	if res.status != 200 || len(docs) != 2 {
+		t.Fatalf("list after the stall: %d %s", res.status, res.body)
+	}
+
+	// The goroutines of the refused requests are gone (idle keep-alive connections aside).
+	deadline := time.Now().Add(10 * time.Second)
+	goroutinesAfter := runtime.NumGoroutine()
+	for goroutinesAfter > goroutinesBefore+20 && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+		runtime.GC()
+		goroutinesAfter = runtime.NumGoroutine()
+	}
+	if goroutinesAfter > goroutinesBefore+20 {
+		t.Fatalf("goroutines: %d before the stall, %d after it", goroutinesBefore, goroutinesAfter)
+	}
+	t.Logf("stall of %v: %d requests, every one a 503, the slowest in %v (deadline %v); goroutines %d before, peak %d, %d after",
+		stall, requests, slowest.Round(time.Millisecond), stallRequestTimeout, goroutinesBefore, peak, goroutinesAfter)
+}
+
+// A write whose response is lost after DynamoDB applied it is retried by the SDK; the request
+// id stored on the item tells that retry from a conflict, so the client gets its 2xx and the
+// write is applied once.
+func TestLostResponsesAreAppliedOnce(t *testing.T) {
+	h, proxy := proxiedHarness(t, 5*time.Second, testRequestTimeout)
+	mgr := h.manager()
+	steps := []struct {
+		name, op, method, path, body string
+		status                       int
+	}{
+		{"create", "PutItem", "PUT", "/openai", `{"name":"OpenAI","value":"sk-lost-response"}`, 201},
+		{"rename", "UpdateItem", "PUT", "/openai", `{"name":"Renamed","metadata":{"version":1}}`, 204},
+		{"patch", "UpdateItem", "PATCH", "/openai", `[{"op":"REPLACE","path":"/name","value":"Patched"}]`, 204},
+		{"register usage", "TransactWriteItems", "PUT", "/openai/usages/agent/a1", "", 204},
+	}
+	for _, s := range steps {
+		proxy.DropNextResponse(s.op, 1)
+		if res := h.do(s.method, base+s.path, s.body, mgr); res.status != s.status && !(s.name == "register usage" && res.status == 201) {
+			t.Fatalf("%s with its response lost: %d %s", s.name, res.status, res.body)
+		}
+	}
+	doc := h.getDoc("openai")
+	meta := doc["metadata"].(map[string]any)
+	if doc["name"] != "Patched" || meta["version"] != 3.0 || meta["usageCount"] != 1.0 {
+		t.Fatalf("after lost responses: %v", doc)
+	}
+	raw, _ := json.Marshal(doc)
+	t.Logf("after lost responses: %s", raw)
+}

@@ -1,0 +1,132 @@
+package store_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+
+	"aitokens/pkg/store"
+	"aitokens/pkg/testenv"
+	"aitokens/pkg/token"
+)
+
+// wait is the deadline of every wait in these tests.
+const wait = 20 * time.Second
+
+// viaProxy is a store on table whose DynamoDB calls pass through a fault proxy.
+func viaProxy(t *testing.T, table string) (*store.Store, *testenv.FaultProxy) {
+	t.Helper()
+	proxy := testenv.NewFaultProxy(t)
+	client, err := store.NewClient(context.Background(), proxy.URL, testenv.Policy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return store.New(client, table), proxy
+}
+
+// items returns every item of a table (consistent scan).
+func items(t *testing.T, table string) []map[string]types.AttributeValue {
+	t.Helper()
+	out, err := testenv.Client().Scan(context.Background(), &dynamodb.ScanInput{TableName: aws.String(table), ConsistentRead: aws.Bool(true)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out.Items
+}
+
+// A forced delete paused between its read of the usages and its transaction, while another
+// request unregisters the usage it read and registers a new one (the count stays 1), must not
+// commit and orphan the new usage: it goes round again and removes the token with the usage
+// that is really there.
+func TestForcedDeleteRacingUnregisterAndRegister(t *testing.T) {
+	ctx := context.Background()
+	table := testenv.NewTable(t)
+	direct := store.New(testenv.Client(), table)
+	deleter, proxy := viaProxy(t, table)
+	create(t, direct, "acme", "x", "r1")
+	now := time.Now()
+	if _, err := direct.RegisterUsage(ctx, "acme", "x", "agent", "old", now); err != nil {
+		t.Fatal(err)
+	}
+
+	pause := proxy.PauseNext("TransactWriteItems")
+	done := make(chan error, 1)
+	go func() { done <- deleter.ForceDelete(ctx, "acme", "x") }()
+	select {
+	case <-pause.Reached:
+	case <-time.After(wait):
+		t.Fatal("the forced delete never reached its transaction")
+	}
+	if err := direct.UnregisterUsage(ctx, "acme", "x", "agent", "old"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := direct.RegisterUsage(ctx, "acme", "x", "agent", "new", now); err != nil {
+		t.Fatal(err)
+	}
+	pause.Release()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("forced delete: %v", err)
+		}
+	case <-time.After(wait):
+		t.Fatal("the forced delete did not end")
+	}
+	if left := items(t, table); len(left) != 0 {
+		t.Fatalf("%d items left after the forced delete (an orphaned usage): %v", len(left), left)
+	}
+}
+
+// TransactionConflictException (real DynamoDB, when another transaction holds the item) is
+// retried by the client and, when it lasts, a 409 the caller may retry: never an internal error.
+func TestTransactionConflictIsAConflict(t *testing.T) {
+	ctx := context.Background()
+	table := testenv.NewTable(t)
+	direct := store.New(testenv.Client(), table)
+	st, proxy := viaProxy(t, table)
+	create(t, direct, "acme", "x", "r1")
+
+	proxy.FailNext("UpdateItem", "TransactionConflictException", 1)
+	if err := st.Rename(ctx, store.Rename{Tenant: "acme", ID: "x", Name: "once", RequestID: "r2", Now: time.Now()}); err != nil {
+		t.Fatalf("one conflict is retried: %v", err)
+	}
+	proxy.FailNext("UpdateItem", "TransactionConflictException", testenv.Policy.MaxAttempts)
+	err := st.Rename(ctx, store.Rename{Tenant: "acme", ID: "x", Name: "lasting", RequestID: "r3", Now: time.Now()})
+	if token.KindOf(err) != token.Conflict {
+		t.Fatalf("a lasting transaction conflict: %v, want a conflict", err)
+	}
+	if got, _ := direct.Get(ctx, "acme", "x"); got.Name != "once" || got.Version != 2 {
+		t.Fatalf("stored %+v", got)
+	}
+}
+
+// Each attempt of an AWS call has its own deadline, so even a caller without one (a
+// background context) gets an unavailable error from a stalled database, after the attempts.
+func TestStalledDatabaseAttemptsTimeOut(t *testing.T) {
+	proxy := testenv.NewFaultProxy(t)
+	policy := testenv.Policy
+	policy.AttemptTimeout, policy.MaxAttempts = 200*time.Millisecond, 2
+	client, err := store.NewClient(context.Background(), proxy.URL, policy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := store.New(client, testenv.NewTable(t))
+	proxy.Stall()
+	done := make(chan error, 1)
+	go func() {
+		_, err := st.Get(context.Background(), "acme", "x")
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if token.KindOf(err) != token.Unavailable {
+			t.Fatalf("a stalled Get: %v, want unavailable", err)
+		}
+	case <-time.After(wait):
+		t.Fatal("a stalled Get did not end: the attempt deadline is not applied")
+	}
+}
