@@ -5,6 +5,7 @@ import (
 	"context"
 	"os"
 	"testing"
+	"time"
 
 	"aitokens/pkg/awsretry"
 	"aitokens/pkg/config"
@@ -154,6 +155,43 @@ func BenchmarkSealWithTestKMS(b *testing.B) {
 	for b.Loop() {
 		if _, err := k.Seal(context.Background(), "acme", "openai", []byte("sk-proj-0123456789")); err != nil {
 			b.Fatal(err)
+		}
+	}
+}
+
+// A stalled KMS costs at most the attempts' deadlines: Seal and Open end unavailable, so the
+// request gets its 503 instead of hanging.
+func TestStalledKMSIsUnavailableInTime(t *testing.T) {
+	srv := kmstest.New()
+	t.Cleanup(srv.Close)
+	srv.UseFromEnv(t)
+	policy := testConfig(t).AWS
+	policy.AttemptTimeout, policy.MaxAttempts = 200*time.Millisecond, 2
+	client, err := kmsseal.NewClient(context.Background(), policy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := kmsseal.New(client, "alias/ai-tokens")
+	sealed, err := k.Seal(context.Background(), "acme", "openai", []byte("sk-stall"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	release := make(chan struct{})
+	defer close(release)
+	srv.OnCall(func(string) {
+		select {
+		case <-release:
+		case <-time.After(10 * time.Second):
+		}
+	})
+	for name, call := range map[string]func() error{
+		"Seal": func() error { _, err := k.Seal(context.Background(), "acme", "openai", []byte("sk-stall")); return err },
+		"Open": func() error { _, err := k.Open(context.Background(), "acme", "openai", sealed); return err },
+	} {
+		start := time.Now()
+		err := call()
+		if token.KindOf(err) != token.Unavailable || time.Since(start) > 5*time.Second {
+			t.Fatalf("%s on a stalled KMS: %v after %v", name, err, time.Since(start))
 		}
 	}
 }
