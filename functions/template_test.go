@@ -96,7 +96,9 @@ func actionsOf(t *testing.T, resources map[string]any, function string) (all, km
 	return all, kms
 }
 
-func TestTemplateMatchesRouteTable(t *testing.T) {
+// loadTemplate reads template.yaml: its text, its plain form and its resources.
+func loadTemplate(t *testing.T) ([]byte, any, map[string]any) {
+	t.Helper()
 	raw, err := os.ReadFile("../template.yaml")
 	if err != nil {
 		t.Fatal(err)
@@ -106,7 +108,11 @@ func TestTemplateMatchesRouteTable(t *testing.T) {
 		t.Fatal(err)
 	}
 	tpl := plain(&doc)
-	resources := dig(tpl, "Resources").(map[string]any)
+	return raw, tpl, dig(tpl, "Resources").(map[string]any)
+}
+
+func TestTemplateMatchesRouteTable(t *testing.T) {
+	_, tpl, resources := loadTemplate(t)
 	globals := dig(tpl, "Globals", "Function")
 	if dig(globals, "Runtime") != "provided.al2023" || !slices.Equal(strs(dig(globals, "Architectures")), []string{"arm64"}) {
 		t.Fatalf("functions must run on provided.al2023, arm64: %v", globals)
@@ -203,16 +209,7 @@ func TestReadFunctionsDoNotLinkKMS(t *testing.T) {
 // name (CloudFormation makes them), log permissions on the log groups' own ARNs (GetAtt's ARN
 // already ends in ":*"), and the request deadline in every function's environment.
 func TestTemplateIsSafeByDefault(t *testing.T) {
-	raw, err := os.ReadFile("../template.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var doc yaml.Node
-	if err := yaml.Unmarshal(raw, &doc); err != nil {
-		t.Fatal(err)
-	}
-	tpl := plain(&doc)
-	resources := dig(tpl, "Resources").(map[string]any)
+	raw, tpl, resources := loadTemplate(t)
 	routeSettings := dig(resources, "HttpApi", "Properties", "DefaultRouteSettings")
 	if dig(routeSettings, "ThrottlingBurstLimit") == nil || dig(routeSettings, "ThrottlingRateLimit") == nil {
 		t.Errorf("the API has no stage throttling: %v", routeSettings)
