@@ -15,8 +15,8 @@ import (
 	"time"
 
 	"aitokens/pkg/api"
-	"aitokens/pkg/runtimeapi"
-	"aitokens/pkg/testenv"
+	"aitokens/pkg/devtools/runtimeapi"
+	"aitokens/pkg/devtools/testenv"
 )
 
 // functionNames is every function: one per route plus the internal resolve-token.

@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"aitokens/pkg/config"
-	"aitokens/pkg/devkeys"
+	"aitokens/pkg/devtools/devkeys"
 )
 
 type multiFlag []string

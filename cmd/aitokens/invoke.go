@@ -13,7 +13,7 @@ import (
 	"path/filepath"
 
 	"aitokens/pkg/config"
-	"aitokens/pkg/runtimeapi"
+	"aitokens/pkg/devtools/runtimeapi"
 )
 
 // invoke builds a function's real binary for this machine and runs it against an in-process

@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"aitokens/pkg/config"
-	"aitokens/pkg/ddblocal"
+	"aitokens/pkg/devtools/ddblocal"
 	"aitokens/pkg/store"
 )
 
@@ -33,7 +33,7 @@ func localDynamoDB(ctx context.Context, log *slog.Logger, cfg config.Config) (en
 	if endpoint == "" {
 		dbPath := filepath.Join(dataDir, "dynamodb")
 		log.Info("starting DynamoDB Local", "dbPath", dbPath)
-		db, err := ddblocal.Start(ctx, ddblocal.Options{DBPath: dbPath})
+		db, err := ddblocal.Start(ctx, ddblocal.Options{DBPath: dbPath, Jar: cfg.DynamoDBLocalJar})
 		if err != nil {
 			return "", stop, err
 		}

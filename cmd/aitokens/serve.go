@@ -17,7 +17,7 @@ import (
 	"aitokens/pkg/api"
 	"aitokens/pkg/auth/jwtauth"
 	"aitokens/pkg/config"
-	"aitokens/pkg/devkeys"
+	"aitokens/pkg/devtools/devkeys"
 	"aitokens/pkg/seal/kmsseal"
 	"aitokens/pkg/service"
 	"aitokens/pkg/store"

@@ -17,8 +17,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 
 	"aitokens/pkg/auth"
-	"aitokens/pkg/devkeys"
-	"aitokens/pkg/testenv"
+	"aitokens/pkg/devtools/devkeys"
+	"aitokens/pkg/devtools/testenv"
 )
 
 // specExamples reads x-examples of the shared contract.

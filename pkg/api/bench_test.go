@@ -15,7 +15,7 @@ import (
 
 	"aitokens/pkg/query"
 	"aitokens/pkg/service"
-	"aitokens/pkg/testenv"
+	"aitokens/pkg/devtools/testenv"
 )
 
 // rawGetItem reads the benchmark's token with the SDK alone; projected asks for the same

@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"aitokens/pkg/store"
-	"aitokens/pkg/testenv"
+	"aitokens/pkg/devtools/testenv"
 )
 
 // Deadlines of the stall test: short, so that the bound is proven without waiting long. The

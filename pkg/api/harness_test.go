@@ -25,11 +25,11 @@ import (
 	"aitokens/pkg/api"
 	"aitokens/pkg/auth"
 	"aitokens/pkg/auth/jwtauth"
-	"aitokens/pkg/devkeys"
+	"aitokens/pkg/devtools/devkeys"
 	"aitokens/pkg/seal"
 	"aitokens/pkg/service"
 	"aitokens/pkg/store"
-	"aitokens/pkg/testenv"
+	"aitokens/pkg/devtools/testenv"
 )
 
 func TestMain(m *testing.M) { os.Exit(testenv.Main(m)) }

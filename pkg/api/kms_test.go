@@ -14,8 +14,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 
 	"aitokens/pkg/seal/kmsseal"
-	"aitokens/pkg/seal/kmsseal/kmstest"
-	"aitokens/pkg/testenv"
+	"aitokens/pkg/devtools/kmstest"
+	"aitokens/pkg/devtools/testenv"
 )
 
 func newKMSHarness(t *testing.T) (*harness, *kmstest.Server) {

@@ -32,12 +32,12 @@ import (
 
 	"aitokens/pkg/api"
 	"aitokens/pkg/auth"
-	"aitokens/pkg/devkeys"
+	"aitokens/pkg/devtools/devkeys"
 	"aitokens/pkg/query"
-	"aitokens/pkg/seal/kmsseal/kmstest"
+	"aitokens/pkg/devtools/kmstest"
 	"aitokens/pkg/service"
 	"aitokens/pkg/store"
-	"aitokens/pkg/testenv"
+	"aitokens/pkg/devtools/testenv"
 )
 
 // tally counts the cases of one group.

@@ -28,6 +28,7 @@ type Config struct {
 	TenantClaim      string // TENANT_CLAIM
 	KMSKeyID         string // KMS_KEY_ID: seal with AWS KMS
 	MasterKeyFile    string // MASTER_KEY_FILE: seal with the local development sealer
+	DynamoDBLocalJar string // DYNAMODB_LOCAL_JAR: the jar, when not the one `make deps` installs
 
 	// RequestTimeout bounds one request end to end (REQUEST_TIMEOUT); in Lambda the invocation's
 	// own deadline less a margin bounds it further.
@@ -61,6 +62,7 @@ func Load(getenv func(string) string) (Config, error) {
 		TenantClaim:      or("TENANT_CLAIM", DefaultTenantClaim),
 		KMSKeyID:         getenv("KMS_KEY_ID"),
 		MasterKeyFile:    getenv("MASTER_KEY_FILE"),
+		DynamoDBLocalJar: getenv("DYNAMODB_LOCAL_JAR"),
 		AWS:              awsretry.DefaultPolicy,
 		Port:             or("PORT", "8080"),
 		DataDir:          or("DATA_DIR", ".data"),

@@ -23,7 +23,7 @@ import (
 	"aitokens/pkg/seal"
 	"aitokens/pkg/service"
 	"aitokens/pkg/store"
-	"aitokens/pkg/testenv"
+	"aitokens/pkg/devtools/testenv"
 )
 
 func TestMain(m *testing.M) { os.Exit(testenv.Main(m)) }

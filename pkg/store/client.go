@@ -6,7 +6,6 @@ package store
 import (
 	"context"
 	"errors"
-	"os"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -19,21 +18,19 @@ import (
 )
 
 // NewClient builds a DynamoDB client from the SDK's standard configuration. With endpoint set
-// (DynamoDB Local) it talks to that address, with dummy credentials and a default region when
-// none are configured, because DynamoDB Local accepts any. policy bounds every attempt.
+// (DynamoDB Local) it talks to that address with dummy credentials, and a default region when
+// none is configured, because DynamoDB Local accepts any. policy bounds every attempt.
 func NewClient(ctx context.Context, endpoint string, policy awsretry.Policy, optFns ...func(*dynamodb.Options)) (*dynamodb.Client, error) {
 	opts := policy.LoadOptions()
 	if endpoint != "" {
-		if os.Getenv("AWS_REGION") == "" && os.Getenv("AWS_DEFAULT_REGION") == "" {
-			opts = append(opts, config.WithRegion("us-east-1"))
-		}
-		if os.Getenv("AWS_ACCESS_KEY_ID") == "" {
-			opts = append(opts, config.WithCredentialsProvider(credentials.NewStaticCredentialsProvider("local", "local", "")))
-		}
+		opts = append(opts, config.WithCredentialsProvider(credentials.NewStaticCredentialsProvider("local", "local", "")))
 	}
 	cfg, err := config.LoadDefaultConfig(ctx, opts...)
 	if err != nil {
 		return nil, err
+	}
+	if endpoint != "" && cfg.Region == "" {
+		cfg.Region = "us-east-1"
 	}
 	return dynamodb.NewFromConfig(cfg, func(o *dynamodb.Options) {
 		if endpoint != "" {

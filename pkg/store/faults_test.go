@@ -10,7 +10,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 
 	"aitokens/pkg/store"
-	"aitokens/pkg/testenv"
+	"aitokens/pkg/devtools/testenv"
 	"aitokens/pkg/token"
 )
 

@@ -14,7 +14,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 
 	"aitokens/pkg/store"
-	"aitokens/pkg/testenv"
+	"aitokens/pkg/devtools/testenv"
 	"aitokens/pkg/token"
 )
 

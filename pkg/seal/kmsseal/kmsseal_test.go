@@ -10,7 +10,7 @@ import (
 	"aitokens/pkg/awsretry"
 	"aitokens/pkg/config"
 	"aitokens/pkg/seal/kmsseal"
-	"aitokens/pkg/seal/kmsseal/kmstest"
+	"aitokens/pkg/devtools/kmstest"
 	"aitokens/pkg/token"
 )
 

@@ -28,15 +28,16 @@ type Instance struct {
 	logPath  string
 }
 
-// Options of Start. DBPath "" keeps the data in memory.
+// Options of Start. DBPath "" keeps the data in memory; Jar "" looks for the npm install.
 type Options struct {
 	DBPath string
+	Jar    string // DYNAMODB_LOCAL_JAR
 }
 
-// FindJar returns the DynamoDB Local jar: $DYNAMODB_LOCAL_JAR, or the npm install found by
-// walking up from the working directory to the module root.
-func FindJar() (string, error) {
-	if jar := os.Getenv("DYNAMODB_LOCAL_JAR"); jar != "" {
+// FindJar returns the DynamoDB Local jar: jar when set, or the npm install found by walking up
+// from the working directory to the module root.
+func FindJar(jar string) (string, error) {
+	if jar != "" {
 		if _, err := os.Stat(jar); err != nil {
 			return "", fmt.Errorf("DYNAMODB_LOCAL_JAR=%s: %w", jar, err)
 		}
@@ -67,7 +68,7 @@ func Start(ctx context.Context, opts Options) (*Instance, error) {
 	if err != nil {
 		return nil, errors.New("DynamoDB Local needs Java 17 or newer, and `java` is not on PATH: install a JDK (Debian: apt-get install openjdk-17-jre-headless)")
 	}
-	jar, err := FindJar()
+	jar, err := FindJar(opts.Jar)
 	if err != nil {
 		return nil, err
 	}

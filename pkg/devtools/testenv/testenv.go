@@ -14,7 +14,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 
 	"aitokens/pkg/awsretry"
-	"aitokens/pkg/ddblocal"
+	"aitokens/pkg/config"
+	"aitokens/pkg/devtools/ddblocal"
 	"aitokens/pkg/store"
 )
 
@@ -27,9 +28,14 @@ var (
 // $DYNAMODB_ENDPOINT). Use it as: func TestMain(m *testing.M) { os.Exit(testenv.Main(m)) }.
 func Main(m interface{ Run() int }) int {
 	ctx := context.Background()
-	endpoint = os.Getenv("DYNAMODB_ENDPOINT")
+	cfg, err := config.Load(os.Getenv)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "testenv:", err)
+		return 1
+	}
+	endpoint = cfg.DynamoDBEndpoint
 	if endpoint == "" {
-		inst, err := ddblocal.Start(ctx, ddblocal.Options{})
+		inst, err := ddblocal.Start(ctx, ddblocal.Options{Jar: cfg.DynamoDBLocalJar})
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "testenv: cannot start DynamoDB Local for the tests:", err)
 			return 1
@@ -37,7 +43,6 @@ func Main(m interface{ Run() int }) int {
 		defer inst.Stop()
 		endpoint = inst.Endpoint
 	}
-	var err error
 	if client, err = store.NewClient(ctx, endpoint, Policy); err != nil {
 		fmt.Fprintln(os.Stderr, "testenv:", err)
 		return 1
