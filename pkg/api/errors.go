@@ -2,9 +2,18 @@ package api
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
+	"strconv"
 
 	"aitokens/pkg/token"
+)
+
+// Kinds of error that only the HTTP layer has.
+const (
+	kindMethodNotAllowed     token.Kind = "method_not_allowed"
+	kindTooLarge             token.Kind = "too_large"
+	kindUnsupportedMediaType token.Kind = "unsupported_media_type"
 )
 
 // StatusOf is the one place where an error kind becomes an HTTP status.
@@ -18,13 +27,13 @@ func StatusOf(kind token.Kind) int {
 		return http.StatusForbidden
 	case token.NotFound:
 		return http.StatusNotFound
-	case token.MethodNotAllowed:
+	case kindMethodNotAllowed:
 		return http.StatusMethodNotAllowed
 	case token.Conflict:
 		return http.StatusConflict
-	case token.TooLarge:
+	case kindTooLarge:
 		return http.StatusRequestEntityTooLarge
-	case token.UnsupportedMediaType:
+	case kindUnsupportedMediaType:
 		return http.StatusUnsupportedMediaType
 	case token.Unavailable:
 		return http.StatusServiceUnavailable
@@ -35,13 +44,20 @@ func StatusOf(kind token.Kind) int {
 	}
 }
 
+// Detail is one entry of ErrorMessage.details.
+type Detail struct {
+	Field   string `json:"field,omitempty"`
+	Type    string `json:"type,omitempty"`
+	Message string `json:"message,omitempty"`
+}
+
 // ErrorMessage is the spec's error body.
 type ErrorMessage struct {
-	ResourceID string         `json:"resourceId,omitempty"`
-	Code       int            `json:"code"`
-	Status     string         `json:"status"`
-	Message    string         `json:"message"`
-	Details    []token.Detail `json:"details,omitempty"`
+	ResourceID string   `json:"resourceId,omitempty"`
+	Code       int      `json:"code"`
+	Status     string   `json:"status"`
+	Message    string   `json:"message"`
+	Details    []Detail `json:"details,omitempty"`
 }
 
 // Fault is the spec's 401 body.
@@ -54,32 +70,101 @@ type Fault struct {
 	} `json:"fault"`
 }
 
+// maxUsageDetails bounds how many usages a 409 lists.
+const maxUsageDetails = 50
+
+const forbidden = "The access to the requested resource has been forbidden by the server."
+
+// Render is the one wording of every error, for the HTTP API and the resolve function alike:
+// its status and body. Only what a client may see is in it: the cause of an internal error
+// stays in the log, and no error carries a value.
+func Render(err error) (int, ErrorMessage) {
+	e := token.As(err)
+	status := StatusOf(e.Kind)
+	body := ErrorMessage{ResourceID: e.ResourceID, Code: status, Status: http.StatusText(status), Message: e.Message}
+	for _, d := range e.Details {
+		body.Details = append(body.Details, Detail(d))
+	}
+	switch e.Reason {
+	case token.AlreadyExists:
+		body.Message = "Conflict - a resource with given code or id has already exist."
+	case token.VersionMismatch:
+		body.Message = "Optimistic locking failed: metadata.version " + strconv.Itoa(e.Version) + " is not the stored version; read the token again and retry."
+	case token.ConcurrentChange:
+		body.Message = "The token is being changed concurrently; retry the request."
+	case token.UsagesKeepMoving:
+		body.Message = "The token's usages keep changing; retry the delete."
+	case token.InUse:
+		body.Message = fmt.Sprintf("The token %s is used by %d agents, MCP servers, tools or OAuth clients; delete with force=true to remove it and unassign it from them.", e.ResourceID, len(e.Usages))
+		body.Details = usageDetails(e.Usages)
+	case token.TooManyToRead:
+		body.Message = fmt.Sprintf("The tenant has more than %d tokens, more than one list or search reads; narrow the query to ids, e.g. q=id:(a,b).", e.Limit)
+		body.Details = []Detail{{Field: "q", Type: "limit", Message: fmt.Sprintf("more than %d tokens to read", e.Limit)}}
+	case token.TimedOut:
+		body.Message = "The request was cancelled or timed out."
+	case token.StoreUnavailable:
+		body.Message = "The token store is unavailable; try again later."
+	case token.KeysUnavailable:
+		body.Message = "The key service is unavailable; try again later."
+	case token.KeysRefused:
+		body.Message = "The key service refused the request (" + e.Code + "); an operator must check the KMS key and its policy."
+	case token.MissingScope:
+		body.Message = forbidden
+		body.Details = []Detail{{Type: "scope", Message: "the access token lacks the scope " + e.Scope}}
+	case token.OtherTenant:
+		body.Message = forbidden
+		body.Details = []Detail{{Type: "tenant", Message: "the access token is not for this tenant"}}
+	}
+	switch {
+	case e.Kind == token.Internal:
+		body.Message, body.Details = "internal error", nil
+	case e.Kind == token.NotFound && e.ResourceID != "":
+		body.Message = "The resource with id " + e.ResourceID + " has not been found."
+	case e.Kind == token.Invalid && body.Message == "":
+		body.Message = "Validation problem with request."
+	}
+	return status, body
+}
+
+func usageDetails(usages []token.Usage) []Detail {
+	var details []Detail
+	for i, u := range usages {
+		if i == maxUsageDetails {
+			details = append(details, Detail{Field: "usages", Type: "more", Message: fmt.Sprintf("and %d more", len(usages)-i)})
+			break
+		}
+		details = append(details, Detail{Field: "usages", Type: u.Kind, Message: u.Kind + " " + u.RefID + " uses this token"})
+	}
+	return append(details, Detail{Field: "force", Type: "force", Message: "Repeat the delete with force=true to remove the token and its usages."})
+}
+
+// fault is the 401 body of the spec for err.
+func fault(e *token.Error) Fault {
+	var f Fault
+	if e.Reason == token.ExpiredCredential {
+		f.Fault.FaultString, f.Fault.Detail.ErrorCode = "Access Token expired", "keymanagement.service.access_token_expired"
+	} else {
+		f.Fault.FaultString, f.Fault.Detail.ErrorCode = "Invalid access token", "oauth.v2.InvalidAccessToken"
+	}
+	return f
+}
+
 // retryAfterSeconds is the pause a 503 asks for.
 const retryAfterSeconds = "2"
 
-// writeError renders err. Only the client-facing message of a *token.Error is shown; the cause
-// of an internal error stays in the log.
-func writeError(w http.ResponseWriter, err error) int {
-	e := token.As(err)
-	status := StatusOf(e.Kind)
+// writeError renders err as the response.
+func writeError(w http.ResponseWriter, err error) {
+	status, body := Render(err)
 	if status == http.StatusUnauthorized {
-		var f Fault
-		f.Fault.FaultString = e.Message
-		f.Fault.Detail.ErrorCode = e.Code
 		w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token"`)
-		writeJSON(w, status, f)
-		return status
-	}
-	msg := e.Message
-	if e.Kind == token.Internal {
-		msg = "internal error"
+		writeJSON(w, status, fault(token.As(err)))
+		return
 	}
 	if status == http.StatusServiceUnavailable {
 		// A dependency was busy, stalled or out of reach: worth a retry after a short pause.
 		w.Header().Set("Retry-After", retryAfterSeconds)
 	}
-	writeJSON(w, status, ErrorMessage{ResourceID: e.ResourceID, Code: status, Status: http.StatusText(status), Message: msg, Details: e.Details})
-	return status
+	writeJSON(w, status, body)
 }
 
 func writeJSON(w http.ResponseWriter, status int, body any) {

@@ -227,13 +227,13 @@ func readBody(r *http.Request) ([]byte, error) {
 	raw, err := io.ReadAll(r.Body)
 	var tooBig *http.MaxBytesError
 	if errors.As(err, &tooBig) {
-		return nil, &token.Error{Kind: token.TooLarge, Message: "The request body is larger than 65536 bytes."}
+		return nil, &token.Error{Kind: kindTooLarge, Message: "The request body is larger than " + strconv.Itoa(MaxBodyBytes) + " bytes."}
 	}
 	if err != nil {
 		return nil, token.InvalidField("body", "the request body could not be read")
 	}
 	if ct := r.Header.Get("Content-Type"); ct != "" && len(bytes.TrimSpace(raw)) > 0 && !isJSONMediaType(ct) {
-		return nil, &token.Error{Kind: token.UnsupportedMediaType, Message: "The request body must be application/json.",
+		return nil, &token.Error{Kind: kindUnsupportedMediaType, Message: "The request body must be application/json.",
 			Details: []token.Detail{{Field: "Content-Type", Message: "send Content-Type: application/json"}}}
 	}
 	return raw, nil

@@ -108,10 +108,10 @@ func (s *Server) noRoute(w http.ResponseWriter, r *http.Request) error {
 		}
 	}
 	if len(allowed) == 0 {
-		return token.Errorf(token.NotFound, "No resource at this path.")
+		return &token.Error{Kind: token.NotFound, Message: "No resource at this path."}
 	}
 	w.Header().Set("Allow", strings.Join(allowed, ", "))
-	return token.Errorf(token.MethodNotAllowed, "Method %s is not allowed here.", r.Method)
+	return &token.Error{Kind: kindMethodNotAllowed, Message: "Method " + r.Method + " is not allowed here."}
 }
 
 type statusRecorder struct {

@@ -4,7 +4,6 @@
 package auth
 
 import (
-	"context"
 	"net/http"
 	"slices"
 	"strings"
@@ -36,25 +35,23 @@ type Authenticator interface {
 // Authorize checks that p may use a route that needs scope on the given path tenant.
 func (p Principal) Authorize(scope, tenant string) error {
 	if !slices.Contains(p.Scopes, scope) {
-		return &token.Error{Kind: token.Forbidden, Message: "The access to the requested resource has been forbidden by the server.",
-			Details: []token.Detail{{Type: "scope", Message: "the access token lacks the scope " + scope}}}
+		return &token.Error{Kind: token.Forbidden, Reason: token.MissingScope, Scope: scope}
 	}
 	// Exact comparison: a tenant that differs only in case or white space is another tenant.
 	if p.Tenant == "" || p.Tenant != tenant {
-		return &token.Error{Kind: token.Forbidden, Message: "The access to the requested resource has been forbidden by the server.",
-			Details: []token.Detail{{Type: "tenant", Message: "the access token is not for this tenant"}}}
+		return &token.Error{Kind: token.Forbidden, Reason: token.OtherTenant}
 	}
 	return nil
 }
 
 // ErrInvalidToken is the 401 for a missing, malformed or unverifiable token.
 func ErrInvalidToken() *token.Error {
-	return &token.Error{Kind: token.Unauthorized, Message: "Invalid access token", Code: "oauth.v2.InvalidAccessToken"}
+	return &token.Error{Kind: token.Unauthorized, Reason: token.InvalidCredential}
 }
 
 // ErrExpiredToken is the 401 for an expired token.
 func ErrExpiredToken() *token.Error {
-	return &token.Error{Kind: token.Unauthorized, Message: "Access Token expired", Code: "keymanagement.service.access_token_expired"}
+	return &token.Error{Kind: token.Unauthorized, Reason: token.ExpiredCredential}
 }
 
 // ScopesFromClaims reads scopes from "scope" (space separated string) or "scp" (array of strings, or
@@ -87,15 +84,3 @@ func ScopesFromClaims(claims map[string]any) ([]string, bool) {
 	return scopes, true
 }
 
-type principalKey struct{}
-
-// WithPrincipal stores p in ctx for handlers and logs.
-func WithPrincipal(ctx context.Context, p Principal) context.Context {
-	return context.WithValue(ctx, principalKey{}, p)
-}
-
-// FromContext returns the principal stored by WithPrincipal.
-func FromContext(ctx context.Context) (Principal, bool) {
-	p, ok := ctx.Value(principalKey{}).(Principal)
-	return p, ok
-}

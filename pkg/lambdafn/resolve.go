@@ -13,7 +13,6 @@ import (
 	"aitokens/pkg/api"
 	"aitokens/pkg/config"
 	"aitokens/pkg/service"
-	"aitokens/pkg/token"
 )
 
 // ResolveRequest is the event of the internal resolve-token function, invoked directly by the
@@ -65,13 +64,9 @@ func (r *Resolver) Resolve(ctx context.Context, req ResolveRequest) (ResolveResp
 	res := ResolveResponse{Value: string(value)}
 	status := http.StatusOK
 	if err != nil {
-		e := token.As(err)
-		status = api.StatusOf(e.Kind)
-		msg := e.Message
-		if e.Kind == token.Internal {
-			msg = "internal error"
-		}
-		res = ResolveResponse{Error: &ResolveError{Code: status, Status: http.StatusText(status), Message: msg}}
+		var body api.ErrorMessage
+		status, body = api.Render(err)
+		res = ResolveResponse{Error: &ResolveError{Code: body.Code, Status: body.Status, Message: body.Message}}
 	}
 	rid := ""
 	if lc, ok := lambdacontext.FromContext(ctx); ok {

@@ -5,7 +5,6 @@ package service
 import (
 	"context"
 	"errors"
-	"fmt"
 	"strings"
 	"time"
 
@@ -29,7 +28,7 @@ type Store interface {
 	ForceDelete(ctx context.Context, tenant, id string) error
 	RegisterUsage(ctx context.Context, tenant, tokenID, kind, refID string, now time.Time) (bool, error)
 	UnregisterUsage(ctx context.Context, tenant, tokenID, kind, refID string) error
-	Usages(ctx context.Context, tenant, tokenID string) ([]store.Usage, error)
+	Usages(ctx context.Context, tenant, tokenID string) ([]token.Usage, error)
 }
 
 // Service holds the dependencies of every operation.
@@ -189,9 +188,6 @@ func (s *Service) Resolve(ctx context.Context, tenant, id string) ([]byte, error
 	return value, nil
 }
 
-// maxUsageDetails bounds how many usages a 409 lists.
-const maxUsageDetails = 50
-
 // Delete removes a token; a missing one is fine. A token in use is refused with a 409 that lists
 // its users and offers a forced delete, unless force is set: then the token and its usages go.
 func (s *Service) Delete(ctx context.Context, tenant, id string, force bool) error {
@@ -206,17 +202,7 @@ func (s *Service) Delete(ctx context.Context, tenant, id string, force bool) err
 	if err != nil {
 		return err
 	}
-	e := &token.Error{Kind: token.Conflict, ResourceID: id,
-		Message: fmt.Sprintf("The token %s is used by %d agents, MCP servers, tools or OAuth clients; delete with force=true to remove it and unassign it from them.", id, len(usages))}
-	for i, u := range usages {
-		if i == maxUsageDetails {
-			e.Details = append(e.Details, token.Detail{Field: "usages", Type: "more", Message: fmt.Sprintf("and %d more", len(usages)-i)})
-			break
-		}
-		e.Details = append(e.Details, token.Detail{Field: "usages", Type: u.Kind, Message: u.Kind + " " + u.RefID + " uses this token"})
-	}
-	e.Details = append(e.Details, token.Detail{Field: "force", Type: "force", Message: "Repeat the delete with force=true to remove the token and its usages."})
-	return e
+	return &token.Error{Kind: token.Conflict, Reason: token.InUse, ResourceID: id, Usages: usages}
 }
 
 // RegisterUsage records that kind/refID uses the token (created = false if it already did).

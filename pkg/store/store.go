@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"slices"
-	"strconv"
 	"sync"
 	"time"
 
@@ -202,7 +201,7 @@ func (s *Store) Create(ctx context.Context, t token.Token, sealed token.Sealed, 
 	if writer == requestID {
 		return nil // our own earlier attempt succeeded and its response was lost
 	}
-	return &token.Error{Kind: token.Conflict, Message: "Conflict - a resource with given code or id has already exist.", ResourceID: t.ID}
+	return &token.Error{Kind: token.Conflict, Reason: token.AlreadyExists, ResourceID: t.ID}
 }
 
 // Rename is every update the API allows: set the name, bump the version by one and set
@@ -248,8 +247,7 @@ func (s *Store) Rename(ctx context.Context, r Rename) error {
 	case writer == r.RequestID:
 		return nil // our own earlier attempt succeeded and its response was lost
 	}
-	return &token.Error{Kind: token.Conflict, ResourceID: r.ID,
-		Message: "Optimistic locking failed: metadata.version " + strconv.Itoa(r.ExpectedVersion) + " is not the stored version; read the token again and retry."}
+	return &token.Error{Kind: token.Conflict, Reason: token.VersionMismatch, ResourceID: r.ID, Version: r.ExpectedVersion}
 }
 
 // TouchLastUsed records that the token's value was resolved at now, writing at most once per
@@ -318,9 +316,7 @@ func (s *Store) List(ctx context.Context, tenant string, maxItems int) (ListResu
 
 // ErrTooManyItems is the refusal of a list that would read more than maxItems tokens.
 func ErrTooManyItems(maxItems int) error {
-	return &token.Error{Kind: token.Invalid, Message: "The tenant has more than " + strconv.Itoa(maxItems) +
-		" tokens, more than one list or search reads; narrow the query to ids, e.g. q=id:(a,b).",
-		Details: []token.Detail{{Field: "q", Type: "limit", Message: "more than " + strconv.Itoa(maxItems) + " tokens to read"}}}
+	return &token.Error{Kind: token.Invalid, Reason: token.TooManyToRead, Limit: maxItems}
 }
 
 // GetMany reads the named tokens by key, a few GetItems at a time, so that a query on ids does
@@ -374,11 +370,11 @@ func classify(err error) error {
 	case err == nil:
 		return nil
 	case errors.As(err, &txConflict):
-		return &token.Error{Kind: token.Conflict, Message: "The token is being changed concurrently; retry the request.", Cause: err}
+		return &token.Error{Kind: token.Conflict, Reason: token.ConcurrentChange, Cause: err}
 	case awsretry.Cancelled(err):
-		return &token.Error{Kind: token.Unavailable, Message: "The request was cancelled or timed out.", Cause: err}
+		return &token.Error{Kind: token.Unavailable, Reason: token.TimedOut, Cause: err}
 	case awsretry.Unavailable(err):
-		return &token.Error{Kind: token.Unavailable, Message: "The token store is unavailable; try again later.", Cause: err}
+		return &token.Error{Kind: token.Unavailable, Reason: token.StoreUnavailable, Cause: err}
 	}
 	return token.InternalError(err)
 }

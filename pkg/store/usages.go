@@ -76,7 +76,7 @@ func (s *Store) transact(ctx context.Context, items []types.TransactWriteItem) (
 			return failed, nil
 		}
 		if attempt+1 == transactionAttempts {
-			return nil, &token.Error{Kind: token.Conflict, Message: "The token is being changed concurrently; retry the request.", Cause: err}
+			return nil, &token.Error{Kind: token.Conflict, Reason: token.ConcurrentChange, Cause: err}
 		}
 		select {
 		case <-ctx.Done():
@@ -119,15 +119,8 @@ func (s *Store) UnregisterUsage(ctx context.Context, tenant, tokenID, kind, refI
 	return err
 }
 
-// Usage is one registered user of a token.
-type Usage struct {
-	Kind      string `json:"kind"`
-	RefID     string `json:"refId"`
-	CreatedAt string `json:"createdAt"`
-}
-
 // Usages lists a token's usages in key order (kind, then refId).
-func (s *Store) Usages(ctx context.Context, tenant, tokenID string) ([]Usage, error) {
+func (s *Store) Usages(ctx context.Context, tenant, tokenID string) ([]token.Usage, error) {
 	pages := dynamodb.NewQueryPaginator(s.db, &dynamodb.QueryInput{
 		TableName:              aws.String(s.table),
 		KeyConditionExpression: aws.String("pk = :tenant AND begins_with(sk, :prefix)"),
@@ -137,7 +130,7 @@ func (s *Store) Usages(ctx context.Context, tenant, tokenID string) ([]Usage, er
 			":prefix": &types.AttributeValueMemberS{Value: usageSKPrefix + tokenID + "#"},
 		},
 	})
-	usages := []Usage{}
+	usages := []token.Usage{}
 	for pages.HasMorePages() {
 		page, err := pages.NextPage(ctx)
 		if err != nil {
@@ -148,7 +141,9 @@ func (s *Store) Usages(ctx context.Context, tenant, tokenID string) ([]Usage, er
 			return nil, token.InternalError(err)
 		}
 		for _, it := range items {
-			usages = append(usages, Usage{Kind: it.Kind, RefID: it.RefID, CreatedAt: it.CreatedAt})
+			u := token.Usage{Kind: it.Kind, RefID: it.RefID}
+			u.CreatedAt, _ = time.Parse(time.RFC3339Nano, it.CreatedAt)
+			usages = append(usages, u)
 		}
 	}
 	return usages, nil
@@ -228,5 +223,5 @@ func (s *Store) ForceDelete(ctx context.Context, tenant, id string) error {
 		}
 		round-- // progress was made; large deletes are not limited by the round count
 	}
-	return &token.Error{Kind: token.Conflict, Message: "The token's usages keep changing; retry the delete.", ResourceID: id}
+	return &token.Error{Kind: token.Conflict, Reason: token.UsagesKeepMoving, ResourceID: id}
 }

@@ -1,5 +1,6 @@
 // Package token holds the domain of the service: what a token is, what makes one valid, and the
-// typed errors that every other package returns. It knows nothing of HTTP or AWS.
+// typed errors that every other package returns. It knows nothing of HTTP or AWS: an error
+// says what happened (a kind, a reason and its facts); pkg/api words it for the client.
 package token
 
 import (
@@ -11,65 +12,90 @@ import (
 type Kind string
 
 const (
-	Invalid              Kind = "invalid"
-	NotFound             Kind = "not_found"
-	Conflict             Kind = "conflict"
-	Unauthorized         Kind = "unauthorized"
-	Forbidden            Kind = "forbidden"
-	TooLarge             Kind = "too_large"
-	UnsupportedMediaType Kind = "unsupported_media_type"
-	MethodNotAllowed     Kind = "method_not_allowed"
-	Unavailable          Kind = "unavailable"
-	Dependency           Kind = "dependency" // a service we depend on refused (e.g. KMS access denied)
-	Internal             Kind = "internal"
+	Invalid      Kind = "invalid"
+	NotFound     Kind = "not_found"
+	Conflict     Kind = "conflict"
+	Unauthorized Kind = "unauthorized"
+	Forbidden    Kind = "forbidden"
+	Unavailable  Kind = "unavailable"
+	Dependency   Kind = "dependency" // a service we depend on refused (e.g. KMS access denied)
+	Internal     Kind = "internal"
 )
 
-// Detail is one entry of the error body's details list.
+// Reason says what happened within a kind; the facts it needs are fields of Error.
+type Reason string
+
+const (
+	AlreadyExists     Reason = "already_exists"       // ResourceID
+	VersionMismatch   Reason = "version_mismatch"     // ResourceID, Version (the one expected)
+	ConcurrentChange  Reason = "concurrent_change"    // a concurrent transaction won, retry
+	UsagesKeepMoving  Reason = "usages_keep_changing" // ResourceID
+	InUse             Reason = "in_use"               // ResourceID, Usages
+	TooManyToRead     Reason = "too_many_to_read"     // Limit
+	TimedOut          Reason = "timed_out"            // the request's deadline passed or it was cancelled
+	StoreUnavailable  Reason = "store_unavailable"
+	KeysUnavailable   Reason = "key_service_unavailable"
+	KeysRefused       Reason = "key_service_refused" // Code: the key service's error code
+	MissingScope      Reason = "missing_scope"       // Scope
+	OtherTenant       Reason = "other_tenant"
+	InvalidCredential Reason = "invalid_access_token"
+	ExpiredCredential Reason = "expired_access_token"
+)
+
+// Detail is one entry of the error's details: which field, what kind of problem, the rule.
 type Detail struct {
-	Field   string `json:"field,omitempty"`
-	Type    string `json:"type,omitempty"`
-	Message string `json:"message,omitempty"`
+	Field   string
+	Type    string
+	Message string
 }
 
-// Error is the one error type of the service. Message is shown to the client; Cause is only
-// logged (it may name internal parts) and never rendered.
+// Error is the one error type of the service. Cause is only logged (it may name internal
+// parts) and never shown. Message holds the rule a validation error broke (domain wording of
+// the rule, e.g. "name must be at most 256 characters"); every other error says what happened
+// through Reason and its facts.
 type Error struct {
 	Kind       Kind
+	Reason     Reason
 	Message    string
 	Details    []Detail
 	ResourceID string
-	// Code is a machine-readable error code, used by the 401 fault body's errorcode.
-	Code  string
-	Cause error
+	Version    int     // VersionMismatch: the version the caller expected
+	Limit      int     // TooManyToRead: the bound
+	Scope      string  // MissingScope
+	Code       string  // KeysRefused: the key service's error code
+	Usages     []Usage // InUse: who uses the token
+	Cause      error
 }
 
 func (e *Error) Error() string {
-	if e.Cause != nil {
-		return fmt.Sprintf("%s: %s: %v", e.Kind, e.Message, e.Cause)
+	what := string(e.Kind)
+	if e.Reason != "" {
+		what += " (" + string(e.Reason) + ")"
 	}
-	return fmt.Sprintf("%s: %s", e.Kind, e.Message)
+	if e.Message != "" {
+		what += ": " + e.Message
+	}
+	if e.Cause != nil {
+		return fmt.Sprintf("%s: %v", what, e.Cause)
+	}
+	return what
 }
 
 func (e *Error) Unwrap() error { return e.Cause }
 
-// Errorf builds an Error of the given kind with a formatted client-facing message.
-func Errorf(kind Kind, format string, args ...any) *Error {
-	return &Error{Kind: kind, Message: fmt.Sprintf(format, args...)}
-}
-
-// InvalidField is a 400 that names the field at fault.
-func InvalidField(field, message string) *Error {
-	return &Error{Kind: Invalid, Message: "Validation problem with request.", Details: []Detail{{Field: field, Message: message}}}
+// InvalidField is a 400 that names the field at fault and the rule it broke.
+func InvalidField(field, rule string) *Error {
+	return &Error{Kind: Invalid, Details: []Detail{{Field: field, Message: rule}}}
 }
 
 // ErrNotFound is the not-found error for one token id.
 func ErrNotFound(id string) *Error {
-	return &Error{Kind: NotFound, Message: fmt.Sprintf("The resource with id %s has not been found.", id), ResourceID: id}
+	return &Error{Kind: NotFound, ResourceID: id}
 }
 
-// Internal wraps an unexpected failure; the client sees only "internal error".
+// InternalError wraps an unexpected failure; the client sees only "internal error".
 func InternalError(cause error) *Error {
-	return &Error{Kind: Internal, Message: "internal error", Cause: cause}
+	return &Error{Kind: Internal, Cause: cause}
 }
 
 // KindOf returns the kind of err, Internal for an error that is not an *Error.

@@ -136,6 +136,13 @@ func ValidateValue(value string) error {
 	return nil
 }
 
+// Usage is one registered user of a token: an agent, MCP server, tool or OAuth client.
+type Usage struct {
+	Kind      string
+	RefID     string
+	CreatedAt time.Time
+}
+
 // UsageKinds are the kinds of things that can use a token.
 var UsageKinds = []string{"agent", "mcp-server", "tool", "oauth-client"}
 

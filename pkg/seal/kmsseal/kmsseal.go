@@ -103,14 +103,13 @@ func (k *KMS) Open(ctx context.Context, tenant, id string, s token.Sealed) ([]by
 func classify(err error) error {
 	switch {
 	case awsretry.Cancelled(err):
-		return &token.Error{Kind: token.Unavailable, Message: "The request was cancelled or timed out.", Cause: err}
+		return &token.Error{Kind: token.Unavailable, Reason: token.TimedOut, Cause: err}
 	case awsretry.Unavailable(err):
-		return &token.Error{Kind: token.Unavailable, Message: "The key service is unavailable; try again later.", Cause: err}
+		return &token.Error{Kind: token.Unavailable, Reason: token.KeysUnavailable, Cause: err}
 	}
 	var apiErr smithy.APIError
 	if errors.As(err, &apiErr) {
-		return &token.Error{Kind: token.Dependency, Cause: err,
-			Message: "The key service refused the request (" + apiErr.ErrorCode() + "); an operator must check the KMS key and its policy."}
+		return &token.Error{Kind: token.Dependency, Reason: token.KeysRefused, Code: apiErr.ErrorCode(), Cause: err}
 	}
 	return token.InternalError(err)
 }
