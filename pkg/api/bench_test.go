@@ -13,9 +13,9 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 
+	"aitokens/pkg/devtools/testenv"
 	"aitokens/pkg/query"
 	"aitokens/pkg/service"
-	"aitokens/pkg/devtools/testenv"
 )
 
 // rawGetItem reads the benchmark's token with the SDK alone; projected asks for the same

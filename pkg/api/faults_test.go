@@ -12,8 +12,8 @@ import (
 	"testing"
 	"time"
 
-	"aitokens/pkg/store"
 	"aitokens/pkg/devtools/testenv"
+	"aitokens/pkg/store"
 )
 
 // Deadlines of the stall test: short, so that the bound is proven without waiting long. The

@@ -26,10 +26,10 @@ import (
 	"aitokens/pkg/auth"
 	"aitokens/pkg/auth/jwtauth"
 	"aitokens/pkg/devtools/devkeys"
+	"aitokens/pkg/devtools/testenv"
 	"aitokens/pkg/seal"
 	"aitokens/pkg/service"
 	"aitokens/pkg/store"
-	"aitokens/pkg/devtools/testenv"
 )
 
 func TestMain(m *testing.M) { os.Exit(testenv.Main(m)) }

@@ -13,9 +13,9 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 
-	"aitokens/pkg/seal/kmsseal"
 	"aitokens/pkg/devtools/kmstest"
 	"aitokens/pkg/devtools/testenv"
+	"aitokens/pkg/seal/kmsseal"
 )
 
 func newKMSHarness(t *testing.T) (*harness, *kmstest.Server) {

@@ -33,11 +33,11 @@ import (
 	"aitokens/pkg/api"
 	"aitokens/pkg/auth"
 	"aitokens/pkg/devtools/devkeys"
-	"aitokens/pkg/query"
 	"aitokens/pkg/devtools/kmstest"
+	"aitokens/pkg/devtools/testenv"
+	"aitokens/pkg/query"
 	"aitokens/pkg/service"
 	"aitokens/pkg/store"
-	"aitokens/pkg/devtools/testenv"
 )
 
 // tally counts the cases of one group.

@@ -83,4 +83,3 @@ func ScopesFromClaims(claims map[string]any) ([]string, bool) {
 	}
 	return scopes, true
 }
-

@@ -19,11 +19,11 @@ import (
 	"aitokens/pkg/api"
 	"aitokens/pkg/auth"
 	"aitokens/pkg/config"
+	"aitokens/pkg/devtools/testenv"
 	"aitokens/pkg/lambdafn"
 	"aitokens/pkg/seal"
 	"aitokens/pkg/service"
 	"aitokens/pkg/store"
-	"aitokens/pkg/devtools/testenv"
 )
 
 func TestMain(m *testing.M) { os.Exit(testenv.Main(m)) }

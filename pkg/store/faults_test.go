@@ -9,8 +9,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 
-	"aitokens/pkg/store"
 	"aitokens/pkg/devtools/testenv"
+	"aitokens/pkg/store"
 	"aitokens/pkg/token"
 )
 

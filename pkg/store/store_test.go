@@ -13,8 +13,8 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 
-	"aitokens/pkg/store"
 	"aitokens/pkg/devtools/testenv"
+	"aitokens/pkg/store"
 	"aitokens/pkg/token"
 )
 

@@ -9,8 +9,8 @@ import (
 
 	"aitokens/pkg/awsretry"
 	"aitokens/pkg/config"
-	"aitokens/pkg/seal/kmsseal"
 	"aitokens/pkg/devtools/kmstest"
+	"aitokens/pkg/seal/kmsseal"
 	"aitokens/pkg/token"
 )
 
