@@ -50,7 +50,7 @@ func proxiedHarness(t *testing.T, attemptTimeout, requestTimeout time.Duration) 
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := newHarnessTimed(t, client, testenv.NewTable(t), newHarness(t).sealer, requestTimeout)
+	h := newHarnessFrom(t, stack{client: client, sealer: newHarness(t).sealer, requestTimeout: requestTimeout})
 	return h, proxy
 }
 

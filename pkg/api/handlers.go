@@ -22,11 +22,11 @@ func (s *Server) get(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	doc, err := s.svc.Get(r.Context(), r.PathValue("tenant"), r.PathValue("tokenId"))
+	t, err := s.svc.Get(r.Context(), r.PathValue("tenant"), r.PathValue("tokenId"))
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, query.Project(doc, fields))
+	writeJSON(w, http.StatusOK, query.Project(t.Document(), fields))
 	return nil
 }
 
@@ -64,7 +64,8 @@ func (s *Server) listWith(w http.ResponseWriter, r *http.Request, q string) erro
 	if in.Sort, err = query.ParseSort(params.Get("sort")); err != nil {
 		return err
 	}
-	if in.Fields, err = query.ParseFields(params.Get("fields")); err != nil {
+	fields, err := query.ParseFields(params.Get("fields"))
+	if err != nil {
 		return err
 	}
 	if in.Query, err = query.Parse(q); err != nil {
@@ -77,7 +78,11 @@ func (s *Server) listWith(w http.ResponseWriter, r *http.Request, q string) erro
 	if want, _ := strconv.ParseBool(r.Header.Get("X-Total-Count")); want {
 		w.Header().Set("X-Total-Count", strconv.Itoa(res.Total))
 	}
-	writeJSON(w, http.StatusOK, res.Docs)
+	docs := make([]map[string]any, len(res.Tokens))
+	for i, t := range res.Tokens {
+		docs[i] = query.Project(t.Document(), fields)
+	}
+	writeJSON(w, http.StatusOK, docs)
 	return nil
 }
 
@@ -184,15 +189,26 @@ func (s *Server) listUsages(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	docs, total, err := s.svc.Usages(r.Context(), r.PathValue("tenant"), r.PathValue("tokenId"), page)
+	usages, total, err := s.svc.Usages(r.Context(), r.PathValue("tenant"), r.PathValue("tokenId"), page)
 	if err != nil {
 		return err
+	}
+	docs := make([]usageJSON, len(usages))
+	for i, u := range usages {
+		docs[i] = usageJSON{Kind: u.Kind, RefID: u.RefID, CreatedAt: token.FormatTime(u.CreatedAt)}
 	}
 	if want, _ := strconv.ParseBool(r.Header.Get("X-Total-Count")); want {
 		w.Header().Set("X-Total-Count", strconv.Itoa(total))
 	}
 	writeJSON(w, http.StatusOK, docs)
 	return nil
+}
+
+// usageJSON is a usage as the API shows it.
+type usageJSON struct {
+	Kind      string `json:"kind"`
+	RefID     string `json:"refId"`
+	CreatedAt string `json:"createdAt"`
 }
 
 func (s *Server) registerUsage(w http.ResponseWriter, r *http.Request) error {

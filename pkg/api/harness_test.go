@@ -68,7 +68,7 @@ type harness struct {
 	logs    *syncBuffer
 	bodies  *syncBuffer // every response, for leak scans
 	router  routers.Router
-	sent    atomic.Int64 // responses written to bodies
+	sent    *atomic.Int64 // responses written to bodies
 }
 
 var (
@@ -108,12 +108,34 @@ func newHarnessWith(t testing.TB, sealer seal.Sealer) *harness {
 // injects faults).
 func newHarnessOn(t testing.TB, client *dynamodb.Client, table string, sealer seal.Sealer) *harness {
 	t.Helper()
-	return newHarnessTimed(t, client, table, sealer, testRequestTimeout)
+	return newHarnessFrom(t, stack{client: client, table: table, sealer: sealer})
 }
 
-// newHarnessTimed is newHarnessOn with a request deadline of its own (for the fault tests).
-func newHarnessTimed(t testing.TB, client *dynamodb.Client, table string, sealer seal.Sealer, requestTimeout time.Duration) *harness {
+// stack says how newHarnessFrom builds a harness; zero fields take the defaults.
+type stack struct {
+	client         *dynamodb.Client // testenv.Client()
+	table          string           // a new table
+	sealer         seal.Sealer      // required
+	requestTimeout time.Duration    // testRequestTimeout
+	maxItemsRead   int              // query.MaxItemsRead
+	now            func() time.Time // the wall clock
+	// shareWith, when set, receives this harness's log lines and responses, so that its leak
+	// scan reads them too.
+	shareWith *harness
+}
+
+func newHarnessFrom(t testing.TB, o stack) *harness {
 	t.Helper()
+	if o.client == nil {
+		o.client = testenv.Client()
+	}
+	if o.table == "" {
+		o.table = testenv.NewTable(t)
+	}
+	if o.requestTimeout == 0 {
+		o.requestTimeout = testRequestTimeout
+	}
+	client, table, sealer := o.client, o.table, o.sealer
 	dir := t.TempDir()
 	key, err := devkeys.Ensure(dir)
 	if err != nil {
@@ -124,18 +146,32 @@ func newHarnessTimed(t testing.TB, client *dynamodb.Client, table string, sealer
 		t.Fatal(err)
 	}
 	st := store.New(client, table)
-	svc, err := service.New(st, sealer, nil)
+	svc, err := service.New(st, sealer, o.now)
 	if err != nil {
 		t.Fatal(err)
 	}
-	logs := &syncBuffer{}
+	if o.maxItemsRead > 0 {
+		svc = svc.WithMaxItemsRead(o.maxItemsRead)
+	}
+	logs, bodies, sent := &syncBuffer{}, &syncBuffer{}, &atomic.Int64{}
+	if o.shareWith != nil {
+		logs, bodies, sent = o.shareWith.logs, o.shareWith.bodies, o.shareWith.sent
+	}
 	log := slog.New(slog.NewJSONHandler(logs, nil))
-	handler, err := api.New(api.Config{Service: svc, Auth: authn, Log: log, RequestTimeout: requestTimeout})
+	handler, err := api.New(api.Config{Service: svc, Auth: authn, Log: log, RequestTimeout: o.requestTimeout})
 	if err != nil {
 		t.Fatal(err)
 	}
 	return &harness{t: t, handler: handler, key: key, store: st, table: table, svc: svc, sealer: sealer, logs: logs,
-		bodies: &syncBuffer{}, router: openAPIRouter(t)}
+		bodies: bodies, sent: sent, router: openAPIRouter(t)}
+}
+
+// steppingClock is a clock that moves one second on at every reading, so that every write
+// gets its own modifiedAt without the test sleeping.
+func steppingClock() func() time.Time {
+	var ticks atomic.Int64
+	start := time.Date(2026, 11, 23, 8, 0, 0, 0, time.UTC)
+	return func() time.Time { return start.Add(time.Duration(ticks.Add(1)) * time.Second) }
 }
 
 // jwt mints a token for tenant with the given scopes.

@@ -151,9 +151,9 @@ func TestForcedDeleteBeyondTheTransactionLimit(t *testing.T) {
 	}
 }
 
-// orphans counts usage items whose token is gone, and tokens whose usageCount differs from the
-// number of their usage items.
-func orphans(t *testing.T, h *harness) (orphaned, miscounted int) {
+// orphans counts usage items whose token is gone, tokens whose usageCount differs from the
+// number of their usage items, and the tokens whose count was compared.
+func orphans(t *testing.T, h *harness) (orphaned, miscounted, compared int) {
 	t.Helper()
 	tokens := map[string]int{}
 	counts := map[string]int{}
@@ -171,22 +171,31 @@ func orphans(t *testing.T, h *harness) (orphaned, miscounted int) {
 		}
 	}
 	for id, n := range counts {
-		want, ok := tokens[id]
-		if !ok {
+		if _, ok := tokens[id]; !ok {
 			orphaned += n
-		} else if want != n {
+		}
+	}
+	for id, want := range tokens {
+		compared++
+		if counts[id] != want {
 			miscounted++
 		}
 	}
-	return orphaned, miscounted
+	return orphaned, miscounted, compared
 }
 
-// Register racing delete, many rounds: never a usage of a deleted token.
+// Register racing delete, many rounds: never a usage of a deleted token. Every third round races
+// registrars against an unregistrar instead, and its token survives, so that the usage counts
+// of surviving tokens are compared too.
 func TestRegisterRacingDeleteLeavesNoOrphans(t *testing.T) {
 	h := newHarness(t)
 	mgr := h.manager()
 	const rounds, registrars = 15, 4
 	for round := range rounds {
+		if round%3 == 2 {
+			raceRegisterUnregister(t, h, fmt.Sprintf("kept-%d", round), registrars)
+			continue
+		}
 		id := fmt.Sprintf("race-%d", round)
 		h.create(id, "Race", "sk-race")
 		var wg sync.WaitGroup
@@ -227,7 +236,40 @@ func TestRegisterRacingDeleteLeavesNoOrphans(t *testing.T) {
 		close(start)
 		wg.Wait()
 	}
-	if o, m := orphans(t, h); o != 0 || m != 0 {
-		t.Fatalf("%d orphaned usages, %d tokens with a wrong usageCount", o, m)
+	o, m, compared := orphans(t, h)
+	if o != 0 || m != 0 || compared != rounds/3 {
+		t.Fatalf("%d orphaned usages, %d of %d surviving tokens with a wrong usageCount", o, m, compared)
 	}
+}
+
+// raceRegisterUnregister registers usages from several goroutines while another unregisters
+// some of them, on a token that stays.
+func raceRegisterUnregister(t *testing.T, h *harness, id string, registrars int) {
+	mgr := h.manager()
+	h.create(id, "Kept", "sk-kept")
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for r := range registrars {
+		wg.Add(2)
+		go func() {
+			defer wg.Done()
+			<-start
+			for i := range 3 {
+				if status := h.do("PUT", fmt.Sprintf("%s/%s/usages/tool/r%d-%d", base, id, r, i), "", mgr).status; status != 201 {
+					t.Errorf("register: %d", status)
+				}
+			}
+		}()
+		go func() {
+			defer wg.Done()
+			<-start
+			for i := range 2 {
+				if status := h.do("DELETE", fmt.Sprintf("%s/%s/usages/tool/r%d-%d", base, id, r, i), "", mgr).status; status != 204 {
+					t.Errorf("unregister: %d", status)
+				}
+			}
+		}()
+	}
+	close(start)
+	wg.Wait()
 }

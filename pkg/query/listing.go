@@ -3,7 +3,7 @@
 package query
 
 import (
-	"cmp"
+	"fmt"
 	"slices"
 	"strconv"
 	"strings"
@@ -17,6 +17,8 @@ const (
 	// MaxItemsRead bounds the tokens one list or search reads (a query that is not on ids reads
 	// the tenant's whole partition; see README).
 	MaxItemsRead = 10_000
+	// maxPageNumber keeps (number-1)*size far from overflowing.
+	maxPageNumber = 1_000_000
 )
 
 // Page is a checked page request; Number counts from 1.
@@ -28,13 +30,13 @@ func ParsePage(number, size string) (Page, error) {
 	if size != "" {
 		n, err := strconv.Atoi(size)
 		if err != nil || n < 1 || n > MaxPageSize {
-			return p, token.InvalidField("pageSize", "pageSize must be a whole number from 1 to 1000")
+			return p, token.InvalidField("pageSize", fmt.Sprintf("pageSize must be a whole number from 1 to %d", MaxPageSize))
 		}
 		p.Size = n
 	}
 	if number != "" {
 		n, err := strconv.Atoi(number)
-		if err != nil || n < 1 || n > 1_000_000 {
+		if err != nil || n < 1 || n > maxPageNumber {
 			return p, token.InvalidField("pageNumber", "pageNumber must be a whole number from 1")
 		}
 		p.Number = n
@@ -42,11 +44,11 @@ func ParsePage(number, size string) (Page, error) {
 	return p, nil
 }
 
-// Apply returns the page's slice of all.
-func (p Page) Apply(all []map[string]any) []map[string]any {
+// PageOf returns page p of all (empty, not nil, past the end).
+func PageOf[T any](p Page, all []T) []T {
 	start := (p.Number - 1) * p.Size
 	if start >= len(all) {
-		return []map[string]any{}
+		return []T{}
 	}
 	return all[start:min(start+p.Size, len(all))]
 }
@@ -81,12 +83,16 @@ func ParseSort(s string) ([]SortKey, error) {
 	return append(keys, SortKey{Field: "id"}), nil
 }
 
-// Sort orders docs by keys; an absent value sorts after every present one.
-func Sort(docs []map[string]any, keys []SortKey) {
-	slices.SortStableFunc(docs, func(a, b map[string]any) int {
+// Sort orders items by keys, reading each item's document through doc; an absent value sorts
+// after every present one. Values compare as q compares them (compare): numbers as numbers,
+// dates as instants, strings exactly, false before true.
+func Sort[T any](items []T, doc func(T) map[string]any, keys []SortKey) {
+	slices.SortStableFunc(items, func(x, y T) int {
+		a, b := doc(x), doc(y)
 		for _, k := range keys {
-			va, oka := Lookup(a, k.Field)
-			vb, okb := Lookup(b, k.Field)
+			f := fieldRef{name: k.Field, typ: token.Fields[k.Field]}
+			va, oka := docValue(a, f)
+			vb, okb := docValue(b, f)
 			var c int
 			switch {
 			case !oka && !okb:
@@ -96,7 +102,7 @@ func Sort(docs []map[string]any, keys []SortKey) {
 			case !okb:
 				return -1
 			default:
-				c = compareValues(va, vb)
+				c = compare(f.typ, va, vb)
 			}
 			if k.Desc {
 				c = -c
@@ -107,33 +113,6 @@ func Sort(docs []map[string]any, keys []SortKey) {
 		}
 		return 0
 	})
-}
-
-// compareValues orders two values of one field. Dates are stored in one fixed-width UTC format,
-// so they order as strings.
-func compareValues(a, b any) int {
-	switch x := a.(type) {
-	case int:
-		if y, ok := b.(int); ok {
-			return cmp.Compare(x, y)
-		}
-	case string:
-		if y, ok := b.(string); ok {
-			return strings.Compare(x, y)
-		}
-	case bool:
-		if y, ok := b.(bool); ok {
-			return cmp.Compare(boolInt(x), boolInt(y))
-		}
-	}
-	return 0
-}
-
-func boolInt(b bool) int {
-	if b {
-		return 1
-	}
-	return 0
 }
 
 // Lookup follows a dotted path into a document.

@@ -1,6 +1,7 @@
 package query
 
 import (
+	"cmp"
 	"strconv"
 	"strings"
 	"time"
@@ -59,7 +60,8 @@ func docValue(doc map[string]any, f fieldRef) (value, bool) {
 	return value{}, false
 }
 
-// compare orders a document value against a query value of the same field type.
+// compare orders two values of one field type: a document's against a query's in q, two
+// documents' in sort. It is the one comparison of both.
 func compare(typ token.FieldType, a, b value) int {
 	switch typ {
 	case token.Number:
@@ -73,12 +75,16 @@ func compare(typ token.FieldType, a, b value) int {
 	case token.Date:
 		return a.time.Compare(b.time)
 	case token.Bool:
-		if a.bool == b.bool {
-			return 0
-		}
-		return 2 // booleans are equal or not; never ordered
+		return cmp.Compare(boolInt(a.bool), boolInt(b.bool)) // false before true
 	}
 	return strings.Compare(a.str, b.str)
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 func (v value) print(typ token.FieldType) string {

@@ -26,7 +26,7 @@ type Query struct {
 	root node
 }
 
-// Parse reads q as ../shared/spec/q-param.md describes; "" (or only spaces) is the nil query.
+// Parse reads q as infra/spec/q-param.md describes; "" (or only spaces) is the nil query.
 func Parse(q string) (*Query, error) {
 	if strings.TrimSpace(q) == "" {
 		return nil, nil

@@ -33,9 +33,10 @@ type Store interface {
 
 // Service holds the dependencies of every operation.
 type Service struct {
-	store  Store
-	sealer seal.Sealer
-	now    func() time.Time
+	store        Store
+	sealer       seal.Sealer
+	now          func() time.Time
+	maxItemsRead int
 }
 
 // New returns a service on a store and a sealer. The sealer may be nil for a service that
@@ -47,7 +48,15 @@ func New(st Store, sealer seal.Sealer, now func() time.Time) (*Service, error) {
 	if now == nil {
 		now = time.Now
 	}
-	return &Service{store: st, sealer: sealer, now: now}, nil
+	return &Service{store: st, sealer: sealer, now: now, maxItemsRead: query.MaxItemsRead}, nil
+}
+
+// WithMaxItemsRead is the service with another bound on the items one list reads (tests prove
+// the bound with a small one rather than by seeding ten thousand tokens).
+func (s *Service) WithMaxItemsRead(n int) *Service {
+	c := *s
+	c.maxItemsRead = n
+	return &c
 }
 
 // CanSeal reports whether the service was given a sealer: a route that seals or opens values
@@ -222,7 +231,7 @@ func (s *Service) UnregisterUsage(ctx context.Context, tenant, id, kind, refID s
 }
 
 // Usages returns one page of a token's usages and their total; a missing token is a 404.
-func (s *Service) Usages(ctx context.Context, tenant, id string, page query.Page) ([]map[string]any, int, error) {
+func (s *Service) Usages(ctx context.Context, tenant, id string, page query.Page) ([]token.Usage, int, error) {
 	if _, err := s.store.Get(ctx, tenant, id); err != nil {
 		return nil, 0, err
 	}
@@ -230,20 +239,12 @@ func (s *Service) Usages(ctx context.Context, tenant, id string, page query.Page
 	if err != nil {
 		return nil, 0, err
 	}
-	docs := make([]map[string]any, len(usages))
-	for i, u := range usages {
-		docs[i] = map[string]any{"kind": u.Kind, "refId": u.RefID, "createdAt": u.CreatedAt}
-	}
-	return page.Apply(docs), len(docs), nil
+	return query.PageOf(page, usages), len(usages), nil
 }
 
-// Get returns one token's document.
-func (s *Service) Get(ctx context.Context, tenant, id string) (map[string]any, error) {
-	t, err := s.store.Get(ctx, tenant, id)
-	if err != nil {
-		return nil, err
-	}
-	return t.Document(), nil
+// Get returns one token.
+func (s *Service) Get(ctx context.Context, tenant, id string) (token.Token, error) {
+	return s.store.Get(ctx, tenant, id)
 }
 
 // List is a list or search request, checked.
@@ -251,42 +252,47 @@ type List struct {
 	Tenant string
 	Query  *query.Query
 	Sort   []query.SortKey
-	Fields []string
 	Page   query.Page
 }
 
-// ListResult is one page of documents, the number of matches and the items DynamoDB read.
+// ListResult is one page of tokens, the number of matches and the items DynamoDB read.
 type ListResult struct {
-	Docs      []map[string]any
+	Tokens    []token.Token
 	Total     int
 	ItemsRead int
 }
 
-// List returns the tenant's matching tokens, sorted, paged and projected. A query that names
-// ids reads those keys only; any other reads the tenant's partition (without sealed values).
+// matched is a token with the document q and sort read.
+type matched struct {
+	token token.Token
+	doc   map[string]any
+}
+
+// List returns the tenant's matching tokens, sorted and paged. A query that names ids reads
+// those keys only; any other reads the tenant's partition (without sealed values), at most
+// s.maxItemsRead items.
 func (s *Service) List(ctx context.Context, in List) (ListResult, error) {
 	var res store.ListResult
 	var err error
 	if ids, ok := in.Query.IDs(); ok {
 		res, err = s.store.GetMany(ctx, in.Tenant, ids)
 	} else {
-		res, err = s.store.List(ctx, in.Tenant, query.MaxItemsRead)
+		res, err = s.store.List(ctx, in.Tenant, s.maxItemsRead)
 	}
 	if err != nil {
 		return ListResult{}, err
 	}
-	docs := make([]map[string]any, 0, len(res.Tokens))
+	var all []matched
 	for _, t := range res.Tokens {
-		doc := t.Document()
-		if in.Query.Match(doc) {
-			docs = append(docs, doc)
+		if doc := t.Document(); in.Query.Match(doc) {
+			all = append(all, matched{t, doc})
 		}
 	}
-	query.Sort(docs, in.Sort)
-	page := in.Page.Apply(docs)
-	out := make([]map[string]any, len(page))
-	for i, d := range page {
-		out[i] = query.Project(d, in.Fields)
+	query.Sort(all, func(m matched) map[string]any { return m.doc }, in.Sort)
+	page := query.PageOf(in.Page, all)
+	out := ListResult{Tokens: make([]token.Token, len(page)), Total: len(all), ItemsRead: res.ItemsRead}
+	for i, m := range page {
+		out.Tokens[i] = m.token
 	}
-	return ListResult{Docs: out, Total: len(docs), ItemsRead: res.ItemsRead}, nil
+	return out, nil
 }
