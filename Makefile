@@ -3,8 +3,8 @@ SHELL := /bin/bash
 GO ?= go
 DDB_DIR := infra/dynamodb-local
 DDB_STAMP := $(DDB_DIR)/node_modules/.installed
-FUNCTIONS := list-tokens search-tokens get-token upsert-token delete-token patch-token resolve-token \
-	list-token-usages register-token-usage unregister-token-usage
+# Every functions/<name>/main.go is a function (one per route of pkg/api.Routes, plus resolve-token).
+FUNCTIONS := $(patsubst functions/%/main.go,%,$(wildcard functions/*/main.go))
 # Lambda binaries: linux/arm64 (provided.al2023), no RPC mode, stripped.
 LAMBDA_BUILD := CGO_ENABLED=0 GOOS=linux GOARCH=arm64 $(GO) build -tags lambda.norpc -trimpath -ldflags='-s -w'
 
@@ -64,24 +64,7 @@ security: deps
 clean:
 	rm -rf build .aws-sam
 
-# sam build (BuildMethod: makefile) calls build-<LogicalId> with ARTIFACTS_DIR set.
-build-ListTokensFunction:
-	$(LAMBDA_BUILD) -o $(ARTIFACTS_DIR)/bootstrap ./functions/list-tokens
-build-SearchTokensFunction:
-	$(LAMBDA_BUILD) -o $(ARTIFACTS_DIR)/bootstrap ./functions/search-tokens
-build-GetTokenFunction:
-	$(LAMBDA_BUILD) -o $(ARTIFACTS_DIR)/bootstrap ./functions/get-token
-build-UpsertTokenFunction:
-	$(LAMBDA_BUILD) -o $(ARTIFACTS_DIR)/bootstrap ./functions/upsert-token
-build-DeleteTokenFunction:
-	$(LAMBDA_BUILD) -o $(ARTIFACTS_DIR)/bootstrap ./functions/delete-token
-build-PatchTokenFunction:
-	$(LAMBDA_BUILD) -o $(ARTIFACTS_DIR)/bootstrap ./functions/patch-token
-build-ResolveTokenFunction:
-	$(LAMBDA_BUILD) -o $(ARTIFACTS_DIR)/bootstrap ./functions/resolve-token
-build-ListTokenUsagesFunction:
-	$(LAMBDA_BUILD) -o $(ARTIFACTS_DIR)/bootstrap ./functions/list-token-usages
-build-RegisterTokenUsageFunction:
-	$(LAMBDA_BUILD) -o $(ARTIFACTS_DIR)/bootstrap ./functions/register-token-usage
-build-UnregisterTokenUsageFunction:
-	$(LAMBDA_BUILD) -o $(ARTIFACTS_DIR)/bootstrap ./functions/unregister-token-usage
+# sam build (BuildMethod: makefile) calls build-<LogicalId> with ARTIFACTS_DIR set; the logical id
+# is the function's directory in CamelCase plus "Function" (ListTokensFunction: functions/list-tokens).
+build-%Function:
+	$(LAMBDA_BUILD) -o $(ARTIFACTS_DIR)/bootstrap ./functions/$(shell echo '$*' | sed -E 's/([a-z0-9])([A-Z])/\1-\2/g' | tr A-Z a-z)

@@ -15,10 +15,13 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+	"github.com/getkin/kin-openapi/openapi3"
 
 	"aitokens/pkg/auth"
 	"aitokens/pkg/devtools/devkeys"
 	"aitokens/pkg/devtools/testenv"
+	"aitokens/pkg/query"
+	"aitokens/pkg/token"
 )
 
 // specExamples reads x-examples of the shared contract.
@@ -444,4 +447,37 @@ func TestLogLines(t *testing.T) {
 			t.Errorf("log line leaks: %s", line)
 		}
 	}
+}
+
+// The OpenAPI document states the limits the code enforces, from the same constants.
+func TestOpenAPIStatesTheLimits(t *testing.T) {
+	openAPIRouter(t)
+	param := func(name string) *openapi3.Schema { return specDoc.Components.Parameters[name].Value.Schema.Value }
+	request := specDoc.Components.Schemas["TokenRequest"].Value.Properties
+	usagePath := specDoc.Paths.Find("/ai-service/{tenant}/agentic/tokens/{tokenId}/usages/{kind}/{refId}")
+	checks := []struct {
+		name      string
+		got, want any
+	}{
+		{"tenant pattern", param("tenant").Pattern, token.TenantPattern},
+		{"tokenId pattern", param("tokenId").Pattern, token.IDPattern},
+		{"refId pattern", usagePath.Parameters.GetByInAndName("path", "refId").Schema.Value.Pattern, token.RefIDPattern},
+		{"q maxLength", param("q").MaxLength, ptrTo(uint64(query.MaxQueryLength))},
+		{"name maxLength", request["name"].Value.MaxLength, ptrTo(uint64(token.MaxNameLength))},
+		{"value maxLength", request["value"].Value.MaxLength, ptrTo(uint64(token.MaxValueLength))},
+	}
+	for _, c := range checks {
+		if !reflect.DeepEqual(c.got, c.want) {
+			t.Errorf("infra/openapi.yaml %s: %v, the code enforces %v", c.name, deref(c.got), deref(c.want))
+		}
+	}
+}
+
+func ptrTo[T any](v T) *T { return &v }
+
+func deref(v any) any {
+	if p, ok := v.(*uint64); ok && p != nil {
+		return *p
+	}
+	return v
 }

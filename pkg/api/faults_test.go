@@ -6,11 +6,13 @@ import (
 	"fmt"
 	"net/http"
 	"os"
-	"reflect"
 	"runtime"
+	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 
 	"aitokens/pkg/devtools/testenv"
 	"aitokens/pkg/store"
@@ -62,7 +64,6 @@ func TestStalledDatabaseAnswersInTime(t *testing.T) {
 	h, proxy := proxiedHarness(t, stallAttemptTimeout, stallRequestTimeout)
 	mgr := h.manager()
 	h.create("before", "Before", "sk-before-stall")
-	before := scanTable(t, h)
 	runtime.GC()
 	goroutinesBefore := runtime.NumGoroutine()
 
@@ -114,8 +115,20 @@ func TestStalledDatabaseAnswersInTime(t *testing.T) {
 	if proxy.Held() != 0 {
 		t.Fatalf("%d requests still held after the stall", proxy.Held())
 	}
-	if after := scanTable(t, h); !reflect.DeepEqual(before, after) {
-		t.Fatal("a request refused during the stall changed the table")
+	// A refused request that the database had already taken (or takes as the stall ends) may
+	// still land, as with a real database: the table holds what it held, or whole writes.
+	landed := 0
+	for _, it := range scanTable(t, h) {
+		sk := it["sk"].(*types.AttributeValueMemberS).Value
+		name := it["name"].(*types.AttributeValueMemberS).Value
+		_, sealed := it["sealCiphertext"].(*types.AttributeValueMemberB)
+		switch {
+		case sk == "token#before" && (name == "Before" || name == "stalled") && sealed:
+		case strings.HasPrefix(sk, "token#stalled-") && name == "n" && sealed:
+			landed++
+		default:
+			t.Fatalf("after the stall the table holds a partial or unknown write: %v", it)
+		}
 	}
 
 	// The same server works again, and what it acknowledged is there.
@@ -125,7 +138,7 @@ func TestStalledDatabaseAnswersInTime(t *testing.T) {
 	var docs []map[string]any
 	res := h.do("GET", base+"?fields=id", "", mgr)
 	res.json(t, &docs)
-	if res.status != 200 || len(docs) != 2 {
+	if res.status != 200 || len(docs) != 2+landed {
 		t.Fatalf("list after the stall: %d %s", res.status, res.body)
 	}
 
@@ -140,8 +153,8 @@ func TestStalledDatabaseAnswersInTime(t *testing.T) {
 	if goroutinesAfter > goroutinesBefore+20 {
 		t.Fatalf("goroutines: %d before the stall, %d after it", goroutinesBefore, goroutinesAfter)
 	}
-	t.Logf("stall of %v: %d requests, every one a 503, the slowest in %v (deadline %v); goroutines %d before, peak %d, %d after",
-		stall, requests, slowest.Round(time.Millisecond), stallRequestTimeout, goroutinesBefore, peak, goroutinesAfter)
+	t.Logf("stall of %v: %d requests, every one a 503, the slowest in %v (deadline %v); goroutines %d before, peak %d, %d after; %d refused creates landed whole",
+		stall, requests, slowest.Round(time.Millisecond), stallRequestTimeout, goroutinesBefore, peak, goroutinesAfter, landed)
 }
 
 // A write whose response is lost after DynamoDB applied it is retried by the SDK; the request

@@ -245,7 +245,11 @@ func (h *harness) validate(req *http.Request, body string, res response) {
 	probe.Body = io.NopCloser(strings.NewReader(body))
 	route, params, err := h.router.FindRoute(probe)
 	if err != nil {
-		return // no such operation in the document (unknown path or method): nothing to check
+		// Only a request the service did not route (its JSON 404 or 405) may lack an operation.
+		if res.status != http.StatusNotFound && res.status != http.StatusMethodNotAllowed && res.status != http.StatusBadRequest {
+			h.t.Errorf("%s %s: answered %d, but infra/openapi.yaml has no such operation", req.Method, req.URL.Path, res.status)
+		}
+		return
 	}
 	in := &openapi3filter.ResponseValidationInput{
 		RequestValidationInput: &openapi3filter.RequestValidationInput{Request: probe, PathParams: params, Route: route},

@@ -234,18 +234,30 @@ func mustPKIX(pub *rsa.PublicKey) []byte {
 	return b
 }
 
-// routeCalls is one request per route of the table, on tenant acme's token openai.
+// routeBodies is the request body each route is tried with; a route that takes a body must
+// have one here, so that a new route cannot slip past the suite untried.
+var routeBodies = map[string]string{
+	"search-tokens": `{"q":"id:openai"}`,
+	"upsert-token":  `{"name":"hijacked"}`,
+	"patch-token":   `[{"op":"REPLACE","path":"/name","value":"hijacked"}]`,
+}
+
+// routeCalls is one request per route of the route table, on tenant acme's token openai.
 func routeCalls() []struct{ function, method, path, body, scope string } {
-	return []struct{ function, method, path, body, scope string }{
-		{"list-tokens", "GET", base, "", auth.ScopeRead},
-		{"search-tokens", "POST", base + "/search", `{"q":"id:openai"}`, auth.ScopeRead},
-		{"get-token", "GET", base + "/openai", "", auth.ScopeRead},
-		{"upsert-token", "PUT", base + "/openai", `{"name":"hijacked"}`, auth.ScopeManage},
-		{"delete-token", "DELETE", base + "/openai", "", auth.ScopeManage},
-		{"patch-token", "PATCH", base + "/openai", `[{"op":"REPLACE","path":"/name","value":"hijacked"}]`, auth.ScopeManage},
-		{"list-token-usages", "GET", base + "/openai/usages", "", auth.ScopeRead},
-		{"register-token-usage", "PUT", base + "/openai/usages/agent/evil", "", auth.ScopeManage},
-		{"unregister-token-usage", "DELETE", base + "/openai/usages/agent/evil", "", auth.ScopeManage},
+	fill := strings.NewReplacer("{tenant}", "acme", "{tokenId}", "openai", "{kind}", "agent", "{refId}", "evil")
+	var calls []struct{ function, method, path, body, scope string }
+	for _, r := range api.Routes {
+		calls = append(calls, struct{ function, method, path, body, scope string }{
+			r.Function, r.Method, fill.Replace(r.Path), routeBodies[r.Function], r.Scope})
+	}
+	return calls
+}
+
+func TestEveryRouteWithABodyHasASample(t *testing.T) {
+	for _, r := range api.Routes {
+		if _, ok := routeBodies[r.Function]; (r.Method == "POST" || r.Method == "PATCH" || r.Function == "upsert-token") && !ok {
+			t.Errorf("route %s takes a body: add one to routeBodies", r.Function)
+		}
 	}
 }
 

@@ -74,11 +74,7 @@ func newGCM(key []byte) (cipher.AEAD, error) {
 }
 
 // Wipe overwrites a plaintext data key once it is no longer needed.
-func Wipe(b []byte) {
-	for i := range b {
-		b[i] = 0
-	}
-}
+func Wipe(b []byte) { clear(b) }
 
 // Argon2id parameters of the value digest: memory-hard so that a stolen table does not make
 // weak values cheap to guess, small enough to cost a few milliseconds per write.

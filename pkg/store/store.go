@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"slices"
-	"sync"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -12,6 +11,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/feature/dynamodb/expression"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+	"golang.org/x/sync/errgroup"
 
 	"aitokens/pkg/awsretry"
 	"aitokens/pkg/token"
@@ -325,31 +325,27 @@ func ErrTooManyItems(maxItems int) error {
 func (s *Store) GetMany(ctx context.Context, tenant string, ids []string) (ListResult, error) {
 	ids = slices.Compact(slices.Sorted(slices.Values(ids)))
 	found := make([]*token.Token, len(ids))
-	errs := make([]error, len(ids))
-	limit := make(chan struct{}, 8)
-	var wg sync.WaitGroup
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(8)
 	for i, id := range ids {
-		wg.Add(1)
-		limit <- struct{}{}
-		go func() {
-			defer func() { <-limit; wg.Done() }()
-			t, err := s.Get(ctx, tenant, id)
+		g.Go(func() error {
+			t, err := s.Get(gctx, tenant, id)
 			switch {
 			case err == nil:
 				found[i] = &t
 			case token.KindOf(err) != token.NotFound:
-				errs[i] = err
+				return err
 			}
-		}()
+			return nil
+		})
 	}
-	wg.Wait()
+	if err := g.Wait(); err != nil {
+		return ListResult{}, err
+	}
 	var res ListResult
-	for i := range ids {
-		if errs[i] != nil {
-			return ListResult{}, errs[i]
-		}
-		if found[i] != nil {
-			res.Tokens = append(res.Tokens, *found[i])
+	for _, t := range found {
+		if t != nil {
+			res.Tokens = append(res.Tokens, *t)
 			res.ItemsRead++
 		}
 	}

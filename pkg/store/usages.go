@@ -218,10 +218,15 @@ func (s *Store) ForceDelete(ctx context.Context, tenant, id string) error {
 				TableName: aws.String(s.table), Key: usageKey(tenant, id, u.Kind, u.RefID),
 				ConditionExpression: aws.String("attribute_exists(pk)")}})
 		}
-		if _, err := s.transact(ctx, items); err != nil {
+		failed, err := s.transact(ctx, items)
+		if err != nil {
 			return err
 		}
-		round-- // progress was made; large deletes are not limited by the round count
+		if failed == nil {
+			round-- // the batch is gone: large deletes are not limited by the round count
+		}
+		// A cancelled batch (a usage in it was unregistered meanwhile) removed nothing and
+		// counts as a round: the usages are read again.
 	}
 	return &token.Error{Kind: token.Conflict, Reason: token.UsagesKeepMoving, ResourceID: id}
 }

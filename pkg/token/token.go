@@ -1,6 +1,7 @@
 package token
 
 import (
+	"fmt"
 	"regexp"
 	"slices"
 	"strings"
@@ -116,7 +117,7 @@ func ValidateName(name string) error {
 	case !utf8.ValidString(name):
 		return InvalidField("name", "name must be valid UTF-8")
 	case utf8.RuneCountInString(name) > MaxNameLength:
-		return InvalidField("name", "name must be at most 256 characters")
+		return InvalidField("name", fmt.Sprintf("name must be at most %d characters", MaxNameLength))
 	case strings.IndexFunc(name, unicode.IsControl) >= 0:
 		return InvalidField("name", "name must not contain control characters")
 	}
@@ -129,7 +130,7 @@ func ValidateValue(value string) error {
 	case value == "":
 		return InvalidField("value", "value must not be null nor blank")
 	case len(value) > MaxValueLength:
-		return InvalidField("value", "value must be at most 16384 bytes")
+		return InvalidField("value", fmt.Sprintf("value must be at most %d bytes", MaxValueLength))
 	case !utf8.ValidString(value):
 		return InvalidField("value", "value must be valid UTF-8")
 	}
@@ -146,15 +147,18 @@ type Usage struct {
 // UsageKinds are the kinds of things that can use a token.
 var UsageKinds = []string{"agent", "mcp-server", "tool", "oauth-client"}
 
-var refIDPattern = regexp.MustCompile(`^[A-Za-z0-9_.:-]{1,128}$`)
+// RefIDPattern is the pattern of a usage's reference id.
+const RefIDPattern = `^[A-Za-z0-9_.:-]{1,128}$`
+
+var refIDPattern = regexp.MustCompile(RefIDPattern)
 
 // ValidateUsage checks the kind and reference id of a usage.
 func ValidateUsage(kind, refID string) error {
 	if !slices.Contains(UsageKinds, kind) {
-		return InvalidField("kind", "kind must be one of agent, mcp-server, tool, oauth-client")
+		return InvalidField("kind", "kind must be one of "+strings.Join(UsageKinds, ", "))
 	}
 	if !refIDPattern.MatchString(refID) {
-		return InvalidField("refId", "refId must match ^[A-Za-z0-9_.:-]{1,128}$")
+		return InvalidField("refId", "refId must match "+RefIDPattern)
 	}
 	return nil
 }

@@ -11,11 +11,11 @@ import (
 	"net/http"
 	"os"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/MicahParks/keyfunc/v3"
 	"github.com/golang-jwt/jwt/v5"
+	"github.com/hashicorp/golang-lru/v2/expirable"
 
 	"aitokens/pkg/auth"
 )
@@ -41,11 +41,11 @@ type JWT struct {
 	parser      *jwt.Parser
 	tenantClaim string
 
-	// verified remembers tokens already verified, keyed by the SHA-256 of the whole token
-	// (signature included), until their expiry or verifiedTTL: a client sends the same token
-	// on many requests, and an RSA verification is most of this service's own CPU per request.
-	mu       sync.Mutex
-	verified map[[sha256.Size]byte]verifiedToken
+	// verified remembers the principal of tokens already verified, keyed by the SHA-256 of the
+	// whole token (signature included), for verifiedTTL at most and never past the token's
+	// own expiry: a client sends the same token on many requests, and an RSA verification is
+	// most of this service's own CPU per request. It holds no token, only its hash.
+	verified *expirable.LRU[[sha256.Size]byte, verifiedToken]
 	now      func() time.Time
 }
 
@@ -98,7 +98,7 @@ func New(ctx context.Context, cfg Config) (*JWT, error) {
 		jwt.WithLeeway(cfg.Leeway),
 	)
 	return &JWT{keys: requireKID(kf.Keyfunc), parser: parser, tenantClaim: cfg.TenantClaim,
-		verified: map[[sha256.Size]byte]verifiedToken{}, now: time.Now}, nil
+		verified: expirable.NewLRU[[sha256.Size]byte, verifiedToken](verifiedSize, nil, verifiedTTL), now: time.Now}, nil
 }
 
 // Authenticate verifies the request's bearer token: signature, algorithm, issuer, audience,
@@ -110,10 +110,7 @@ func (j *JWT) Authenticate(r *http.Request) (auth.Principal, error) {
 	}
 	sum := sha256.Sum256([]byte(raw))
 	now := j.now()
-	j.mu.Lock()
-	hit, ok := j.verified[sum]
-	j.mu.Unlock()
-	if ok && now.Before(hit.until) {
+	if hit, ok := j.verified.Get(sum); ok && now.Before(hit.until) {
 		return hit.principal, nil
 	}
 	claims := jwt.MapClaims{}
@@ -131,12 +128,7 @@ func (j *JWT) Authenticate(r *http.Request) (auth.Principal, error) {
 	if exp, err := claims.GetExpirationTime(); err == nil && exp != nil && exp.Before(until) {
 		until = exp.Time
 	}
-	j.mu.Lock()
-	if len(j.verified) >= verifiedSize {
-		clear(j.verified) // crude but bounded; a miss only costs one verification
-	}
-	j.verified[sum] = verifiedToken{principal: p, until: until}
-	j.mu.Unlock()
+	j.verified.Add(sum, verifiedToken{principal: p, until: until})
 	return p, nil
 }
 
