@@ -96,10 +96,10 @@ func actionsOf(t *testing.T, resources map[string]any, function string) (all, km
 	return all, kms
 }
 
-// loadTemplate reads template.yaml: its text, its plain form and its resources.
-func loadTemplate(t *testing.T) ([]byte, any, map[string]any) {
+// loadYAML reads a YAML file of the repository: its text and its plain form.
+func loadYAML(t *testing.T, path string) ([]byte, any) {
 	t.Helper()
-	raw, err := os.ReadFile("../template.yaml")
+	raw, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -107,7 +107,13 @@ func loadTemplate(t *testing.T) ([]byte, any, map[string]any) {
 	if err := yaml.Unmarshal(raw, &doc); err != nil {
 		t.Fatal(err)
 	}
-	tpl := plain(&doc)
+	return raw, plain(&doc)
+}
+
+// loadTemplate reads template.yaml: its text, its plain form and its resources.
+func loadTemplate(t *testing.T) ([]byte, any, map[string]any) {
+	t.Helper()
+	raw, tpl := loadYAML(t, "../template.yaml")
 	return raw, tpl, dig(tpl, "Resources").(map[string]any)
 }
 
@@ -138,16 +144,9 @@ func TestTemplateMatchesRouteTable(t *testing.T) {
 			t.Errorf("events/%s.json: %v", fn, err)
 		}
 	}
-	openapi, err := os.ReadFile("../infra/openapi.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var spec yaml.Node
-	if err := yaml.Unmarshal(openapi, &spec); err != nil {
-		t.Fatal(err)
-	}
+	_, spec := loadYAML(t, "../infra/openapi.yaml")
 	for _, r := range api.Routes {
-		if dig(plain(&spec), "paths", r.Path, strings.ToLower(r.Method)) == nil {
+		if dig(spec, "paths", r.Path, strings.ToLower(r.Method)) == nil {
 			t.Errorf("infra/openapi.yaml has no operation %s %s for route %s", r.Method, r.Path, r.Function)
 		}
 		id := logicalID(r.Function)
