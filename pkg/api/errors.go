@@ -111,6 +111,10 @@ func Render(err error) (int, ErrorMessage) {
 	case token.MissingScope:
 		body.Message = forbidden
 		body.Details = []Detail{{Type: "scope", Message: "the access token lacks the scope " + e.Scope}}
+	case token.Expired:
+		body.Message = "The token " + e.ResourceID + " has expired."
+	case token.ConsumerRefused:
+		body.Message = "The token " + e.ResourceID + " is restricted to its registered usages, and this consumer is not one of them."
 	case token.OtherTenant:
 		body.Message = forbidden
 		body.Details = []Detail{{Type: "tenant", Message: "the access token is not for this tenant"}}

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 	"unicode/utf8"
 
 	"aitokens/pkg/query"
@@ -96,6 +97,27 @@ type upsertBody struct {
 		// type error; version() checks that it is whole.
 		Version *float64 `json:"version"`
 	} `json:"metadata"`
+	// Raw, to tell absent (unchanged) from null (no expiry) from a date.
+	ExpiresAt  json.RawMessage `json:"expiresAt"`
+	Restricted *bool           `json:"restricted"`
+	Generate   *bool           `json:"generate"`
+	Prefix     *string         `json:"prefix"`
+}
+
+// expiresAt is the body's expiresAt: nil when absent, the zero time for null.
+func (b upsertBody) expiresAt() (*time.Time, error) {
+	if len(b.ExpiresAt) == 0 {
+		return nil, nil
+	}
+	if string(b.ExpiresAt) == "null" {
+		return &time.Time{}, nil
+	}
+	var raw string
+	if json.Unmarshal(b.ExpiresAt, &raw) != nil {
+		return nil, token.InvalidField("expiresAt", "expiresAt must be an RFC 3339 date-time string")
+	}
+	at, err := service.ParseExpiry(raw)
+	return &at, err
 }
 
 // maxVersion is the largest version a float64 holds exactly.
@@ -124,17 +146,25 @@ func (s *Server) upsert(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	in := service.Upsert{Tenant: r.PathValue("tenant"), ID: r.PathValue("tokenId"), Name: body.Name, Value: body.Value,
+		Generate: body.Generate != nil && *body.Generate, Prefix: body.Prefix, Restricted: body.Restricted,
 		RequestID: requestIDFrom(r)}
 	if in.Version, err = body.version(); err != nil {
 		return err
 	}
-	created, err := s.svc.Upsert(r.Context(), in)
+	if in.ExpiresAt, err = body.expiresAt(); err != nil {
+		return err
+	}
+	res, err := s.svc.Upsert(r.Context(), in)
 	if err != nil {
 		return err
 	}
-	if created {
+	if res.Created {
 		w.Header().Set("Location", r.URL.EscapedPath())
-		writeJSON(w, http.StatusCreated, map[string]string{"id": in.ID})
+		created := map[string]string{"id": in.ID}
+		if res.Generated != "" {
+			created["value"] = res.Generated // the one time a value leaves through the API
+		}
+		writeJSON(w, http.StatusCreated, created)
 		return nil
 	}
 	w.WriteHeader(http.StatusNoContent)

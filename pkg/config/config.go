@@ -18,6 +18,8 @@ const (
 	DefaultTenantClaim    = "tenant"
 	DefaultRequestTimeout = 5 * time.Second
 	DefaultMaxConcurrent  = 64
+	DefaultCacheSize      = 1000
+	DefaultCacheTTL       = 5 * time.Minute
 )
 
 // Config is every setting of the service. The names of the environment variables are in the
@@ -36,6 +38,10 @@ type Config struct {
 	// AWS is the retry and per-attempt deadline policy of the DynamoDB and KMS clients
 	// (AWS_ATTEMPT_TIMEOUT, AWS_MAX_ATTEMPTS).
 	AWS awsretry.Policy
+	// ResolveCacheSize and ResolveCacheTTL bound the opened values the resolve function keeps
+	// in memory (RESOLVE_CACHE_SIZE, RESOLVE_CACHE_TTL).
+	ResolveCacheSize int
+	ResolveCacheTTL  time.Duration
 
 	// The local server only.
 	Port          string // PORT
@@ -98,6 +104,8 @@ func Load(getenv func(string) string) (Config, error) {
 	c.AWS.AttemptTimeout = duration("AWS_ATTEMPT_TIMEOUT", c.AWS.AttemptTimeout)
 	c.AWS.MaxAttempts = count("AWS_MAX_ATTEMPTS", c.AWS.MaxAttempts)
 	c.MaxConcurrent = count("MAX_CONCURRENT_REQUESTS", DefaultMaxConcurrent)
+	c.ResolveCacheSize = count("RESOLVE_CACHE_SIZE", DefaultCacheSize)
+	c.ResolveCacheTTL = duration("RESOLVE_CACHE_TTL", DefaultCacheTTL)
 	return c, errors.Join(errs...)
 }
 

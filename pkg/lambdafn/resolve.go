@@ -12,6 +12,8 @@ import (
 
 	"aitokens/pkg/api"
 	"aitokens/pkg/config"
+	"aitokens/pkg/seal"
+	"aitokens/pkg/token"
 	"aitokens/pkg/service"
 )
 
@@ -20,6 +22,9 @@ import (
 type ResolveRequest struct {
 	Tenant  string `json:"tenant"`
 	TokenID string `json:"tokenId"`
+	// Consumer is who will use the value; a restricted token resolves only for a consumer
+	// registered in its usages.
+	Consumer *token.Consumer `json:"consumer,omitempty"`
 }
 
 // ResolveResponse holds the value, or an error in the shape of the API's ErrorMessage.
@@ -33,6 +38,8 @@ type ResolveError struct {
 	Code    int    `json:"code"`
 	Status  string `json:"status"`
 	Message string `json:"message"`
+	// Reason tells refusals apart: not_found, expired, consumer_not_allowed, invalid, ...
+	Reason string `json:"reason,omitempty"`
 }
 
 // Resolver answers resolve events.
@@ -47,7 +54,15 @@ func NewResolver(ctx context.Context, cfg config.Config, sealer SealerFactory) (
 	if sealer == nil {
 		return nil, errors.New("lambdafn: resolve-token needs a sealer")
 	}
-	svc, err := newService(ctx, cfg, sealer)
+	// Opened values are cached in this process, so that a warm resolve calls no KMS.
+	cached := func(ctx context.Context, cfg config.Config) (seal.Sealer, error) {
+		s, err := sealer(ctx, cfg)
+		if err != nil {
+			return nil, err
+		}
+		return seal.NewCache(s, cfg.ResolveCacheSize, cfg.ResolveCacheTTL), nil
+	}
+	svc, err := newService(ctx, cfg, cached)
 	if err != nil {
 		return nil, err
 	}
@@ -60,13 +75,18 @@ func (r *Resolver) Resolve(ctx context.Context, req ResolveRequest) (ResolveResp
 	start := time.Now()
 	ctx, cancel := api.WithDeadline(ctx, r.timeout)
 	defer cancel()
-	value, err := r.svc.Resolve(ctx, req.Tenant, req.TokenID)
+	value, err := r.svc.Resolve(ctx, req.Tenant, req.TokenID, req.Consumer)
 	res := ResolveResponse{Value: string(value)}
 	status := http.StatusOK
 	if err != nil {
 		var body api.ErrorMessage
 		status, body = api.Render(err)
-		res = ResolveResponse{Error: &ResolveError{Code: body.Code, Status: body.Status, Message: body.Message}}
+		e := token.As(err)
+		reason := string(e.Reason)
+		if reason == "" {
+			reason = string(e.Kind)
+		}
+		res = ResolveResponse{Error: &ResolveError{Code: body.Code, Status: body.Status, Message: body.Message, Reason: reason}}
 	}
 	rid := ""
 	if lc, ok := lambdacontext.FromContext(ctx); ok {
@@ -74,6 +94,12 @@ func (r *Resolver) Resolve(ctx context.Context, req ResolveRequest) (ResolveResp
 	}
 	attrs := []any{"requestId", rid, "route", "resolve-token", "tenant", req.Tenant, "tokenId", req.TokenID, "status", status,
 		"durationMs", float64(time.Since(start).Microseconds()) / 1000}
+	if c := req.Consumer; c != nil && c.Validate() == nil {
+		attrs = append(attrs, "consumerKind", c.Kind, "consumerId", c.ID)
+	}
+	if res.Error != nil {
+		attrs = append(attrs, "outcome", res.Error.Reason)
+	}
 	if status >= 500 {
 		attrs = append(attrs, "error", err.Error())
 	}

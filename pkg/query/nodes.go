@@ -32,7 +32,8 @@ type value struct {
 func docValue(doc map[string]any, f fieldRef) (value, bool) {
 	raw, ok := Lookup(doc, f.name)
 	if !ok || raw == nil {
-		return value{}, false
+		// A boolean is shown only when true (e.g. restricted): absent reads as false.
+		return value{}, f.typ == token.Bool
 	}
 	switch f.typ {
 	case token.Number:

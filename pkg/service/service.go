@@ -4,7 +4,10 @@ package service
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/base64"
 	"errors"
+	"slices"
 	"strings"
 	"time"
 
@@ -22,7 +25,7 @@ type Store interface {
 	GetMany(ctx context.Context, tenant string, ids []string) (store.ListResult, error)
 	List(ctx context.Context, tenant string, maxItems int) (store.ListResult, error)
 	Create(ctx context.Context, t token.Token, sealed token.Sealed, requestID string) error
-	Rename(ctx context.Context, r store.Rename) error
+	Update(ctx context.Context, u store.Update) error
 	TouchLastUsed(ctx context.Context, tenant, id string, now time.Time) error
 	DeleteUnused(ctx context.Context, tenant, id string) error
 	ForceDelete(ctx context.Context, tenant, id string) error
@@ -63,67 +66,142 @@ func (s *Service) WithMaxItemsRead(n int) *Service {
 // is refused at startup without one.
 func (s *Service) CanSeal() bool { return s.sealer != nil }
 
-// Upsert is a PUT of one token. Fields that are nil were absent from the body.
+// Upsert is a PUT of one token. Pointer fields that are nil were absent from the body.
 type Upsert struct {
 	Tenant, ID string
 	Name       *string
 	Value      *string
+	Generate   bool    // make the value here (create only) and return it, once
+	Prefix     *string // of a generated value
 	Version    *int
+	ExpiresAt  *time.Time // the zero time (JSON null) removes the expiry of an existing token
+	Restricted *bool
 	RequestID  string
 }
 
-// Upsert creates the token (created = true) or renames it. A value can be given only once:
-// re-sending the same value is accepted, a different one is refused (rotation = a new token).
-func (s *Service) Upsert(ctx context.Context, in Upsert) (created bool, err error) {
-	if in.Name == nil {
-		return false, token.InvalidField("name", "name must not be null nor blank")
-	}
-	if err := token.ValidateName(*in.Name); err != nil {
-		return false, err
-	}
-	if in.Value != nil {
-		if err := token.ValidateValue(*in.Value); err != nil {
-			return false, err
-		}
-	}
-	if in.Version != nil && *in.Version < 1 {
-		return false, token.InvalidField("metadata.version", "metadata.version must be 1 or more")
+// UpsertResult says whether the token was created and, for a generated value, the value: the
+// one time it leaves the service through the public API.
+type UpsertResult struct {
+	Created   bool
+	Generated string
+}
+
+// Upsert creates the token or updates it. A value can be given only once: re-sending the same
+// value is accepted, a different one is refused (rotation = a new token).
+func (s *Service) Upsert(ctx context.Context, in Upsert) (UpsertResult, error) {
+	if err := checkUpsert(in); err != nil {
+		return UpsertResult{}, err
 	}
 	_, digest, err := s.store.GetDigest(ctx, in.Tenant, in.ID)
 	switch {
 	case token.KindOf(err) == token.NotFound:
 		if in.Version != nil {
-			return false, err // a version names an existing token
+			return UpsertResult{}, err // a version names an existing token
 		}
-		return true, s.create(ctx, in)
+		return s.create(ctx, in)
 	case err != nil:
-		return false, err
+		return UpsertResult{}, err
+	}
+	if in.Generate {
+		// Also what a client sees that retries a create whose response it lost: the value was
+		// generated and stored by the first request and is never shown again.
+		return UpsertResult{}, token.InvalidField("generate", "generate makes the value of a new token only; this token exists, "+
+			"and a generated value is shown once: delete the token and create it again for a new value")
 	}
 	if in.Value != nil && !seal.DigestMatches(digest, []byte(*in.Value)) {
-		return false, token.InvalidField("value", "value cannot be changed once the token is created; create a new token to rotate it")
+		return UpsertResult{}, token.InvalidField("value", "value cannot be changed once the token is created; create a new token to rotate it")
 	}
-	r := store.Rename{Tenant: in.Tenant, ID: in.ID, Name: *in.Name, RequestID: in.RequestID, Now: s.now()}
+	u := store.Update{Tenant: in.Tenant, ID: in.ID, Name: in.Name, ExpiresAt: in.ExpiresAt, Restricted: in.Restricted,
+		RequestID: in.RequestID, Now: s.now()}
 	if in.Version != nil {
-		r.ExpectedVersion = *in.Version
+		u.ExpectedVersion = *in.Version
 	}
-	return false, s.store.Rename(ctx, r)
+	return UpsertResult{}, s.store.Update(ctx, u)
 }
 
-func (s *Service) create(ctx context.Context, in Upsert) error {
-	if in.Value == nil {
-		return token.InvalidField("value", "value must not be null nor blank")
+// checkUpsert checks what can be checked without reading the token.
+func checkUpsert(in Upsert) error {
+	if in.Name == nil {
+		return token.InvalidField("name", "name must not be null nor blank")
+	}
+	if err := token.ValidateName(*in.Name); err != nil {
+		return err
+	}
+	switch {
+	case in.Generate && in.Value != nil:
+		return token.InvalidField("generate", "send either value or generate, not both")
+	case in.Prefix != nil && !in.Generate:
+		return token.InvalidField("prefix", "prefix goes with generate: true")
+	case in.Prefix != nil:
+		if err := token.ValidatePrefix(*in.Prefix); err != nil {
+			return err
+		}
+	case in.Value != nil:
+		if err := token.ValidateValue(*in.Value); err != nil {
+			return err
+		}
+	}
+	if in.Version != nil && *in.Version < 1 {
+		return token.InvalidField("metadata.version", "metadata.version must be 1 or more")
+	}
+	return nil
+}
+
+func (s *Service) create(ctx context.Context, in Upsert) (UpsertResult, error) {
+	now := s.now()
+	var res UpsertResult
+	switch {
+	case in.Generate:
+		generated, err := generateValue(in.Prefix)
+		if err != nil {
+			return res, token.InternalError(err)
+		}
+		in.Value, res.Generated = &generated, generated
+	case in.Value == nil:
+		return res, token.InvalidField("value", "value must not be null nor blank (or send generate: true)")
+	}
+	t := token.Token{Tenant: in.Tenant, ID: in.ID, Name: *in.Name, Version: 1, CreatedAt: now, ModifiedAt: now,
+		Hint: token.HintOf(*in.Value)}
+	if in.ExpiresAt != nil {
+		if in.ExpiresAt.IsZero() {
+			return res, token.InvalidField("expiresAt", "expiresAt must be an RFC 3339 date-time, not null, when a token is created")
+		}
+		if err := token.ValidateExpiry(*in.ExpiresAt, now); err != nil {
+			return res, err
+		}
+		t.ExpiresAt = *in.ExpiresAt
+	}
+	if in.Restricted != nil {
+		t.Restricted = *in.Restricted
 	}
 	value := []byte(*in.Value)
 	sealed, err := s.sealer.Seal(ctx, in.Tenant, in.ID, value)
 	if err != nil {
-		return err
+		return res, err
 	}
 	if sealed.Digest, err = seal.Digest(value); err != nil {
-		return token.InternalError(err)
+		return res, token.InternalError(err)
 	}
-	now := s.now()
-	t := token.Token{Tenant: in.Tenant, ID: in.ID, Name: *in.Name, Version: 1, CreatedAt: now, ModifiedAt: now}
-	return s.store.Create(ctx, t, sealed, in.RequestID)
+	// A retry of this very request (the SDK's, after a lost DynamoDB response) stores the
+	// same sealed value under the same request id: the value returned is the value stored.
+	if err := s.store.Create(ctx, t, sealed, in.RequestID); err != nil {
+		return res, err
+	}
+	res.Created = true
+	return res, nil
+}
+
+// generateValue is GeneratedBytes from crypto/rand, base64url without padding, after prefix.
+func generateValue(prefix *string) (string, error) {
+	b := make([]byte, token.GeneratedBytes)
+	if _, err := rand.Read(b); err != nil {
+		return "", err
+	}
+	v := base64.RawURLEncoding.EncodeToString(b)
+	if prefix != nil {
+		v = *prefix + v
+	}
+	return v, nil
 }
 
 // PatchOp is one operation of a PATCH body.
@@ -133,67 +211,122 @@ type PatchOp struct {
 	Value any
 }
 
-// Patch applies ops to the token's name, all or none, in one conditional write.
+// Patch applies ops to the token, all or none, in one conditional write. /name, /expiresAt and
+// /restricted may change; the value, the id and the metadata never.
 func (s *Service) Patch(ctx context.Context, tenant, id string, ops []PatchOp, requestID string) error {
-	name, err := patchedName(ops)
+	u, err := patched(ops)
 	if err != nil {
 		return err
 	}
-	return s.store.Rename(ctx, store.Rename{Tenant: tenant, ID: id, Name: name, RequestID: requestID, Now: s.now()})
+	u.Tenant, u.ID, u.RequestID, u.Now = tenant, id, requestID, s.now()
+	return s.store.Update(ctx, u)
 }
 
-// patchedName checks every op and returns the name they leave. Only /name may change.
-func patchedName(ops []PatchOp) (string, error) {
+// patched checks every op and returns the update they make together.
+func patched(ops []PatchOp) (store.Update, error) {
+	var u store.Update
 	if len(ops) == 0 {
-		return "", token.InvalidField("body", "a patch must hold at least one operation")
+		return u, token.InvalidField("body", "a patch must hold at least one operation")
 	}
-	var name *string
 	for _, op := range ops {
+		kind := strings.ToUpper(op.Op)
+		if kind != "ADD" && kind != "REPLACE" && kind != "REMOVE" {
+			return u, token.InvalidField("op", "op must be ADD, REMOVE or REPLACE")
+		}
+		set := kind != "REMOVE"
 		switch op.Path {
 		case "/name":
-		case "/value":
-			return "", token.InvalidField(op.Path, "value cannot be changed once the token is created; create a new token to rotate it")
-		default:
-			return "", token.InvalidField(op.Path, "only /name can be patched")
-		}
-		switch strings.ToUpper(op.Op) {
-		case "ADD", "REPLACE":
-			s, ok := op.Value.(string)
+			if !set {
+				return u, token.InvalidField(op.Path, "name is required and cannot be removed")
+			}
+			name, ok := op.Value.(string)
 			if !ok {
-				return "", token.InvalidField(op.Path, "value of /name must be a string")
+				return u, token.InvalidField(op.Path, "value of /name must be a string")
 			}
-			if err := token.ValidateName(s); err != nil {
-				return "", err
+			if err := token.ValidateName(name); err != nil {
+				return u, err
 			}
-			name = &s
-		case "REMOVE":
-			return "", token.InvalidField(op.Path, "name is required and cannot be removed")
+			u.Name = &name
+		case "/expiresAt":
+			at := time.Time{} // REMOVE: no expiry
+			if set {
+				raw, ok := op.Value.(string)
+				if !ok {
+					return u, token.InvalidField(op.Path, "value of /expiresAt must be an RFC 3339 date-time string")
+				}
+				var err error
+				if at, err = ParseExpiry(raw); err != nil {
+					return u, err
+				}
+			}
+			u.ExpiresAt = &at
+		case "/restricted":
+			restricted := false // REMOVE: not restricted
+			if set {
+				b, ok := op.Value.(bool)
+				if !ok {
+					return u, token.InvalidField(op.Path, "value of /restricted must be true or false")
+				}
+				restricted = b
+			}
+			u.Restricted = &restricted
+		case "/value":
+			return u, token.InvalidField(op.Path, "value cannot be changed once the token is created; create a new token to rotate it")
 		default:
-			return "", token.InvalidField("op", "op must be ADD, REMOVE or REPLACE")
+			return u, token.InvalidField(op.Path, "only /name, /expiresAt and /restricted can be patched")
 		}
 	}
-	return *name, nil
+	return u, nil
 }
 
+// ParseExpiry reads an expiry date: RFC 3339 with a time and an offset.
+func ParseExpiry(raw string) (time.Time, error) {
+	at, err := time.Parse(time.RFC3339Nano, raw)
+	if err != nil {
+		return time.Time{}, token.InvalidField("expiresAt", "expiresAt must be an RFC 3339 date-time such as 2027-01-31T00:00:00Z")
+	}
+	return at.UTC().Truncate(time.Millisecond), nil
+}
+
+// lastUsedEvery is how often the resolve path records lastUsedAt at most.
+const lastUsedEvery = time.Minute
+
 // Resolve returns a token's plain value, for the platform's own services only (the internal
-// resolve function; never a public route), and records when it was used.
-func (s *Service) Resolve(ctx context.Context, tenant, id string) ([]byte, error) {
+// resolve function; never a public route), and records when it was used. consumer may be nil;
+// a restricted token resolves only for a consumer registered in its usages. Expiry, deletion
+// and restriction are checked against one consistent read on every call.
+func (s *Service) Resolve(ctx context.Context, tenant, id string, consumer *token.Consumer) ([]byte, error) {
 	if err := token.ValidateTenant(tenant); err != nil {
 		return nil, err
 	}
 	if err := token.ValidateID(id); err != nil {
 		return nil, err
 	}
-	_, sealed, err := s.store.GetSealed(ctx, tenant, id)
+	if consumer != nil {
+		if err := consumer.Validate(); err != nil {
+			return nil, err
+		}
+	}
+	t, sealed, err := s.store.GetSealed(ctx, tenant, id)
 	if err != nil {
 		return nil, err
+	}
+	now := s.now()
+	if t.Expired(now) {
+		return nil, &token.Error{Kind: token.Forbidden, Reason: token.Expired, ResourceID: id}
+	}
+	if t.Restricted && (consumer == nil || !slices.Contains(t.Consumers, consumer.Key())) {
+		return nil, &token.Error{Kind: token.Forbidden, Reason: token.ConsumerRefused, ResourceID: id}
 	}
 	value, err := s.sealer.Open(ctx, tenant, id, sealed)
 	if err != nil {
 		return nil, err
 	}
-	// Losing a lastUsedAt write must not lose the caller its value.
-	_ = s.store.TouchLastUsed(ctx, tenant, id, s.now())
+	// Written at most once a minute, and only asked for when the read says it is due, so that
+	// a warm resolve is one GetItem. Losing the write must not lose the caller its value.
+	if now.Sub(t.LastUsedAt) >= lastUsedEvery {
+		_ = s.store.TouchLastUsed(ctx, tenant, id, now)
+	}
 	return value, nil
 }
 

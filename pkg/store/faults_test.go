@@ -91,11 +91,11 @@ func TestTransactionConflictIsAConflict(t *testing.T) {
 	create(t, direct, "acme", "x", "r1")
 
 	proxy.FailNext("UpdateItem", "TransactionConflictException", 1)
-	if err := st.Rename(ctx, store.Rename{Tenant: "acme", ID: "x", Name: "once", RequestID: "r2", Now: time.Now()}); err != nil {
+	if err := st.Update(ctx, store.Update{Tenant: "acme", ID: "x", Name: ptr("once"), RequestID: "r2", Now: time.Now()}); err != nil {
 		t.Fatalf("one conflict is retried: %v", err)
 	}
 	proxy.FailNext("UpdateItem", "TransactionConflictException", testenv.Policy.MaxAttempts)
-	err := st.Rename(ctx, store.Rename{Tenant: "acme", ID: "x", Name: "lasting", RequestID: "r3", Now: time.Now()})
+	err := st.Update(ctx, store.Update{Tenant: "acme", ID: "x", Name: ptr("lasting"), RequestID: "r3", Now: time.Now()})
 	if token.KindOf(err) != token.Conflict {
 		t.Fatalf("a lasting transaction conflict: %v, want a conflict", err)
 	}

@@ -41,6 +41,12 @@ type item struct {
 	// RequestID is the id of the request that wrote the item last: after a failed condition it
 	// tells our own earlier (retried) attempt from somebody else's write.
 	RequestID string `dynamodbav:"requestId,omitempty"`
+	ExpiresAt  string `dynamodbav:"expiresAt,omitempty"`
+	Restricted bool   `dynamodbav:"restricted,omitempty"`
+	Hint       string `dynamodbav:"hint,omitempty"`
+	// Consumers mirrors the usage items as "kind#refId", changed in the same transactions, so
+	// that the one consistent read of resolve can check a restricted token's consumer.
+	Consumers []string `dynamodbav:"consumers,stringset,omitempty"`
 
 	SealKeyID      string `dynamodbav:"sealKeyId,omitempty"`
 	SealAlgorithm  string `dynamodbav:"sealAlgorithm,omitempty"`
@@ -52,7 +58,8 @@ type item struct {
 
 // publicAttributes are the attributes every read for showing or listing fetches: never the
 // sealed value.
-var publicAttributes = []string{"id", "name", "version", "createdAt", "modifiedAt", "lastUsedAt", "usageCount"}
+var publicAttributes = []string{"id", "name", "version", "createdAt", "modifiedAt", "lastUsedAt", "usageCount",
+	"expiresAt", "restricted", "hint"}
 
 // projectionExpr is a ProjectionExpression and its attribute names, built once: the GET path
 // runs on every request and need not rebuild the same expression.
@@ -76,16 +83,20 @@ func newProjection(extra ...string) projectionExpr {
 var (
 	publicProjection = newProjection()
 	digestProjection = newProjection("sealDigest")
-	sealedProjection = newProjection("sealKeyId", "sealAlgorithm", "sealWrappedKey", "sealNonce", "sealCiphertext")
+	sealedProjection = newProjection("sealKeyId", "sealAlgorithm", "sealWrappedKey", "sealNonce", "sealCiphertext", "consumers")
 	writerProjection = projectionExpr{expr: aws.String("#w"), names: map[string]string{"#w": attrRequestID}}
 )
 
 func (it item) token(tenant string) token.Token {
-	t := token.Token{Tenant: tenant, ID: it.ID, Name: it.Name, Version: it.Version, UsageCount: it.UsageCount}
+	t := token.Token{Tenant: tenant, ID: it.ID, Name: it.Name, Version: it.Version, UsageCount: it.UsageCount,
+		Restricted: it.Restricted, Hint: it.Hint, Consumers: it.Consumers}
 	t.CreatedAt, _ = time.Parse(time.RFC3339Nano, it.CreatedAt)
 	t.ModifiedAt, _ = time.Parse(time.RFC3339Nano, it.ModifiedAt)
 	if it.LastUsedAt != "" {
 		t.LastUsedAt, _ = time.Parse(time.RFC3339Nano, it.LastUsedAt)
+	}
+	if it.ExpiresAt != "" {
+		t.ExpiresAt, _ = time.Parse(time.RFC3339Nano, it.ExpiresAt)
 	}
 	return t
 }
@@ -177,8 +188,11 @@ func (s *Store) lastWriter(ctx context.Context, tenant, id string) (requestID st
 func (s *Store) Create(ctx context.Context, t token.Token, sealed token.Sealed, requestID string) error {
 	now := token.FormatTime(t.CreatedAt)
 	it := item{PK: t.Tenant, SK: tokenSKPrefix + t.ID, ID: t.ID, Name: t.Name, Version: 1, CreatedAt: now, ModifiedAt: now,
-		RequestID: requestID, SealKeyID: sealed.KeyID, SealAlgorithm: sealed.Algorithm, SealWrappedKey: sealed.WrappedKey,
+		RequestID: requestID, Restricted: t.Restricted, Hint: t.Hint, SealKeyID: sealed.KeyID, SealAlgorithm: sealed.Algorithm, SealWrappedKey: sealed.WrappedKey,
 		SealNonce: sealed.Nonce, SealCiphertext: sealed.Ciphertext, SealDigest: sealed.Digest}
+	if !t.ExpiresAt.IsZero() {
+		it.ExpiresAt = token.FormatTime(t.ExpiresAt)
+	}
 	av, err := attributevalue.MarshalMap(it)
 	if err != nil {
 		return token.InternalError(err)
@@ -204,17 +218,21 @@ func (s *Store) Create(ctx context.Context, t token.Token, sealed token.Sealed, 
 	return &token.Error{Kind: token.Conflict, Reason: token.AlreadyExists, ResourceID: t.ID}
 }
 
-// Rename is every update the API allows: set the name, bump the version by one and set
-// modifiedAt. With expectedVersion > 0 it applies only if the stored version matches.
-type Rename struct {
-	Tenant, ID, Name string
-	ExpectedVersion  int
-	RequestID        string
-	Now              time.Time
+// Update is every change the API allows: the name, the expiry and the restriction (nil: left
+// as it is), with the version bumped by one and modifiedAt set. With ExpectedVersion > 0 it
+// applies only if the stored version matches.
+type Update struct {
+	Tenant, ID      string
+	Name            *string
+	ExpiresAt       *time.Time // the zero time removes the expiry
+	Restricted      *bool
+	ExpectedVersion int
+	RequestID       string
+	Now             time.Time
 }
 
-// Rename applies r in one conditional UpdateItem.
-func (s *Store) Rename(ctx context.Context, r Rename) error {
+// Update applies r in one conditional UpdateItem.
+func (s *Store) Update(ctx context.Context, r Update) error {
 	cond := expression.AttributeExists(expression.Name(attrPK)).And(
 		expression.Or(
 			expression.AttributeNotExists(expression.Name(attrRequestID)),
@@ -222,10 +240,26 @@ func (s *Store) Rename(ctx context.Context, r Rename) error {
 	if r.ExpectedVersion > 0 {
 		cond = cond.And(expression.Name(attrVersion).Equal(expression.Value(r.ExpectedVersion)))
 	}
-	update := expression.Set(expression.Name("name"), expression.Value(r.Name)).
-		Set(expression.Name("modifiedAt"), expression.Value(token.FormatTime(r.Now))).
+	update := expression.Set(expression.Name("modifiedAt"), expression.Value(token.FormatTime(r.Now))).
 		Set(expression.Name(attrRequestID), expression.Value(r.RequestID)).
 		Add(expression.Name(attrVersion), expression.Value(1))
+	if r.Name != nil {
+		update = update.Set(expression.Name("name"), expression.Value(*r.Name))
+	}
+	switch {
+	case r.ExpiresAt == nil:
+	case r.ExpiresAt.IsZero():
+		update = update.Remove(expression.Name("expiresAt"))
+	default:
+		update = update.Set(expression.Name("expiresAt"), expression.Value(token.FormatTime(*r.ExpiresAt)))
+	}
+	switch {
+	case r.Restricted == nil:
+	case *r.Restricted:
+		update = update.Set(expression.Name("restricted"), expression.Value(true))
+	default:
+		update = update.Remove(expression.Name("restricted")) // false is shown as absent
+	}
 	expr, err := expression.NewBuilder().WithCondition(cond).WithUpdate(update).Build()
 	if err != nil {
 		return token.InternalError(err)

@@ -46,9 +46,9 @@ func TestRetriedWritesAreRecognised(t *testing.T) {
 	if err := st.Create(ctx, token.Token{Tenant: "acme", ID: "x", Name: "n", CreatedAt: time.Now()}, sealed, "req-2"); token.KindOf(err) != token.Conflict {
 		t.Fatalf("create by another request: %v, want conflict", err)
 	}
-	r := store.Rename{Tenant: "acme", ID: "x", Name: "m", ExpectedVersion: 1, RequestID: "req-3", Now: time.Now()}
+	r := store.Update{Tenant: "acme", ID: "x", Name: ptr("m"), ExpectedVersion: 1, RequestID: "req-3", Now: time.Now()}
 	for attempt := range 2 {
-		if err := st.Rename(ctx, r); err != nil {
+		if err := st.Update(ctx, r); err != nil {
 			t.Fatalf("rename attempt %d: %v", attempt, err)
 		}
 	}
@@ -57,18 +57,18 @@ func TestRetriedWritesAreRecognised(t *testing.T) {
 		t.Fatalf("after a retried rename: %+v %v, want version 2", got, err)
 	}
 	// Without a version a retry is recognised too: applied once.
-	r2 := store.Rename{Tenant: "acme", ID: "x", Name: "k", RequestID: "req-4", Now: time.Now()}
-	st.Rename(ctx, r2)
-	st.Rename(ctx, r2)
+	r2 := store.Update{Tenant: "acme", ID: "x", Name: ptr("k"), RequestID: "req-4", Now: time.Now()}
+	st.Update(ctx, r2)
+	st.Update(ctx, r2)
 	if got, _ := st.Get(ctx, "acme", "x"); got.Version != 3 {
 		t.Fatalf("version %d after a retried unversioned rename, want 3", got.Version)
 	}
-	stale := store.Rename{Tenant: "acme", ID: "x", Name: "z", ExpectedVersion: 1, RequestID: "req-5", Now: time.Now()}
-	if err := st.Rename(ctx, stale); token.KindOf(err) != token.Conflict {
+	stale := store.Update{Tenant: "acme", ID: "x", Name: ptr("z"), ExpectedVersion: 1, RequestID: "req-5", Now: time.Now()}
+	if err := st.Update(ctx, stale); token.KindOf(err) != token.Conflict {
 		t.Fatalf("stale version: %v", err)
 	}
-	missing := store.Rename{Tenant: "acme", ID: "nope", Name: "z", RequestID: "req-6", Now: time.Now()}
-	if err := st.Rename(ctx, missing); token.KindOf(err) != token.NotFound {
+	missing := store.Update{Tenant: "acme", ID: "nope", Name: ptr("z"), RequestID: "req-6", Now: time.Now()}
+	if err := st.Update(ctx, missing); token.KindOf(err) != token.NotFound {
 		t.Fatalf("missing: %v", err)
 	}
 }
@@ -189,3 +189,4 @@ func TestTouchLastUsedAtMostOncePerMinute(t *testing.T) {
 		t.Fatal("touching a missing token created it")
 	}
 }
+func ptr[T any](v T) *T { return &v }

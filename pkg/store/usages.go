@@ -36,15 +36,21 @@ func usageKey(tenant, tokenID, kind, refID string) map[string]types.AttributeVal
 	}
 }
 
-// countChange adds delta to a token's usageCount, only if the token exists.
-func (s *Store) countChange(tenant, id string, delta int) *types.Update {
+// countChange adds the usages (as Usage.Key) to a token's consumers and their number to its
+// usageCount (remove: takes them away), only if the token exists.
+func (s *Store) countChange(tenant, id string, usageKeys []string, remove bool) *types.Update {
+	delta, expr := len(usageKeys), "ADD usageCount :d, consumers :k"
+	if remove {
+		delta, expr = -delta, "ADD usageCount :d DELETE consumers :k"
+	}
 	return &types.Update{
 		TableName:           aws.String(s.table),
 		Key:                 key(tenant, id),
-		UpdateExpression:    aws.String("ADD usageCount :d"),
+		UpdateExpression:    aws.String(expr),
 		ConditionExpression: aws.String("attribute_exists(pk)"),
 		ExpressionAttributeValues: map[string]types.AttributeValue{
 			":d": &types.AttributeValueMemberN{Value: strconv.Itoa(delta)},
+			":k": &types.AttributeValueMemberSS{Value: usageKeys},
 		},
 	}
 }
@@ -94,8 +100,9 @@ func (s *Store) RegisterUsage(ctx context.Context, tenant, tokenID, kind, refID 
 	if err != nil {
 		return false, token.InternalError(err)
 	}
+	usageKey := token.Usage{Kind: kind, RefID: refID}.Key()
 	failed, err := s.transact(ctx, []types.TransactWriteItem{
-		{Update: s.countChange(tenant, tokenID, 1)},
+		{Update: s.countChange(tenant, tokenID, []string{usageKey}, false)},
 		{Put: &types.Put{TableName: aws.String(s.table), Item: av, ConditionExpression: aws.String("attribute_not_exists(pk)")}},
 	})
 	switch {
@@ -106,7 +113,18 @@ func (s *Store) RegisterUsage(ctx context.Context, tenant, tokenID, kind, refID 
 	case failed[0]:
 		return false, token.ErrNotFound(tokenID)
 	}
-	return false, nil // already registered
+	// Already registered. A usage registered before tokens kept their consumers is added to
+	// them now (idempotent), so that registering again lets it resolve a restricted token.
+	_, err = s.db.UpdateItem(ctx, &dynamodb.UpdateItemInput{
+		TableName: aws.String(s.table), Key: key(tenant, tokenID),
+		UpdateExpression:          aws.String("ADD consumers :k"),
+		ConditionExpression:       aws.String("attribute_exists(pk)"),
+		ExpressionAttributeValues: map[string]types.AttributeValue{":k": &types.AttributeValueMemberSS{Value: []string{usageKey}}},
+	})
+	if isConditionFailed(err) {
+		return false, token.ErrNotFound(tokenID)
+	}
+	return false, classify(err)
 }
 
 // UnregisterUsage removes a usage; a missing one is not an error.
@@ -114,7 +132,7 @@ func (s *Store) UnregisterUsage(ctx context.Context, tenant, tokenID, kind, refI
 	_, err := s.transact(ctx, []types.TransactWriteItem{
 		{Delete: &types.Delete{TableName: aws.String(s.table), Key: usageKey(tenant, tokenID, kind, refID),
 			ConditionExpression: aws.String("attribute_exists(pk)")}},
-		{Update: s.countChange(tenant, tokenID, -1)},
+		{Update: s.countChange(tenant, tokenID, []string{token.Usage{Kind: kind, RefID: refID}.Key()}, true)},
 	})
 	return err
 }
@@ -212,7 +230,11 @@ func (s *Store) ForceDelete(ctx context.Context, tenant, id string) error {
 		}
 		// Too many for one transaction: remove a batch of usages with the count, then go round.
 		batch := usages[:maxTransactionItems-1]
-		items := []types.TransactWriteItem{{Update: s.countChange(tenant, id, -len(batch))}}
+		keys := make([]string, len(batch))
+		for i, u := range batch {
+			keys[i] = u.Key()
+		}
+		items := []types.TransactWriteItem{{Update: s.countChange(tenant, id, keys, true)}}
 		for _, u := range batch {
 			items = append(items, types.TransactWriteItem{Delete: &types.Delete{
 				TableName: aws.String(s.table), Key: usageKey(tenant, id, u.Kind, u.RefID),

@@ -39,6 +39,8 @@ const (
 	MissingScope      Reason = "missing_scope"       // Scope
 	OtherTenant       Reason = "other_tenant"
 	InvalidCredential Reason = "invalid_access_token"
+	Expired           Reason = "expired"              // ResourceID: resolve refused an expired token
+	ConsumerRefused   Reason = "consumer_not_allowed" // ResourceID: a restricted token, another consumer
 	ExpiredCredential Reason = "expired_access_token"
 )
 

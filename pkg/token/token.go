@@ -43,6 +43,30 @@ type Token struct {
 	ModifiedAt time.Time
 	LastUsedAt time.Time // zero until the value is first resolved
 	UsageCount int
+	ExpiresAt  time.Time // zero: never expires
+	Restricted bool      // resolves only for a consumer registered in its usages
+	Hint       string    // "…" and the value's last 4 characters; "" for short values
+	// Consumers are the usages (as Usage.Key) that may resolve a restricted token; only the
+	// resolve read fills it.
+	Consumers []string
+}
+
+// Expired reports whether the token has expired at now.
+func (t Token) Expired(now time.Time) bool { return !t.ExpiresAt.IsZero() && !now.Before(t.ExpiresAt) }
+
+// Hint rules: a value of at least HintMinLength characters gets "…" and its last HintLength.
+const (
+	HintMinLength = 16
+	HintLength    = 4
+)
+
+// HintOf is the hint of value, "" when the value is too short to give 4 characters away.
+func HintOf(value string) string {
+	runes := []rune(value)
+	if len(runes) < HintMinLength {
+		return ""
+	}
+	return "…" + string(runes[len(runes)-HintLength:])
 }
 
 // Sealed is a token value as stored: an envelope whose data key is wrapped by a master key
@@ -69,7 +93,18 @@ func (t Token) Document() map[string]any {
 	if !t.LastUsedAt.IsZero() {
 		meta["lastUsedAt"] = FormatTime(t.LastUsedAt)
 	}
-	return map[string]any{"id": t.ID, "name": t.Name, "metadata": meta}
+	if t.Hint != "" {
+		meta["hint"] = t.Hint
+	}
+	doc := map[string]any{"id": t.ID, "name": t.Name, "metadata": meta}
+	// Shown only when set, so that a token that uses neither looks exactly as before.
+	if !t.ExpiresAt.IsZero() {
+		doc["expiresAt"] = FormatTime(t.ExpiresAt)
+	}
+	if t.Restricted {
+		doc["restricted"] = true
+	}
+	return doc
 }
 
 // Fields lists the dotted paths of Document that q, sort and fields may name, with their type.
@@ -81,6 +116,9 @@ var Fields = map[string]FieldType{
 	"metadata.modifiedAt": Date,
 	"metadata.lastUsedAt": Date,
 	"metadata.usageCount": Number,
+	"metadata.hint":       String,
+	"expiresAt":           Date,
+	"restricted":          Bool, // absent reads as false
 }
 
 // FieldType is the type of a document field, used to type-check queries and sorts.
@@ -142,6 +180,53 @@ type Usage struct {
 	Kind      string
 	RefID     string
 	CreatedAt time.Time
+}
+
+// Key names the usage as a restricted token's consumers list holds it.
+func (u Usage) Key() string { return u.Kind + "#" + u.RefID }
+
+// Consumer is who asks the resolve function for a value: one of the usage kinds and its id.
+type Consumer struct {
+	Kind string `json:"kind"`
+	ID   string `json:"id"`
+}
+
+// Key is the consumer as a usage key.
+func (c Consumer) Key() string { return Usage{Kind: c.Kind, RefID: c.ID}.Key() }
+
+// Validate checks a consumer like a usage.
+func (c Consumer) Validate() error {
+	if err := ValidateUsage(c.Kind, c.ID); err != nil {
+		e := As(err)
+		e.Details[0].Field = "consumer." + map[string]string{"kind": "kind", "refId": "id"}[e.Details[0].Field]
+		return e
+	}
+	return nil
+}
+
+// ValidateExpiry checks an expiry date given on create: it must lie in the future.
+func ValidateExpiry(at, now time.Time) error {
+	if !at.After(now) {
+		return InvalidField("expiresAt", "expiresAt must be in the future when a token is created")
+	}
+	return nil
+}
+
+// Prefix rules of a generated value.
+const (
+	PrefixPattern = `^[A-Za-z0-9_-]{1,16}$`
+	// GeneratedBytes is the randomness of a generated value (base64url, 43 characters).
+	GeneratedBytes = 32
+)
+
+var prefixPattern = regexp.MustCompile(PrefixPattern)
+
+// ValidatePrefix checks the prefix of a generated value.
+func ValidatePrefix(prefix string) error {
+	if !prefixPattern.MatchString(prefix) {
+		return InvalidField("prefix", "prefix must match "+PrefixPattern)
+	}
+	return nil
 }
 
 // UsageKinds are the kinds of things that can use a token.

@@ -17,6 +17,7 @@ import (
 	"os"
 	"os/exec"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 )
@@ -41,16 +42,22 @@ type outcome struct {
 	isErr bool
 }
 
-// server is the Runtime API for one process and one invocation.
-type server struct {
-	event     []byte
+// pending is an event handed to the process, waiting for its answer.
+type pending struct {
 	requestID string
+	event     []byte
+	handedOut time.Time
+	done      chan outcome
+}
+
+// server is the Runtime API of one process: it hands out the events queued for it, one at a
+// time, as a warm Lambda execution environment does.
+type server struct {
 	deadline  time.Duration
+	queue     chan *pending
 	mu        sync.Mutex
 	firstPoll time.Time
-	handedOut time.Time
-	given     bool
-	done      chan outcome
+	inflight  map[string]*pending
 	initErr   chan []byte
 }
 
@@ -61,34 +68,40 @@ func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if s.firstPoll.IsZero() {
 			s.firstPoll = time.Now()
 		}
-		given := s.given
-		if !given {
-			s.given = true
-			s.handedOut = time.Now()
-		}
 		s.mu.Unlock()
-		if given { // one event per run: hold the poll until the process is stopped
-			<-r.Context().Done()
+		var p *pending
+		select {
+		case p = <-s.queue:
+		case <-r.Context().Done(): // no more events: hold the poll until the process is stopped
 			return
 		}
-		w.Header().Set("Lambda-Runtime-Aws-Request-Id", s.requestID)
+		s.mu.Lock()
+		p.handedOut = time.Now()
+		s.inflight[p.requestID] = p
+		s.mu.Unlock()
+		w.Header().Set("Lambda-Runtime-Aws-Request-Id", p.requestID)
 		w.Header().Set("Lambda-Runtime-Deadline-Ms", strconv.FormatInt(time.Now().Add(s.deadline).UnixMilli(), 10))
 		w.Header().Set("Lambda-Runtime-Invoked-Function-Arn", "arn:aws:lambda:us-east-1:000000000000:function:local")
 		w.Header().Set("Lambda-Runtime-Trace-Id", "Root=1-00000000-000000000000000000000000;Sampled=0")
 		w.Header().Set("Content-Type", "application/json")
-		w.Write(s.event)
-	case r.Method == http.MethodPost && r.URL.Path == prefix+"/invocation/"+s.requestID+"/response":
-		body, _ := io.ReadAll(r.Body)
-		w.WriteHeader(http.StatusAccepted)
-		s.done <- outcome{body: body}
-	case r.Method == http.MethodPost && r.URL.Path == prefix+"/invocation/"+s.requestID+"/error":
-		body, _ := io.ReadAll(r.Body)
-		w.WriteHeader(http.StatusAccepted)
-		s.done <- outcome{body: body, isErr: true}
+		w.Write(p.event)
 	case r.Method == http.MethodPost && r.URL.Path == prefix+"/init/error":
 		body, _ := io.ReadAll(r.Body)
 		w.WriteHeader(http.StatusAccepted)
 		s.initErr <- body
+	case r.Method == http.MethodPost && strings.HasPrefix(r.URL.Path, prefix+"/invocation/"):
+		id, kind, _ := strings.Cut(strings.TrimPrefix(r.URL.Path, prefix+"/invocation/"), "/")
+		s.mu.Lock()
+		p := s.inflight[id]
+		delete(s.inflight, id)
+		s.mu.Unlock()
+		if p == nil || (kind != "response" && kind != "error") {
+			http.Error(w, "unknown invocation", http.StatusNotFound)
+			return
+		}
+		body, _ := io.ReadAll(r.Body)
+		w.WriteHeader(http.StatusAccepted)
+		p.done <- outcome{body: body, isErr: kind == "error"}
 	default:
 		http.Error(w, "unknown Runtime API call", http.StatusNotFound)
 	}
@@ -106,76 +119,128 @@ type Invocation struct {
 // Invoke starts the binary against a fresh Runtime API, hands it the event, waits for its answer
 // (or for its exit) and stops it.
 func Invoke(ctx context.Context, inv Invocation) (Result, error) {
-	if inv.Timeout == 0 {
-		inv.Timeout = 30 * time.Second
-	}
-	id := make([]byte, 8)
-	rand.Read(id)
-	s := &server{event: inv.Event, requestID: hex.EncodeToString(id), deadline: inv.Timeout,
-		done: make(chan outcome, 1), initErr: make(chan []byte, 1)}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	p, err := Start(inv)
 	if err != nil {
 		return Result{}, err
 	}
-	httpSrv := &http.Server{Handler: s}
-	go httpSrv.Serve(ln)
-	defer httpSrv.Close()
+	res, err := p.Invoke(ctx, inv.Event)
+	p.Stop()
+	res.Logs = p.Logs()
+	if err != nil && res.Response == nil && res.Error == nil && res.InitError == nil {
+		return res, fmt.Errorf("%w: %s", err, bytes.TrimSpace(res.Logs))
+	}
+	return res, nil
+}
 
-	var logs bytes.Buffer
-	cmd := exec.Command(inv.Binary)
-	cmd.Env = append(os.Environ(),
+// Process is a function binary kept running between invocations, as a warm Lambda is.
+type Process struct {
+	srv     *server
+	httpSrv *http.Server
+	cmd     *exec.Cmd
+	logs    *syncBuffer
+	start   time.Time
+	exited  chan struct{}
+	waitErr error
+	timeout time.Duration
+}
+
+// Start runs the binary against a fresh Runtime API; Invoke hands it events one at a time.
+func Start(inv Invocation) (*Process, error) {
+	if inv.Timeout == 0 {
+		inv.Timeout = 30 * time.Second
+	}
+	s := &server{deadline: inv.Timeout, queue: make(chan *pending), inflight: map[string]*pending{}, initErr: make(chan []byte, 1)}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	p := &Process{srv: s, httpSrv: &http.Server{Handler: s}, logs: &syncBuffer{}, exited: make(chan struct{}), timeout: inv.Timeout}
+	go p.httpSrv.Serve(ln)
+	p.cmd = exec.Command(inv.Binary)
+	p.cmd.Env = append(os.Environ(),
 		"AWS_LAMBDA_RUNTIME_API="+ln.Addr().String(),
 		"AWS_LAMBDA_FUNCTION_NAME="+inv.Function,
 		"AWS_LAMBDA_FUNCTION_VERSION=$LATEST",
 		"AWS_LAMBDA_FUNCTION_MEMORY_SIZE=256",
 		"_HANDLER=bootstrap",
 	)
-	cmd.Env = append(cmd.Env, inv.Env...)
-	cmd.Stdout, cmd.Stderr = &logs, &logs
-	start := time.Now()
-	if err := cmd.Start(); err != nil {
-		return Result{}, fmt.Errorf("start %s: %w", inv.Binary, err)
+	p.cmd.Env = append(p.cmd.Env, inv.Env...)
+	p.cmd.Stdout, p.cmd.Stderr = p.logs, p.logs
+	p.start = time.Now()
+	if err := p.cmd.Start(); err != nil {
+		p.httpSrv.Close()
+		return nil, fmt.Errorf("start %s: %w", inv.Binary, err)
 	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	stop := func() {
-		cmd.Process.Kill()
-		<-exited
-	}
+	go func() { p.waitErr = p.cmd.Wait(); close(p.exited) }()
+	return p, nil
+}
 
-	res := Result{RequestID: s.requestID}
-	timer := time.NewTimer(inv.Timeout + 10*time.Second)
+// Invoke hands the running process one event and waits for its answer.
+func (p *Process) Invoke(ctx context.Context, event []byte) (Result, error) {
+	id := make([]byte, 8)
+	rand.Read(id)
+	pe := &pending{requestID: hex.EncodeToString(id), event: event, done: make(chan outcome, 1)}
+	res := Result{RequestID: pe.requestID}
+	timer := time.NewTimer(p.timeout + 10*time.Second)
 	defer timer.Stop()
-	var answered time.Time
 	select {
-	case out := <-s.done:
-		answered = time.Now()
+	case p.srv.queue <- pe:
+	case body := <-p.srv.initErr:
+		res.InitError = body
+		return res, nil
+	case <-p.exited:
+		return res, fmt.Errorf("the function exited before taking the event (%v)", p.waitErr)
+	case <-timer.C:
+		return res, errors.New("the function did not ask for the event in time")
+	case <-ctx.Done():
+		return res, ctx.Err()
+	}
+	select {
+	case out := <-pe.done:
 		if out.isErr {
 			res.Error = out.body
 		} else {
 			res.Response = out.body
 		}
-	case body := <-s.initErr:
-		res.InitError = body
-	case err := <-exited:
-		res.Logs = logs.Bytes()
-		return res, fmt.Errorf("the function exited before answering (%v): %s", err, bytes.TrimSpace(logs.Bytes()))
+	case <-p.exited:
+		return res, fmt.Errorf("the function exited before answering (%v)", p.waitErr)
 	case <-timer.C:
-		stop()
 		return res, errors.New("the function did not answer in time")
 	case <-ctx.Done():
-		stop()
 		return res, ctx.Err()
 	}
-	s.mu.Lock()
-	if !s.firstPoll.IsZero() {
-		res.InitDuration = s.firstPoll.Sub(start)
-		if !answered.IsZero() {
-			res.InvokeDuration = answered.Sub(s.handedOut)
-		}
-	}
-	s.mu.Unlock()
-	stop()
-	res.Logs = logs.Bytes()
+	answered := time.Now()
+	p.srv.mu.Lock()
+	res.InitDuration = p.srv.firstPoll.Sub(p.start)
+	res.InvokeDuration = answered.Sub(pe.handedOut)
+	p.srv.mu.Unlock()
 	return res, nil
+}
+
+// Logs is what the process wrote to stdout and stderr so far.
+func (p *Process) Logs() []byte { return p.logs.Bytes() }
+
+// Stop ends the process and its Runtime API.
+func (p *Process) Stop() {
+	p.cmd.Process.Kill()
+	<-p.exited
+	p.httpSrv.Close()
+}
+
+// syncBuffer collects the output of a process.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(x []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(x)
+}
+
+func (b *syncBuffer) Bytes() []byte {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return append([]byte(nil), b.buf.Bytes()...)
 }

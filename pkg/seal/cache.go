@@ -1,0 +1,55 @@
+package seal
+
+import (
+	"context"
+	"crypto/sha256"
+	"time"
+
+	"github.com/hashicorp/golang-lru/v2/expirable"
+
+	"aitokens/pkg/token"
+)
+
+// Cache is a Sealer that remembers the values it opened, so that a warm resolve costs no KMS
+// call. An entry is keyed by tenant, token id and a digest of the wrapped data key, nonce and
+// ciphertext: a token deleted and created again under the same id has a new envelope and misses.
+// It is bounded in entries and in age, lives in the process only, and is never logged; the
+// caller still reads the token on every call, so deletion, expiry and restriction apply at once.
+type Cache struct {
+	inner  Sealer
+	values *expirable.LRU[cacheKey, []byte]
+}
+
+type cacheKey struct {
+	tenant, id string
+	envelope   [sha256.Size]byte
+}
+
+// NewCache wraps inner with a cache of at most size opened values, each kept for at most ttl.
+func NewCache(inner Sealer, size int, ttl time.Duration) *Cache {
+	return &Cache{inner: inner, values: expirable.NewLRU[cacheKey, []byte](size, nil, ttl)}
+}
+
+// Seal is the inner sealer's: nothing is cached on the way in.
+func (c *Cache) Seal(ctx context.Context, tenant, id string, value []byte) (token.Sealed, error) {
+	return c.inner.Seal(ctx, tenant, id, value)
+}
+
+// Open returns the cached value of this very envelope, or opens it and remembers it.
+func (c *Cache) Open(ctx context.Context, tenant, id string, s token.Sealed) ([]byte, error) {
+	h := sha256.New()
+	for _, part := range [][]byte{[]byte(s.KeyID), {0}, []byte(s.Algorithm), {0}, s.WrappedKey, {0}, s.Nonce, {0}, s.Ciphertext} {
+		h.Write(part)
+	}
+	k := cacheKey{tenant: tenant, id: id}
+	h.Sum(k.envelope[:0])
+	if v, ok := c.values.Get(k); ok {
+		return v, nil
+	}
+	v, err := c.inner.Open(ctx, tenant, id, s)
+	if err != nil {
+		return nil, err
+	}
+	c.values.Add(k, v)
+	return v, nil
+}
