@@ -17,6 +17,9 @@ import (
 	"aitokens/pkg/api"
 	"aitokens/pkg/devtools/runtimeapi"
 	"aitokens/pkg/devtools/testenv"
+	"aitokens/pkg/seal"
+	"aitokens/pkg/service"
+	"aitokens/pkg/store"
 )
 
 // functionNames is every function: one per route plus the internal resolve-token.
@@ -247,5 +250,79 @@ func BenchmarkColdStart(b *testing.B) {
 			b.ReportMetric(float64(initTotal.Microseconds())/1000/float64(b.N), "init-ms")
 			b.ReportMetric(float64(invokeTotal.Microseconds())/1000/float64(b.N), "first-invoke-ms")
 		})
+	}
+}
+
+// A warm resolve-token process (one binary, many invocations) sees a restriction change, an
+// expiry and a delete on the very next resolve, though it caches opened values.
+func TestWarmResolveFunctionSeesChangesAtOnce(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	vars := map[string]string{}
+	for _, kv := range e.vars {
+		k, v, _ := strings.Cut(kv, "=")
+		vars[k] = v
+	}
+	sealer, err := seal.NewLocal(vars["MASTER_KEY_FILE"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := store.New(testenv.Client(), vars["TABLE_NAME"])
+	svc, err := service.New(st, sealer, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	name, restricted := "Restricted", true
+	if _, err := svc.Upsert(ctx, service.Upsert{Tenant: "acme", ID: "bot", Name: &name, Value: &[]string{"sk-warm-resolve-value"}[0],
+		Restricted: &restricted, RequestID: "r1"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := svc.RegisterUsage(ctx, "acme", "bot", "agent", "support"); err != nil {
+		t.Fatal(err)
+	}
+	proc, err := runtimeapi.Start(runtimeapi.Invocation{Binary: filepath.Join(binDir, "resolve-token"), Function: "resolve-token", Env: e.vars})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer proc.Stop()
+	asSupport := []byte(`{"tenant":"acme","tokenId":"bot","consumer":{"kind":"agent","id":"support"}}`)
+	past := time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC)
+	none := time.Time{}
+	steps := []struct {
+		name   string
+		change func() error
+		want   string
+	}{
+		{"registered consumer", nil, `{"value":"sk-warm-resolve-value"}`},
+		{"again, from the cache", nil, `{"value":"sk-warm-resolve-value"}`},
+		{"usage unregistered", func() error { return svc.UnregisterUsage(ctx, "acme", "bot", "agent", "support") }, `"reason":"consumer_not_allowed"`},
+		{"restriction lifted", func() error {
+			return svc.Patch(ctx, "acme", "bot", []service.PatchOp{{Op: "REPLACE", Path: "/restricted", Value: false}}, "r2")
+		}, `{"value":"sk-warm-resolve-value"}`},
+		{"expired", func() error {
+			return st.Update(ctx, store.Update{Tenant: "acme", ID: "bot", ExpiresAt: &past, RequestID: "r3", Now: time.Now()})
+		}, `"reason":"expired"`},
+		{"expiry removed", func() error {
+			return st.Update(ctx, store.Update{Tenant: "acme", ID: "bot", ExpiresAt: &none, RequestID: "r4", Now: time.Now()})
+		}, `{"value":"sk-warm-resolve-value"}`},
+		{"deleted", func() error { return svc.Delete(ctx, "acme", "bot", true) }, `"reason":"not_found"`},
+	}
+	for _, s := range steps {
+		if s.change != nil {
+			if err := s.change(); err != nil {
+				t.Fatalf("%s: %v", s.name, err)
+			}
+		}
+		res, err := proc.Invoke(ctx, asSupport)
+		if err != nil || !strings.Contains(string(res.Response), s.want) {
+			t.Fatalf("%s: %s %v, want %s\n%s", s.name, res.Response, err, s.want, proc.Logs())
+		}
+	}
+	logs := string(proc.Logs())
+	if strings.Contains(logs, "sk-warm-resolve-value") {
+		t.Fatalf("the value reached the log: %s", logs)
+	}
+	if !strings.Contains(logs, `"outcome":"consumer_not_allowed"`) || !strings.Contains(logs, `"consumerKind":"agent"`) {
+		t.Fatalf("a refusal is not logged with its reason and consumer: %s", logs)
 	}
 }

@@ -9,19 +9,25 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/aws/aws-lambda-go/events"
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 	"github.com/awslabs/aws-lambda-go-api-proxy/httpadapter"
 
 	"aitokens/pkg/api"
 	"aitokens/pkg/auth"
 	"aitokens/pkg/config"
+	"aitokens/pkg/devtools/kmstest"
 	"aitokens/pkg/devtools/testenv"
 	"aitokens/pkg/lambdafn"
 	"aitokens/pkg/seal"
+	"aitokens/pkg/seal/kmsseal"
 	"aitokens/pkg/service"
 	"aitokens/pkg/store"
 )
@@ -187,4 +193,85 @@ func TestResolveWithAStalledDatabase(t *testing.T) {
 	if res, err := r.Resolve(context.Background(), lambdafn.ResolveRequest{Tenant: "acme", TokenID: "openai"}); err != nil || res.Value != "sk-resolve-stall" {
 		t.Fatalf("resolve after the stall: %+v %v", res.Error, err)
 	}
+}
+
+// kmsResolver is a resolver whose sealer is the KMS sealer talking to a test KMS, on a table
+// holding one token sealed by it.
+func kmsResolver(t testing.TB) (*lambdafn.Resolver, *kmstest.Server, config.Config) {
+	t.Helper()
+	srv := kmstest.New()
+	t.Cleanup(srv.Close)
+	srv.UseFromEnv(t)
+	cfg := testConfig(t)
+	cfg.KMSKeyID = "alias/ai-tokens"
+	sealer, err := kmsseal.FromConfig(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc, err := service.New(store.New(testenv.Client(), cfg.TableName), sealer, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := svc.Upsert(context.Background(), service.Upsert{Tenant: "acme", ID: "openai", Name: ptr("OpenAI"), Value: ptr("sk-kms-resolve-value"), RequestID: "r1"}); err != nil {
+		t.Fatal(err)
+	}
+	r, err := lambdafn.NewResolver(context.Background(), cfg, kmsseal.FromConfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r.WithLogger(slog.New(slog.NewJSONHandler(io.Discard, nil))), srv, cfg
+}
+
+// A warm resolve function opens a value with KMS once and serves it from memory after that.
+func TestWarmResolveCallsKMSOnce(t *testing.T) {
+	r, srv, _ := kmsResolver(t)
+	const resolves = 1000
+	for i := range resolves {
+		res, err := r.Resolve(context.Background(), lambdafn.ResolveRequest{Tenant: "acme", TokenID: "openai"})
+		if err != nil || res.Value != "sk-kms-resolve-value" {
+			t.Fatalf("resolve %d: %+v %v", i, res.Error, err)
+		}
+	}
+	if got := srv.Calls()["Decrypt"]; got != 1 {
+		t.Fatalf("%d KMS Decrypt calls for %d resolves of one token, want 1", got, resolves)
+	}
+	t.Logf("%d resolves of one token in one warm process: %d KMS Decrypt call", resolves, srv.Calls()["Decrypt"])
+}
+
+// BenchmarkWarmResolveVersusGetItem alternates one warm resolve (the function's handler, cache
+// hit) with one raw consistent GetItem of the same item, and reports both and their ratio.
+func BenchmarkWarmResolveVersusGetItem(b *testing.B) {
+	r, srv, cfg := kmsResolver(b)
+	req := lambdafn.ResolveRequest{Tenant: "acme", TokenID: "openai"}
+	if _, err := r.Resolve(context.Background(), req); err != nil { // warm it
+		b.Fatal(err)
+	}
+	getItem := &dynamodb.GetItemInput{TableName: aws.String(cfg.TableName), ConsistentRead: aws.Bool(true),
+		Key: map[string]types.AttributeValue{"pk": &types.AttributeValueMemberS{Value: "acme"}, "sk": &types.AttributeValueMemberS{Value: "token#openai"}}}
+	before := srv.Calls()["Decrypt"]
+	var resolve, raw time.Duration
+	var allocs uint64
+	var ms runtime.MemStats
+	for b.Loop() {
+		runtime.ReadMemStats(&ms)
+		mallocs := ms.Mallocs
+		start := time.Now()
+		res, err := r.Resolve(context.Background(), req)
+		resolve += time.Since(start)
+		runtime.ReadMemStats(&ms)
+		allocs += ms.Mallocs - mallocs
+		if err != nil || res.Value == "" {
+			b.Fatal(res.Error, err)
+		}
+		start = time.Now()
+		if _, err := testenv.Client().GetItem(context.Background(), getItem); err != nil {
+			b.Fatal(err)
+		}
+		raw += time.Since(start)
+	}
+	b.ReportMetric(float64(resolve.Nanoseconds())/float64(b.N), "resolve-ns/op")
+	b.ReportMetric(float64(raw.Nanoseconds())/float64(b.N), "getitem-ns/op")
+	b.ReportMetric(float64(resolve)/float64(raw), "resolve/getitem")
+	b.ReportMetric(float64(allocs)/float64(b.N), "allocs/resolve")
+	b.ReportMetric(float64(srv.Calls()["Decrypt"]-before)/float64(b.N), "kms-calls/resolve")
 }

@@ -13,8 +13,8 @@ import (
 	"aitokens/pkg/api"
 	"aitokens/pkg/config"
 	"aitokens/pkg/seal"
-	"aitokens/pkg/token"
 	"aitokens/pkg/service"
+	"aitokens/pkg/token"
 )
 
 // ResolveRequest is the event of the internal resolve-token function, invoked directly by the
@@ -67,6 +67,13 @@ func NewResolver(ctx context.Context, cfg config.Config, sealer SealerFactory) (
 		return nil, err
 	}
 	return &Resolver{svc: svc, log: jsonLogger(), timeout: cfg.RequestTimeout}, nil
+}
+
+// WithLogger is the resolver writing its log lines to log instead of stdout.
+func (r *Resolver) WithLogger(log *slog.Logger) *Resolver {
+	c := *r
+	c.log = log
+	return &c
 }
 
 // Resolve answers one event. Errors are answers, not Lambda failures, so callers get a

@@ -40,7 +40,7 @@ type item struct {
 	UsageCount int    `dynamodbav:"usageCount"`
 	// RequestID is the id of the request that wrote the item last: after a failed condition it
 	// tells our own earlier (retried) attempt from somebody else's write.
-	RequestID string `dynamodbav:"requestId,omitempty"`
+	RequestID  string `dynamodbav:"requestId,omitempty"`
 	ExpiresAt  string `dynamodbav:"expiresAt,omitempty"`
 	Restricted bool   `dynamodbav:"restricted,omitempty"`
 	Hint       string `dynamodbav:"hint,omitempty"`
@@ -83,7 +83,9 @@ func newProjection(extra ...string) projectionExpr {
 var (
 	publicProjection = newProjection()
 	digestProjection = newProjection("sealDigest")
-	sealedProjection = newProjection("sealKeyId", "sealAlgorithm", "sealWrappedKey", "sealNonce", "sealCiphertext", "consumers")
+	// The resolve read takes the whole item: it needs nearly all of it, and a projection costs
+	// the database an expression to parse on the hottest path.
+	sealedProjection = projectionExpr{}
 	writerProjection = projectionExpr{expr: aws.String("#w"), names: map[string]string{"#w": attrRequestID}}
 )
 
