@@ -20,6 +20,7 @@ import (
 	"aitokens/pkg/seal"
 	"aitokens/pkg/service"
 	"aitokens/pkg/store"
+	"aitokens/pkg/token"
 )
 
 // functionNames is every function: one per route plus the internal resolve-token.
@@ -274,10 +275,10 @@ func TestWarmResolveFunctionSeesChangesAtOnce(t *testing.T) {
 	}
 	name, restricted := "Restricted", true
 	if _, err := svc.Upsert(ctx, service.Upsert{Tenant: "acme", ID: "bot", Name: &name, Value: &[]string{"sk-warm-resolve-value"}[0],
-		Restricted: &restricted, RequestID: "r1"}); err != nil {
+		Restricted: &restricted, Meta: service.Meta{RequestID: "r1"}}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := svc.RegisterUsage(ctx, "acme", "bot", "agent", "support"); err != nil {
+	if _, err := svc.RegisterUsage(ctx, "acme", "bot", "agent", "support", service.Meta{RequestID: "r1"}); err != nil {
 		t.Fatal(err)
 	}
 	proc, err := runtimeapi.Start(runtimeapi.Invocation{Binary: filepath.Join(binDir, "resolve-token"), Function: "resolve-token", Env: e.vars})
@@ -295,17 +296,17 @@ func TestWarmResolveFunctionSeesChangesAtOnce(t *testing.T) {
 	}{
 		{"registered consumer", nil, `{"value":"sk-warm-resolve-value"}`},
 		{"again, from the cache", nil, `{"value":"sk-warm-resolve-value"}`},
-		{"usage unregistered", func() error { return svc.UnregisterUsage(ctx, "acme", "bot", "agent", "support") }, `"reason":"consumer_not_allowed"`},
+		{"usage unregistered", func() error { return svc.UnregisterUsage(ctx, "acme", "bot", "agent", "support", service.Meta{RequestID: "r1b"}) }, `"reason":"consumer_not_allowed"`},
 		{"restriction lifted", func() error {
-			return svc.Patch(ctx, "acme", "bot", []service.PatchOp{{Op: "REPLACE", Path: "/restricted", Value: false}}, "r2")
+			return svc.Patch(ctx, "acme", "bot", []service.PatchOp{{Op: "REPLACE", Path: "/restricted", Value: false}}, service.Meta{RequestID: "r2"})
 		}, `{"value":"sk-warm-resolve-value"}`},
 		{"expired", func() error {
-			return st.Update(ctx, store.Update{Tenant: "acme", ID: "bot", ExpiresAt: &past, RequestID: "r3", Now: time.Now()})
+			return st.Update(ctx, store.Update{Tenant: "acme", ID: "bot", ExpiresAt: &past, Version: 2, Now: time.Now()}, token.Event{RequestID: "r3", At: time.Now()})
 		}, `"reason":"expired"`},
 		{"expiry removed", func() error {
-			return st.Update(ctx, store.Update{Tenant: "acme", ID: "bot", ExpiresAt: &none, RequestID: "r4", Now: time.Now()})
+			return st.Update(ctx, store.Update{Tenant: "acme", ID: "bot", ExpiresAt: &none, Version: 3, Now: time.Now()}, token.Event{RequestID: "r4", At: time.Now()})
 		}, `{"value":"sk-warm-resolve-value"}`},
-		{"deleted", func() error { return svc.Delete(ctx, "acme", "bot", true) }, `"reason":"not_found"`},
+		{"deleted", func() error { return svc.Delete(ctx, "acme", "bot", true, service.Meta{RequestID: "r5"}) }, `"reason":"not_found"`},
 	}
 	for _, s := range steps {
 		if s.change != nil {

@@ -82,7 +82,7 @@ func serve(args []string) error {
 	if err != nil {
 		return err
 	}
-	svc, err := service.New(store.New(client, cfg.TableName), sealer, nil)
+	svc, err := service.New(store.New(client, cfg.TableName).WithAuditRetention(cfg.AuditRetention), sealer, nil)
 	if err != nil {
 		return err
 	}

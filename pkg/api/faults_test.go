@@ -117,9 +117,16 @@ func TestStalledDatabaseAnswersInTime(t *testing.T) {
 	}
 	// A refused request that the database had already taken (or takes as the stall ends) may
 	// still land, as with a real database: the table holds what it held, or whole writes.
+	// Every change that landed has its event, and no event is without its change: a token's
+	// events number its version (one for the create, one per update).
 	landed := 0
+	versions, events := map[string]string{}, map[string]int{}
 	for _, it := range scanTable(t, h) {
 		sk := it["sk"].(*types.AttributeValueMemberS).Value
+		if strings.HasPrefix(sk, "event#") {
+			events[it["tokenId"].(*types.AttributeValueMemberS).Value]++
+			continue
+		}
 		name := it["name"].(*types.AttributeValueMemberS).Value
 		_, sealed := it["sealCiphertext"].(*types.AttributeValueMemberB)
 		switch {
@@ -129,6 +136,15 @@ func TestStalledDatabaseAnswersInTime(t *testing.T) {
 		default:
 			t.Fatalf("after the stall the table holds a partial or unknown write: %v", it)
 		}
+		versions[strings.TrimPrefix(sk, "token#")] = it["version"].(*types.AttributeValueMemberN).Value
+	}
+	for id, v := range versions {
+		if fmt.Sprint(events[id]) != v {
+			t.Fatalf("token %s at version %s has %d events", id, v, events[id])
+		}
+	}
+	if len(events) != len(versions) {
+		t.Fatalf("events of %d tokens, %d tokens", len(events), len(versions))
 	}
 
 	// The same server works again, and what it acknowledged is there.
@@ -167,9 +183,9 @@ func TestLostResponsesAreAppliedOnce(t *testing.T) {
 		name, op, method, path, body string
 		status                       int
 	}{
-		{"create", "PutItem", "PUT", "/openai", `{"name":"OpenAI","value":"sk-lost-response"}`, 201},
-		{"rename", "UpdateItem", "PUT", "/openai", `{"name":"Renamed","metadata":{"version":1}}`, 204},
-		{"patch", "UpdateItem", "PATCH", "/openai", `[{"op":"REPLACE","path":"/name","value":"Patched"}]`, 204},
+		{"create", "TransactWriteItems", "PUT", "/openai", `{"name":"OpenAI","value":"sk-lost-response"}`, 201},
+		{"rename", "TransactWriteItems", "PUT", "/openai", `{"name":"Renamed","metadata":{"version":1}}`, 204},
+		{"patch", "TransactWriteItems", "PATCH", "/openai", `[{"op":"REPLACE","path":"/name","value":"Patched"}]`, 204},
 		{"register usage", "TransactWriteItems", "PUT", "/openai/usages/agent/a1", "", 204},
 	}
 	for _, s := range steps {

@@ -147,7 +147,7 @@ func (s *Server) upsert(w http.ResponseWriter, r *http.Request) error {
 	}
 	in := service.Upsert{Tenant: r.PathValue("tenant"), ID: r.PathValue("tokenId"), Name: body.Name, Value: body.Value,
 		Generate: body.Generate != nil && *body.Generate, Prefix: body.Prefix, Restricted: body.Restricted,
-		RequestID: requestIDFrom(r)}
+		Meta: meta(r)}
 	if in.Version, err = body.version(); err != nil {
 		return err
 	}
@@ -191,7 +191,7 @@ func (s *Server) patch(w http.ResponseWriter, r *http.Request) error {
 		}
 		patch[i] = service.PatchOp{Op: *op.Op, Path: *op.Path, Value: op.Value}
 	}
-	if err := s.svc.Patch(r.Context(), r.PathValue("tenant"), r.PathValue("tokenId"), patch, requestIDFrom(r)); err != nil {
+	if err := s.svc.Patch(r.Context(), r.PathValue("tenant"), r.PathValue("tokenId"), patch, meta(r)); err != nil {
 		return err
 	}
 	w.WriteHeader(http.StatusNoContent)
@@ -207,7 +207,7 @@ func (s *Server) delete(w http.ResponseWriter, r *http.Request) error {
 	default:
 		return token.InvalidField("force", "force must be true or false")
 	}
-	if err := s.svc.Delete(r.Context(), r.PathValue("tenant"), r.PathValue("tokenId"), force); err != nil {
+	if err := s.svc.Delete(r.Context(), r.PathValue("tenant"), r.PathValue("tokenId"), force, meta(r)); err != nil {
 		return err
 	}
 	w.WriteHeader(http.StatusNoContent)
@@ -234,6 +234,42 @@ func (s *Server) listUsages(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+// eventJSON is an audit event as the API shows it.
+type eventJSON struct {
+	At        string   `json:"at"`
+	Action    string   `json:"action"`
+	Actor     string   `json:"actor"`
+	RequestID string   `json:"requestId"`
+	TokenID   string   `json:"tokenId"`
+	Version   int      `json:"version"`
+	Outcome   string   `json:"outcome"`
+	Changes   []string `json:"changes,omitempty"`
+	Usage     string   `json:"usage,omitempty"`
+}
+
+// listEvents is a token's audit trail, newest first, paged like the list; it answers for a
+// deleted token too (its events outlive it).
+func (s *Server) listEvents(w http.ResponseWriter, r *http.Request) error {
+	page, err := query.ParsePage(r.URL.Query().Get("pageNumber"), r.URL.Query().Get("pageSize"))
+	if err != nil {
+		return err
+	}
+	events, total, err := s.svc.Events(r.Context(), r.PathValue("tenant"), r.PathValue("tokenId"), page)
+	if err != nil {
+		return err
+	}
+	if want, _ := strconv.ParseBool(r.Header.Get("X-Total-Count")); want {
+		w.Header().Set("X-Total-Count", strconv.Itoa(total))
+	}
+	docs := make([]eventJSON, len(events))
+	for i, e := range events {
+		docs[i] = eventJSON{At: token.FormatTime(e.At), Action: e.Action, Actor: e.Actor, RequestID: e.RequestID,
+			TokenID: e.TokenID, Version: e.Version, Outcome: e.Outcome, Changes: e.Changes, Usage: e.Usage}
+	}
+	writeJSON(w, http.StatusOK, docs)
+	return nil
+}
+
 // usageJSON is a usage as the API shows it.
 type usageJSON struct {
 	Kind      string `json:"kind"`
@@ -242,7 +278,7 @@ type usageJSON struct {
 }
 
 func (s *Server) registerUsage(w http.ResponseWriter, r *http.Request) error {
-	created, err := s.svc.RegisterUsage(r.Context(), r.PathValue("tenant"), r.PathValue("tokenId"), r.PathValue("kind"), r.PathValue("refId"))
+	created, err := s.svc.RegisterUsage(r.Context(), r.PathValue("tenant"), r.PathValue("tokenId"), r.PathValue("kind"), r.PathValue("refId"), meta(r))
 	if err != nil {
 		return err
 	}
@@ -255,16 +291,18 @@ func (s *Server) registerUsage(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *Server) unregisterUsage(w http.ResponseWriter, r *http.Request) error {
-	if err := s.svc.UnregisterUsage(r.Context(), r.PathValue("tenant"), r.PathValue("tokenId"), r.PathValue("kind"), r.PathValue("refId")); err != nil {
+	if err := s.svc.UnregisterUsage(r.Context(), r.PathValue("tenant"), r.PathValue("tokenId"), r.PathValue("kind"), r.PathValue("refId"), meta(r)); err != nil {
 		return err
 	}
 	w.WriteHeader(http.StatusNoContent)
 	return nil
 }
 
-func requestIDFrom(r *http.Request) string {
+// meta is who makes the request's change and under which request id, for its audit event.
+func meta(r *http.Request) service.Meta {
 	id, _ := r.Context().Value(requestIDKey{}).(string)
-	return id
+	actor, _ := r.Context().Value(actorKey{}).(string)
+	return service.Meta{RequestID: id, Actor: actor}
 }
 
 // readBody reads the whole body within MaxBodyBytes. A body must be JSON: a Content-Type of

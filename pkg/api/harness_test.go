@@ -27,9 +27,11 @@ import (
 	"aitokens/pkg/auth/jwtauth"
 	"aitokens/pkg/devtools/devkeys"
 	"aitokens/pkg/devtools/testenv"
+	"aitokens/pkg/query"
 	"aitokens/pkg/seal"
 	"aitokens/pkg/service"
 	"aitokens/pkg/store"
+	"aitokens/pkg/token"
 )
 
 func TestMain(m *testing.M) { os.Exit(testenv.Main(m)) }
@@ -284,4 +286,14 @@ func (h *harness) getDoc(id string) map[string]any {
 	var doc map[string]any
 	res.json(h.t, &doc)
 	return doc
+}
+
+// eventsOf is a token's whole audit trail, newest first, through the service.
+func eventsOf(t testing.TB, h *harness, id string) []token.Event {
+	t.Helper()
+	events, total, err := h.svc.Events(context.Background(), "acme", id, query.Page{Number: 1, Size: query.MaxPageSize})
+	if err != nil || len(events) != total {
+		t.Fatalf("events of %s: %d of %d, %v", id, len(events), total, err)
+	}
+	return events
 }

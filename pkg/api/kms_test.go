@@ -62,7 +62,7 @@ func TestKMSCallsPerOperation(t *testing.T) {
 		}
 	}
 	// The internal resolve path opens it, with one Decrypt.
-	got, err := h.svc.Resolve(context.Background(), "acme", "openai", nil)
+	got, err := h.svc.Resolve(context.Background(), "acme", "openai", nil, "test-resolve")
 	if err != nil || string(got) != value || srv.Calls()["Decrypt"] != 1 {
 		t.Fatalf("resolve: %q %v, calls %v", got, err, srv.Calls())
 	}

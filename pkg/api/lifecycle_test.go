@@ -148,7 +148,7 @@ func TestGeneratedValueIsShownOnce(t *testing.T) {
 	if res.status != 201 || created.ID != "gen" || !generatedPattern.MatchString(created.Value) {
 		t.Fatalf("generate: %d %s", res.status, res.body)
 	}
-	if got, err := h.svc.Resolve(context.Background(), "acme", "gen", nil); err != nil || string(got) != created.Value {
+	if got, err := h.svc.Resolve(context.Background(), "acme", "gen", nil, "test-resolve"); err != nil || string(got) != created.Value {
 		t.Fatalf("the stored value is not the one returned: %v", err)
 	}
 	if hint := h.getDoc("gen")["metadata"].(map[string]any)["hint"]; hint != "…"+created.Value[39:] {
@@ -164,7 +164,7 @@ func TestGeneratedValueIsShownOnce(t *testing.T) {
 	if again.status != 400 || strings.Contains(string(again.body), created.Value) {
 		t.Fatalf("generate again: %d %s", again.status, again.body)
 	}
-	if got, _ := h.svc.Resolve(context.Background(), "acme", "gen", nil); string(got) != created.Value {
+	if got, _ := h.svc.Resolve(context.Background(), "acme", "gen", nil, "test-resolve"); string(got) != created.Value {
 		t.Fatal("a second generate changed the value")
 	}
 
@@ -186,14 +186,14 @@ func TestGeneratedValueSurvivesALostResponse(t *testing.T) {
 		t.Fatal(err)
 	}
 	h := newHarnessFrom(t, stack{client: client, sealer: newHarness(t).sealer})
-	proxy.DropNextResponse("PutItem", 1)
+	proxy.DropNextResponse("TransactWriteItems", 1)
 	res := h.do("PUT", base+"/gen", `{"name":"Generated","generate":true}`, h.manager())
 	var created struct{ Value string }
 	res.json(t, &created)
 	if res.status != 201 || created.Value == "" {
 		t.Fatalf("generate with a lost response: %d %s", res.status, res.body)
 	}
-	if got, err := h.svc.Resolve(context.Background(), "acme", "gen", nil); err != nil || string(got) != created.Value {
+	if got, err := h.svc.Resolve(context.Background(), "acme", "gen", nil, "test-resolve"); err != nil || string(got) != created.Value {
 		t.Fatalf("the value returned is not the value stored (%v)", err)
 	}
 }
@@ -258,7 +258,7 @@ func TestResolveRefusals(t *testing.T) {
 		{"consumer with a bad id", "r", &token.Consumer{Kind: "agent", ID: "a b"}, "", token.Invalid},
 	}
 	for _, c := range cases {
-		value, err := h.svc.Resolve(ctx, "acme", c.id, c.consumer)
+		value, err := h.svc.Resolve(ctx, "acme", c.id, c.consumer, "test-resolve")
 		e := token.As(err)
 		switch {
 		case c.kind == "" && (err != nil || string(value) != "sk-restricted-0002"):
@@ -269,7 +269,7 @@ func TestResolveRefusals(t *testing.T) {
 	}
 	// Unregistering the consumer takes effect on the next resolve.
 	h.do("DELETE", base+"/r/usages/agent/support", "", mgr)
-	if _, err := h.svc.Resolve(ctx, "acme", "r", &token.Consumer{Kind: "agent", ID: "support"}); token.As(err).Reason != token.ConsumerRefused {
+	if _, err := h.svc.Resolve(ctx, "acme", "r", &token.Consumer{Kind: "agent", ID: "support"}, "test-resolve"); token.As(err).Reason != token.ConsumerRefused {
 		t.Fatalf("after unregister: %v", err)
 	}
 }

@@ -14,6 +14,7 @@ const (
 	tokenPath  = tokensPath + "/{tokenId}"
 	usagesPath = tokenPath + "/usages"
 	usagePath  = usagesPath + "/{kind}/{refId}"
+	eventsPath = tokenPath + "/events"
 )
 
 // Route is one operation: the single source of truth for the local server, the Lambdas,
@@ -38,6 +39,7 @@ var Routes = []Route{
 	{"list-token-usages", http.MethodGet, usagesPath, auth.ScopeRead, false, (*Server).listUsages},
 	{"register-token-usage", http.MethodPut, usagePath, auth.ScopeManage, false, (*Server).registerUsage},
 	{"unregister-token-usage", http.MethodDelete, usagePath, auth.ScopeManage, false, (*Server).unregisterUsage},
+	{"list-token-events", http.MethodGet, eventsPath, auth.ScopeRead, false, (*Server).listEvents},
 }
 
 // RouteByFunction finds the route a Lambda function serves.

@@ -433,7 +433,7 @@ func (s *securitySuite) racesAndFaults(t *testing.T) {
 			okOthers = false
 		}
 	}
-	stored, err := h.svc.Resolve(context.Background(), "acme", "created-twice", nil)
+	stored, err := h.svc.Resolve(context.Background(), "acme", "created-twice", nil, "test-resolve")
 	s.check(t, "races and faults", "create racing create", created == 1 && okOthers && err == nil && string(stored) == values[winner],
 		"statuses %v, resolve %v", statuses, err)
 

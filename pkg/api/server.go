@@ -133,7 +133,10 @@ func (w *statusRecorder) Write(b []byte) (int, error) {
 	return w.ResponseWriter.Write(b)
 }
 
-type requestIDKey struct{}
+type (
+	requestIDKey struct{}
+	actorKey     struct{} // the caller's JWT sub, recorded as the actor of a change
+)
 
 // requestID is the Lambda request id when there is one, else a random id. Stored on every
 // write, it lets a retried write recognise its own earlier success.
@@ -164,10 +167,13 @@ func (s *Server) wrap(rt Route) http.Handler {
 		}()
 		ctx, cancel := WithDeadline(r.Context(), s.timeout)
 		defer cancel()
-		r = r.WithContext(context.WithValue(ctx, requestIDKey{}, rid))
+		ctx = context.WithValue(ctx, requestIDKey{}, rid)
 		if rt.Scope != "" {
-			err = s.authorize(r, rt, tenant)
+			var p auth.Principal
+			p, err = s.authorize(r, rt, tenant)
+			ctx = context.WithValue(ctx, actorKey{}, p.Subject)
 		}
+		r = r.WithContext(ctx)
 		if err == nil {
 			r.Body = http.MaxBytesReader(rec, r.Body, MaxBodyBytes)
 			err = rt.handle(s, rec, r)
@@ -178,22 +184,22 @@ func (s *Server) wrap(rt Route) http.Handler {
 	})
 }
 
-func (s *Server) authorize(r *http.Request, rt Route, tenant string) error {
+func (s *Server) authorize(r *http.Request, rt Route, tenant string) (auth.Principal, error) {
 	p, err := s.auth.Authenticate(r)
 	if err != nil {
-		return err
+		return p, err
 	}
 	if err := p.Authorize(rt.Scope, tenant); err != nil {
-		return err
+		return p, err
 	}
 	// The tenant equals a verified claim here, yet a claim is not proof of a well-formed tenant.
 	if err := token.ValidateTenant(tenant); err != nil {
-		return err
+		return p, err
 	}
 	if strings.Contains(rt.Path, "{tokenId}") {
-		return token.ValidateID(r.PathValue("tokenId"))
+		return p, token.ValidateID(r.PathValue("tokenId"))
 	}
-	return nil
+	return p, nil
 }
 
 // logRequest writes the one line per request. It names no header, body, value or token.

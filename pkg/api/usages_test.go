@@ -12,6 +12,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 
 	"aitokens/pkg/auth"
+	"aitokens/pkg/token"
 )
 
 func usageCount(t *testing.T, h *harness, id string) float64 {
@@ -123,7 +124,7 @@ func TestDeleteInUseIsRefusedThenForced(t *testing.T) {
 	if res := h.do("DELETE", base+"/openai?force=true", "", mgr); res.status != 204 {
 		t.Fatalf("forced delete: %d %s", res.status, res.body)
 	}
-	if items := scanTable(t, h); len(items) != 0 {
+	if items := withoutEvents(scanTable(t, h)); len(items) != 0 {
 		t.Fatalf("%d items left after a forced delete", len(items))
 	}
 	if res := h.do("DELETE", base+"/openai?force=true", "", mgr); res.status != 204 {
@@ -136,7 +137,7 @@ func TestForcedDeleteBeyondTheTransactionLimit(t *testing.T) {
 	h.create("big", "Big", "sk-1")
 	ctx := context.Background()
 	for i := range 230 {
-		if _, err := h.store.RegisterUsage(ctx, "acme", "big", "agent", fmt.Sprintf("a%03d", i), time.Now()); err != nil {
+		if _, err := h.store.RegisterUsage(ctx, "acme", "big", "agent", fmt.Sprintf("a%03d", i), token.Event{At: time.Now(), RequestID: fmt.Sprint("seed-", i)}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -146,9 +147,24 @@ func TestForcedDeleteBeyondTheTransactionLimit(t *testing.T) {
 	if res := h.do("DELETE", base+"/big?force=true", "", h.manager()); res.status != 204 {
 		t.Fatalf("forced delete: %d %s", res.status, res.body)
 	}
-	if items := scanTable(t, h); len(items) != 0 {
+	if items := withoutEvents(scanTable(t, h)); len(items) != 0 {
 		t.Fatalf("%d items left", len(items))
 	}
+	// One event for the whole forced delete, beyond the transaction limit too.
+	if events := eventsOf(t, h, "big"); len(events) != 232 || events[0].Action != "force_delete" || events[0].Version != 1 {
+		t.Fatalf("%d events, newest %+v", len(events), events[0])
+	}
+}
+
+// withoutEvents leaves out the audit events of a scan.
+func withoutEvents(items []map[string]types.AttributeValue) []map[string]types.AttributeValue {
+	var kept []map[string]types.AttributeValue
+	for _, it := range items {
+		if !strings.HasPrefix(it["sk"].(*types.AttributeValueMemberS).Value, "event#") {
+			kept = append(kept, it)
+		}
+	}
+	return kept
 }
 
 // orphans counts usage items whose token is gone, tokens whose usageCount differs from the

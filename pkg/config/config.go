@@ -14,12 +14,13 @@ import (
 
 // Defaults of what may be left unset.
 const (
-	DefaultTableName      = "ai-tokens"
-	DefaultTenantClaim    = "tenant"
-	DefaultRequestTimeout = 5 * time.Second
-	DefaultMaxConcurrent  = 64
-	DefaultCacheSize      = 1000
-	DefaultCacheTTL       = 5 * time.Minute
+	DefaultTableName          = "ai-tokens"
+	DefaultTenantClaim        = "tenant"
+	DefaultRequestTimeout     = 5 * time.Second
+	DefaultMaxConcurrent      = 64
+	DefaultCacheSize          = 1000
+	DefaultCacheTTL           = 5 * time.Minute
+	DefaultAuditRetentionDays = 400
 )
 
 // Config is every setting of the service. The names of the environment variables are in the
@@ -42,6 +43,8 @@ type Config struct {
 	// in memory (RESOLVE_CACHE_SIZE, RESOLVE_CACHE_TTL).
 	ResolveCacheSize int
 	ResolveCacheTTL  time.Duration
+	// AuditRetention is how long audit events are kept (AUDIT_RETENTION_DAYS, default 400).
+	AuditRetention time.Duration
 
 	// The local server only.
 	Port          string // PORT
@@ -106,6 +109,7 @@ func Load(getenv func(string) string) (Config, error) {
 	c.MaxConcurrent = count("MAX_CONCURRENT_REQUESTS", DefaultMaxConcurrent)
 	c.ResolveCacheSize = count("RESOLVE_CACHE_SIZE", DefaultCacheSize)
 	c.ResolveCacheTTL = duration("RESOLVE_CACHE_TTL", DefaultCacheTTL)
+	c.AuditRetention = time.Duration(count("AUDIT_RETENTION_DAYS", DefaultAuditRetentionDays)) * 24 * time.Hour
 	return c, errors.Join(errs...)
 }
 

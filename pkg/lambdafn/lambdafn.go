@@ -50,7 +50,7 @@ func newService(ctx context.Context, cfg config.Config, sealer SealerFactory) (*
 			return nil, err
 		}
 	}
-	return service.New(store.New(client, cfg.TableName), s, nil)
+	return service.New(store.New(client, cfg.TableName).WithAuditRetention(cfg.AuditRetention), s, nil)
 }
 
 // jsonLogger writes one JSON object per line to stdout, which Lambda sends to CloudWatch Logs.

@@ -121,7 +121,7 @@ func BenchmarkAdapterVersusDirect(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	in := service.Upsert{Tenant: "acme", ID: "openai", Name: ptr("OpenAI"), Value: ptr("sk-bench"), RequestID: "r"}
+	in := service.Upsert{Tenant: "acme", ID: "openai", Name: ptr("OpenAI"), Value: ptr("sk-bench"), Meta: service.Meta{RequestID: "r"}}
 	if _, err := svc.Upsert(context.Background(), in); err != nil {
 		b.Fatal(err)
 	}
@@ -170,7 +170,7 @@ func TestResolveWithAStalledDatabase(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := svc.Upsert(context.Background(), service.Upsert{Tenant: "acme", ID: "openai", Name: ptr("OpenAI"), Value: ptr("sk-resolve-stall"), RequestID: "r1"}); err != nil {
+	if _, err := svc.Upsert(context.Background(), service.Upsert{Tenant: "acme", ID: "openai", Name: ptr("OpenAI"), Value: ptr("sk-resolve-stall"), Meta: service.Meta{RequestID: "r1"}}); err != nil {
 		t.Fatal(err)
 	}
 	proxy := testenv.NewFaultProxy(t)
@@ -212,7 +212,7 @@ func kmsResolver(t testing.TB) (*lambdafn.Resolver, *kmstest.Server, config.Conf
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := svc.Upsert(context.Background(), service.Upsert{Tenant: "acme", ID: "openai", Name: ptr("OpenAI"), Value: ptr("sk-kms-resolve-value"), RequestID: "r1"}); err != nil {
+	if _, err := svc.Upsert(context.Background(), service.Upsert{Tenant: "acme", ID: "openai", Name: ptr("OpenAI"), Value: ptr("sk-kms-resolve-value"), Meta: service.Meta{RequestID: "r1"}}); err != nil {
 		t.Fatal(err)
 	}
 	r, err := lambdafn.NewResolver(context.Background(), cfg, kmsseal.FromConfig)

@@ -2,6 +2,8 @@ package lambdafn
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"log/slog"
 	"net/http"
@@ -82,7 +84,14 @@ func (r *Resolver) Resolve(ctx context.Context, req ResolveRequest) (ResolveResp
 	start := time.Now()
 	ctx, cancel := api.WithDeadline(ctx, r.timeout)
 	defer cancel()
-	value, err := r.svc.Resolve(ctx, req.Tenant, req.TokenID, req.Consumer)
+	rid := ""
+	if lc, ok := lambdacontext.FromContext(ctx); ok {
+		rid = lc.AwsRequestID
+	}
+	if rid == "" {
+		rid = randomID()
+	}
+	value, err := r.svc.Resolve(ctx, req.Tenant, req.TokenID, req.Consumer, rid)
 	res := ResolveResponse{Value: string(value)}
 	status := http.StatusOK
 	if err != nil {
@@ -94,10 +103,6 @@ func (r *Resolver) Resolve(ctx context.Context, req ResolveRequest) (ResolveResp
 			reason = string(e.Kind)
 		}
 		res = ResolveResponse{Error: &ResolveError{Code: body.Code, Status: body.Status, Message: body.Message, Reason: reason}}
-	}
-	rid := ""
-	if lc, ok := lambdacontext.FromContext(ctx); ok {
-		rid = lc.AwsRequestID
 	}
 	attrs := []any{"requestId", rid, "route", "resolve-token", "tenant", req.Tenant, "tokenId", req.TokenID, "status", status,
 		"durationMs", float64(time.Since(start).Microseconds()) / 1000}
@@ -112,6 +117,13 @@ func (r *Resolver) Resolve(ctx context.Context, req ResolveRequest) (ResolveResp
 	}
 	r.log.InfoContext(ctx, "resolve", attrs...)
 	return res, nil
+}
+
+// randomID names an invocation that came without a Lambda request id (a direct call).
+func randomID() string {
+	b := make([]byte, 16)
+	rand.Read(b)
+	return hex.EncodeToString(b)
 }
 
 // StartResolve runs the resolve function until the Lambda runtime stops it.

@@ -24,13 +24,15 @@ type Store interface {
 	GetSealed(ctx context.Context, tenant, id string) (token.Token, token.Sealed, error)
 	GetMany(ctx context.Context, tenant string, ids []string) (store.ListResult, error)
 	List(ctx context.Context, tenant string, maxItems int) (store.ListResult, error)
-	Create(ctx context.Context, t token.Token, sealed token.Sealed, requestID string) error
-	Update(ctx context.Context, u store.Update) error
+	Create(ctx context.Context, t token.Token, sealed token.Sealed, ev token.Event) error
+	Update(ctx context.Context, u store.Update, ev token.Event) error
 	TouchLastUsed(ctx context.Context, tenant, id string, now time.Time) error
-	DeleteUnused(ctx context.Context, tenant, id string) error
-	ForceDelete(ctx context.Context, tenant, id string) error
-	RegisterUsage(ctx context.Context, tenant, tokenID, kind, refID string, now time.Time) (bool, error)
-	UnregisterUsage(ctx context.Context, tenant, tokenID, kind, refID string) error
+	DeleteUnused(ctx context.Context, tenant, id string, ev token.Event) error
+	ForceDelete(ctx context.Context, tenant, id string, ev token.Event) error
+	RegisterUsage(ctx context.Context, tenant, tokenID, kind, refID string, ev token.Event) (bool, error)
+	UnregisterUsage(ctx context.Context, tenant, tokenID, kind, refID string, ev token.Event) error
+	RecordEvent(ctx context.Context, tenant string, ev token.Event) error
+	Events(ctx context.Context, tenant, tokenID string, pageNumber, pageSize, maxItems int) ([]token.Event, int, error)
 	Usages(ctx context.Context, tenant, tokenID string) ([]token.Usage, error)
 }
 
@@ -62,6 +64,17 @@ func (s *Service) WithMaxItemsRead(n int) *Service {
 	return &c
 }
 
+// Meta is who makes a change and under which request: what its audit event records.
+type Meta struct {
+	RequestID string
+	Actor     string // the caller's JWT sub
+}
+
+// event starts the audit event of a change made now.
+func (s *Service) event(action string, m Meta) token.Event {
+	return token.Event{At: s.now(), Action: action, Actor: m.Actor, RequestID: m.RequestID, Outcome: token.OutcomeSuccess}
+}
+
 // CanSeal reports whether the service was given a sealer: a route that seals or opens values
 // is refused at startup without one.
 func (s *Service) CanSeal() bool { return s.sealer != nil }
@@ -76,7 +89,7 @@ type Upsert struct {
 	Version    *int
 	ExpiresAt  *time.Time // the zero time (JSON null) removes the expiry of an existing token
 	Restricted *bool
-	RequestID  string
+	Meta
 }
 
 // UpsertResult says whether the token was created and, for a generated value, the value: the
@@ -92,7 +105,7 @@ func (s *Service) Upsert(ctx context.Context, in Upsert) (UpsertResult, error) {
 	if err := checkUpsert(in); err != nil {
 		return UpsertResult{}, err
 	}
-	_, digest, err := s.store.GetDigest(ctx, in.Tenant, in.ID)
+	current, digest, err := s.store.GetDigest(ctx, in.Tenant, in.ID)
 	switch {
 	case token.KindOf(err) == token.NotFound:
 		if in.Version != nil {
@@ -111,13 +124,34 @@ func (s *Service) Upsert(ctx context.Context, in Upsert) (UpsertResult, error) {
 	if in.Value != nil && !seal.DigestMatches(digest, []byte(*in.Value)) {
 		return UpsertResult{}, token.InvalidField("value", "value cannot be changed once the token is created; create a new token to rotate it")
 	}
-	u := store.Update{Tenant: in.Tenant, ID: in.ID, Name: in.Name, ExpiresAt: in.ExpiresAt, Restricted: in.Restricted,
-		RequestID: in.RequestID, Now: s.now()}
-	if in.Version != nil {
-		u.ExpectedVersion = *in.Version
-	}
-	return UpsertResult{}, s.store.Update(ctx, u)
+	u := store.Update{Tenant: in.Tenant, ID: in.ID, Name: in.Name, ExpiresAt: in.ExpiresAt, Restricted: in.Restricted}
+	return UpsertResult{}, s.update(ctx, u, current.Version, in.Version, s.event(token.ActionUpdate, in.Meta))
 }
+
+// update applies u to the token's version: the one the caller sent (a mismatch is a 409), or
+// else the one just read (a concurrent change makes it read again: an unversioned write never
+// conflicts, yet its event records the exact version it left).
+func (s *Service) update(ctx context.Context, u store.Update, read int, expected *int, ev token.Event) error {
+	for range updateAttempts {
+		u.Version, u.Now = read, ev.At
+		if expected != nil {
+			u.Version = *expected
+		}
+		err := s.store.Update(ctx, u, ev)
+		if expected != nil || token.As(err).Reason != token.VersionMismatch {
+			return err
+		}
+		t, err := s.store.Get(ctx, u.Tenant, u.ID)
+		if err != nil {
+			return err
+		}
+		read = t.Version
+	}
+	return &token.Error{Kind: token.Conflict, Reason: token.ConcurrentChange, ResourceID: u.ID}
+}
+
+// updateAttempts bounds the rounds of an unversioned update that keeps losing to others.
+const updateAttempts = 8
 
 // checkUpsert checks what can be checked without reading the token.
 func checkUpsert(in Upsert) error {
@@ -184,7 +218,9 @@ func (s *Service) create(ctx context.Context, in Upsert) (UpsertResult, error) {
 	}
 	// A retry of this very request (the SDK's, after a lost DynamoDB response) stores the
 	// same sealed value under the same request id: the value returned is the value stored.
-	if err := s.store.Create(ctx, t, sealed, in.RequestID); err != nil {
+	ev := s.event(token.ActionCreate, in.Meta)
+	ev.At = now
+	if err := s.store.Create(ctx, t, sealed, ev); err != nil {
 		return res, err
 	}
 	res.Created = true
@@ -213,13 +249,17 @@ type PatchOp struct {
 
 // Patch applies ops to the token, all or none, in one conditional write. /name, /expiresAt and
 // /restricted may change; the value, the id and the metadata never.
-func (s *Service) Patch(ctx context.Context, tenant, id string, ops []PatchOp, requestID string) error {
+func (s *Service) Patch(ctx context.Context, tenant, id string, ops []PatchOp, m Meta) error {
 	u, err := patched(ops)
 	if err != nil {
 		return err
 	}
-	u.Tenant, u.ID, u.RequestID, u.Now = tenant, id, requestID, s.now()
-	return s.store.Update(ctx, u)
+	t, err := s.store.Get(ctx, tenant, id)
+	if err != nil {
+		return err
+	}
+	u.Tenant, u.ID = tenant, id
+	return s.update(ctx, u, t.Version, nil, s.event(token.ActionPatch, m))
 }
 
 // patched checks every op and returns the update they make together.
@@ -295,48 +335,78 @@ const lastUsedEvery = time.Minute
 // resolve function; never a public route), and records when it was used. consumer may be nil;
 // a restricted token resolves only for a consumer registered in its usages. Expiry, deletion
 // and restriction are checked against one consistent read on every call.
-func (s *Service) Resolve(ctx context.Context, tenant, id string, consumer *token.Consumer) ([]byte, error) {
+func (s *Service) Resolve(ctx context.Context, tenant, id string, consumer *token.Consumer, requestID string) ([]byte, error) {
+	value, version, err := s.resolve(ctx, tenant, id, consumer)
+	if reason := refusal(err); reason != "" {
+		// A refused resolve is recorded (who was refused what, and why); a failed one (bad
+		// input, a dependency down) is not a refusal. Losing the record must not change the answer.
+		actor := "unnamed"
+		if consumer != nil {
+			actor = consumer.Kind + "/" + consumer.ID
+		}
+		_ = s.store.RecordEvent(ctx, tenant, token.Event{At: s.now(), Action: token.ActionResolve, Actor: actor,
+			RequestID: requestID, TokenID: id, Version: version, Outcome: reason})
+	}
+	return value, err
+}
+
+// refusal is the reason a resolve was refused, "" when it was not.
+func refusal(err error) string {
+	e := token.As(err)
+	switch {
+	case err == nil:
+		return ""
+	case e.Kind == token.NotFound:
+		return string(token.NotFound)
+	case e.Reason == token.Expired || e.Reason == token.ConsumerRefused:
+		return string(e.Reason)
+	}
+	return ""
+}
+
+func (s *Service) resolve(ctx context.Context, tenant, id string, consumer *token.Consumer) ([]byte, int, error) {
 	if err := token.ValidateTenant(tenant); err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	if err := token.ValidateID(id); err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	if consumer != nil {
 		if err := consumer.Validate(); err != nil {
-			return nil, err
+			return nil, 0, err
 		}
 	}
 	t, sealed, err := s.store.GetSealed(ctx, tenant, id)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
+	version := t.Version
 	now := s.now()
 	if t.Expired(now) {
-		return nil, &token.Error{Kind: token.Forbidden, Reason: token.Expired, ResourceID: id}
+		return nil, version, &token.Error{Kind: token.Forbidden, Reason: token.Expired, ResourceID: id}
 	}
 	if t.Restricted && (consumer == nil || !slices.Contains(t.Consumers, consumer.Key())) {
-		return nil, &token.Error{Kind: token.Forbidden, Reason: token.ConsumerRefused, ResourceID: id}
+		return nil, version, &token.Error{Kind: token.Forbidden, Reason: token.ConsumerRefused, ResourceID: id}
 	}
 	value, err := s.sealer.Open(ctx, tenant, id, sealed)
 	if err != nil {
-		return nil, err
+		return nil, version, err
 	}
 	// Written at most once a minute, and only asked for when the read says it is due, so that
 	// a warm resolve is one GetItem. Losing the write must not lose the caller its value.
 	if now.Sub(t.LastUsedAt) >= lastUsedEvery {
 		_ = s.store.TouchLastUsed(ctx, tenant, id, now)
 	}
-	return value, nil
+	return value, version, nil
 }
 
 // Delete removes a token; a missing one is fine. A token in use is refused with a 409 that lists
 // its users and offers a forced delete, unless force is set: then the token and its usages go.
-func (s *Service) Delete(ctx context.Context, tenant, id string, force bool) error {
+func (s *Service) Delete(ctx context.Context, tenant, id string, force bool, m Meta) error {
 	if force {
-		return s.store.ForceDelete(ctx, tenant, id)
+		return s.store.ForceDelete(ctx, tenant, id, s.event(token.ActionForceDelete, m))
 	}
-	err := s.store.DeleteUnused(ctx, tenant, id)
+	err := s.store.DeleteUnused(ctx, tenant, id, s.event(token.ActionDelete, m))
 	if !errors.Is(err, store.ErrInUse) {
 		return err
 	}
@@ -348,19 +418,25 @@ func (s *Service) Delete(ctx context.Context, tenant, id string, force bool) err
 }
 
 // RegisterUsage records that kind/refID uses the token (created = false if it already did).
-func (s *Service) RegisterUsage(ctx context.Context, tenant, id, kind, refID string) (bool, error) {
+func (s *Service) RegisterUsage(ctx context.Context, tenant, id, kind, refID string, m Meta) (bool, error) {
 	if err := token.ValidateUsage(kind, refID); err != nil {
 		return false, err
 	}
-	return s.store.RegisterUsage(ctx, tenant, id, kind, refID, s.now())
+	return s.store.RegisterUsage(ctx, tenant, id, kind, refID, s.event(token.ActionUsageRegister, m))
 }
 
 // UnregisterUsage removes a usage; a missing one is fine.
-func (s *Service) UnregisterUsage(ctx context.Context, tenant, id, kind, refID string) error {
+func (s *Service) UnregisterUsage(ctx context.Context, tenant, id, kind, refID string, m Meta) error {
 	if err := token.ValidateUsage(kind, refID); err != nil {
 		return err
 	}
-	return s.store.UnregisterUsage(ctx, tenant, id, kind, refID)
+	return s.store.UnregisterUsage(ctx, tenant, id, kind, refID, s.event(token.ActionUsageUnregister, m))
+}
+
+// Events returns one page of a token's audit trail, newest first, and its length; the token
+// may have been deleted.
+func (s *Service) Events(ctx context.Context, tenant, id string, page query.Page) ([]token.Event, int, error) {
+	return s.store.Events(ctx, tenant, id, page.Number, page.Size, s.maxItemsRead)
 }
 
 // Usages returns one page of a token's usages and their total; a missing token is a 404.

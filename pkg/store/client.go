@@ -45,8 +45,8 @@ func NewClient(ctx context.Context, endpoint string, policy awsretry.Policy, opt
 	}), nil
 }
 
-// CreateTable makes the table as template.yaml declares it (pk/sk strings, on demand) and
-// waits until it is active. An existing table is left as it is.
+// CreateTable makes the table as template.yaml declares it (pk/sk strings, on demand, TTL on
+// ttl) and waits until it is active. An existing table is left as it is.
 func CreateTable(ctx context.Context, db *dynamodb.Client, table string) error {
 	_, err := db.CreateTable(ctx, &dynamodb.CreateTableInput{
 		TableName: aws.String(table),
@@ -64,5 +64,18 @@ func CreateTable(ctx context.Context, db *dynamodb.Client, table string) error {
 	if err != nil && !errors.As(err, &inUse) {
 		return err
 	}
-	return dynamodb.NewTableExistsWaiter(db).Wait(ctx, &dynamodb.DescribeTableInput{TableName: aws.String(table)}, time.Minute)
+	if err := dynamodb.NewTableExistsWaiter(db).Wait(ctx, &dynamodb.DescribeTableInput{TableName: aws.String(table)}, time.Minute); err != nil {
+		return err
+	}
+	// Audit events expire by TTL, as the template enables it (a table that has it already is fine).
+	ttl, err := db.DescribeTimeToLive(ctx, &dynamodb.DescribeTimeToLiveInput{TableName: aws.String(table)})
+	if err != nil {
+		return err
+	}
+	if d := ttl.TimeToLiveDescription; d != nil && d.TimeToLiveStatus == types.TimeToLiveStatusEnabled {
+		return nil
+	}
+	_, err = db.UpdateTimeToLive(ctx, &dynamodb.UpdateTimeToLiveInput{TableName: aws.String(table),
+		TimeToLiveSpecification: &types.TimeToLiveSpecification{AttributeName: aws.String(attrTTL), Enabled: aws.Bool(true)}})
+	return err
 }

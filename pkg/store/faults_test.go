@@ -2,6 +2,7 @@ package store_test
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -28,14 +29,24 @@ func viaProxy(t *testing.T, table string) (*store.Store, *testenv.FaultProxy) {
 	return store.New(client, table), proxy
 }
 
-// items returns every item of a table (consistent scan).
-func items(t *testing.T, table string) []map[string]types.AttributeValue {
+// items returns the items of a table whose sort key starts with one of prefixes (consistent scan).
+func items(t *testing.T, table string, prefixes ...string) []map[string]types.AttributeValue {
 	t.Helper()
 	out, err := testenv.Client().Scan(context.Background(), &dynamodb.ScanInput{TableName: aws.String(table), ConsistentRead: aws.Bool(true)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return out.Items
+	var kept []map[string]types.AttributeValue
+	for _, it := range out.Items {
+		sk := it["sk"].(*types.AttributeValueMemberS).Value
+		for _, p := range prefixes {
+			if strings.HasPrefix(sk, p) {
+				kept = append(kept, it)
+				break
+			}
+		}
+	}
+	return kept
 }
 
 // A forced delete paused between its read of the usages and its transaction, while another
@@ -49,22 +60,22 @@ func TestForcedDeleteRacingUnregisterAndRegister(t *testing.T) {
 	deleter, proxy := viaProxy(t, table)
 	create(t, direct, "acme", "x", "r1")
 	now := time.Now()
-	if _, err := direct.RegisterUsage(ctx, "acme", "x", "agent", "old", now); err != nil {
+	if _, err := direct.RegisterUsage(ctx, "acme", "x", "agent", "old", token.Event{At: now, RequestID: "reg-old"}); err != nil {
 		t.Fatal(err)
 	}
 
 	pause := proxy.PauseNext("TransactWriteItems")
 	done := make(chan error, 1)
-	go func() { done <- deleter.ForceDelete(ctx, "acme", "x") }()
+	go func() { done <- deleter.ForceDelete(ctx, "acme", "x", token.Event{At: now, RequestID: "force"}) }()
 	select {
 	case <-pause.Reached:
 	case <-time.After(wait):
 		t.Fatal("the forced delete never reached its transaction")
 	}
-	if err := direct.UnregisterUsage(ctx, "acme", "x", "agent", "old"); err != nil {
+	if err := direct.UnregisterUsage(ctx, "acme", "x", "agent", "old", token.Event{At: now, RequestID: "unreg-old"}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := direct.RegisterUsage(ctx, "acme", "x", "agent", "new", now); err != nil {
+	if _, err := direct.RegisterUsage(ctx, "acme", "x", "agent", "new", token.Event{At: now, RequestID: "reg-new"}); err != nil {
 		t.Fatal(err)
 	}
 	pause.Release()
@@ -76,7 +87,7 @@ func TestForcedDeleteRacingUnregisterAndRegister(t *testing.T) {
 	case <-time.After(wait):
 		t.Fatal("the forced delete did not end")
 	}
-	if left := items(t, table); len(left) != 0 {
+	if left := items(t, table, "token#", "usage#"); len(left) != 0 {
 		t.Fatalf("%d items left after the forced delete (an orphaned usage): %v", len(left), left)
 	}
 }
@@ -90,12 +101,12 @@ func TestTransactionConflictIsAConflict(t *testing.T) {
 	st, proxy := viaProxy(t, table)
 	create(t, direct, "acme", "x", "r1")
 
-	proxy.FailNext("UpdateItem", "TransactionConflictException", 1)
-	if err := st.Update(ctx, store.Update{Tenant: "acme", ID: "x", Name: ptr("once"), RequestID: "r2", Now: time.Now()}); err != nil {
+	proxy.FailNext("TransactWriteItems", "TransactionConflictException", 1)
+	if err := st.Update(ctx, store.Update{Tenant: "acme", ID: "x", Name: ptr("once"), Version: 1, Now: time.Now()}, token.Event{RequestID: "r2", At: time.Now()}); err != nil {
 		t.Fatalf("one conflict is retried: %v", err)
 	}
-	proxy.FailNext("UpdateItem", "TransactionConflictException", testenv.Policy.MaxAttempts)
-	err := st.Update(ctx, store.Update{Tenant: "acme", ID: "x", Name: ptr("lasting"), RequestID: "r3", Now: time.Now()})
+	proxy.FailNext("TransactWriteItems", "TransactionConflictException", testenv.Policy.MaxAttempts)
+	err := st.Update(ctx, store.Update{Tenant: "acme", ID: "x", Name: ptr("lasting"), Version: 2, Now: time.Now()}, token.Event{RequestID: "r3", At: time.Now()})
 	if token.KindOf(err) != token.Conflict {
 		t.Fatalf("a lasting transaction conflict: %v, want a conflict", err)
 	}

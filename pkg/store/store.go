@@ -110,12 +110,15 @@ func (it item) sealed() token.Sealed {
 
 // Store is the DynamoDB token store.
 type Store struct {
-	db    *dynamodb.Client
-	table string
+	db        *dynamodb.Client
+	table     string
+	retention time.Duration // of audit events
 }
 
 // New returns a store over the given table.
-func New(db *dynamodb.Client, table string) *Store { return &Store{db: db, table: table} }
+func New(db *dynamodb.Client, table string) *Store {
+	return &Store{db: db, table: table, retention: DefaultAuditRetention}
+}
 
 func key(tenant, id string) map[string]types.AttributeValue {
 	return map[string]types.AttributeValue{
@@ -186,11 +189,12 @@ func (s *Store) lastWriter(ctx context.Context, tenant, id string) (requestID st
 	return it.RequestID, true, nil
 }
 
-// Create stores a new token at version 1; a token with that id must not exist.
-func (s *Store) Create(ctx context.Context, t token.Token, sealed token.Sealed, requestID string) error {
+// Create stores a new token at version 1 and its event, in one transaction; a token with that
+// id must not exist.
+func (s *Store) Create(ctx context.Context, t token.Token, sealed token.Sealed, ev token.Event) error {
 	now := token.FormatTime(t.CreatedAt)
 	it := item{PK: t.Tenant, SK: tokenSKPrefix + t.ID, ID: t.ID, Name: t.Name, Version: 1, CreatedAt: now, ModifiedAt: now,
-		RequestID: requestID, Restricted: t.Restricted, Hint: t.Hint, SealKeyID: sealed.KeyID, SealAlgorithm: sealed.Algorithm, SealWrappedKey: sealed.WrappedKey,
+		RequestID: ev.RequestID, Restricted: t.Restricted, Hint: t.Hint, SealKeyID: sealed.KeyID, SealAlgorithm: sealed.Algorithm, SealWrappedKey: sealed.WrappedKey,
 		SealNonce: sealed.Nonce, SealCiphertext: sealed.Ciphertext, SealDigest: sealed.Digest}
 	if !t.ExpiresAt.IsZero() {
 		it.ExpiresAt = token.FormatTime(t.ExpiresAt)
@@ -199,65 +203,79 @@ func (s *Store) Create(ctx context.Context, t token.Token, sealed token.Sealed, 
 	if err != nil {
 		return token.InternalError(err)
 	}
-	cond, err := expression.NewBuilder().WithCondition(expression.AttributeNotExists(expression.Name(attrPK))).Build()
+	ev.TokenID, ev.Version = t.ID, 1
+	event, err := s.eventPut(t.Tenant, ev)
 	if err != nil {
-		return token.InternalError(err)
+		return err
 	}
-	_, err = s.db.PutItem(ctx, &dynamodb.PutItemInput{
-		TableName: aws.String(s.table), Item: av,
-		ConditionExpression: cond.Condition(), ExpressionAttributeNames: cond.Names(),
+	failed, err := s.transact(ctx, []types.TransactWriteItem{
+		{Put: &types.Put{TableName: aws.String(s.table), Item: av, ConditionExpression: aws.String("attribute_not_exists(pk)")}},
+		event,
 	})
-	if !isConditionFailed(err) {
-		return classify(err)
+	if err != nil || failed == nil {
+		return err
 	}
-	writer, _, rerr := s.lastWriter(ctx, t.Tenant, t.ID)
-	if rerr != nil {
-		return rerr
+	writer, _, err := s.lastWriter(ctx, t.Tenant, t.ID)
+	if err != nil {
+		return err
 	}
-	if writer == requestID {
-		return nil // our own earlier attempt succeeded and its response was lost
+	if writer == ev.RequestID {
+		return nil // our own earlier attempt succeeded (with its event) and its response was lost
 	}
 	return &token.Error{Kind: token.Conflict, Reason: token.AlreadyExists, ResourceID: t.ID}
 }
 
 // Update is every change the API allows: the name, the expiry and the restriction (nil: left
-// as it is), with the version bumped by one and modifiedAt set. With ExpectedVersion > 0 it
-// applies only if the stored version matches.
+// as it is), with the version bumped by one and modifiedAt set. It applies only to Version, the
+// version the caller sent or the service read, and Changes name what it changes for the event.
 type Update struct {
-	Tenant, ID      string
-	Name            *string
-	ExpiresAt       *time.Time // the zero time removes the expiry
-	Restricted      *bool
-	ExpectedVersion int
-	RequestID       string
-	Now             time.Time
+	Tenant, ID string
+	Name       *string
+	ExpiresAt  *time.Time // the zero time removes the expiry
+	Restricted *bool
+	Version    int
+	Now        time.Time
 }
 
-// Update applies r in one conditional UpdateItem.
-func (s *Store) Update(ctx context.Context, r Update) error {
+// Changes names what u changes, for its event.
+func (u Update) Changes() []string {
+	var c []string
+	if u.Name != nil {
+		c = append(c, "name")
+	}
+	if u.ExpiresAt != nil {
+		c = append(c, "expiresAt")
+	}
+	if u.Restricted != nil {
+		c = append(c, "restricted")
+	}
+	return c
+}
+
+// Update applies u and writes its event in one transaction. It fails with a VersionMismatch
+// conflict when the stored version is not u.Version, and not found when the token is gone.
+func (s *Store) Update(ctx context.Context, u Update, ev token.Event) error {
 	cond := expression.AttributeExists(expression.Name(attrPK)).And(
+		expression.Name(attrVersion).Equal(expression.Value(u.Version)),
 		expression.Or(
 			expression.AttributeNotExists(expression.Name(attrRequestID)),
-			expression.Name(attrRequestID).NotEqual(expression.Value(r.RequestID))))
-	if r.ExpectedVersion > 0 {
-		cond = cond.And(expression.Name(attrVersion).Equal(expression.Value(r.ExpectedVersion)))
-	}
-	update := expression.Set(expression.Name("modifiedAt"), expression.Value(token.FormatTime(r.Now))).
-		Set(expression.Name(attrRequestID), expression.Value(r.RequestID)).
+			expression.Name(attrRequestID).NotEqual(expression.Value(ev.RequestID))))
+	update := expression.Set(expression.Name("modifiedAt"), expression.Value(token.FormatTime(u.Now))).
+		Set(expression.Name(attrRequestID), expression.Value(ev.RequestID)).
 		Add(expression.Name(attrVersion), expression.Value(1))
-	if r.Name != nil {
-		update = update.Set(expression.Name("name"), expression.Value(*r.Name))
+	if u.Name != nil {
+		update = update.Set(expression.Name("name"), expression.Value(*u.Name))
 	}
 	switch {
-	case r.ExpiresAt == nil:
-	case r.ExpiresAt.IsZero():
+	case u.ExpiresAt == nil:
+	case u.ExpiresAt.IsZero():
 		update = update.Remove(expression.Name("expiresAt"))
 	default:
-		update = update.Set(expression.Name("expiresAt"), expression.Value(token.FormatTime(*r.ExpiresAt)))
+		update = update.Set(expression.Name("expiresAt"), expression.Value(token.FormatTime(*u.ExpiresAt)))
 	}
 	switch {
-	case r.Restricted == nil:
-	case *r.Restricted:
+	case u.Restricted == nil:
+	case *u.Restricted:
 		update = update.Set(expression.Name("restricted"), expression.Value(true))
 	default:
 		update = update.Remove(expression.Name("restricted")) // false is shown as absent
@@ -266,24 +284,29 @@ func (s *Store) Update(ctx context.Context, r Update) error {
 	if err != nil {
 		return token.InternalError(err)
 	}
-	_, err = s.db.UpdateItem(ctx, &dynamodb.UpdateItemInput{
-		TableName: aws.String(s.table), Key: key(r.Tenant, r.ID),
+	ev.TokenID, ev.Version, ev.Changes = u.ID, u.Version+1, u.Changes()
+	event, err := s.eventPut(u.Tenant, ev)
+	if err != nil {
+		return err
+	}
+	failed, err := s.transact(ctx, []types.TransactWriteItem{{Update: &types.Update{
+		TableName: aws.String(s.table), Key: key(u.Tenant, u.ID),
 		ConditionExpression: expr.Condition(), UpdateExpression: expr.Update(),
 		ExpressionAttributeNames: expr.Names(), ExpressionAttributeValues: expr.Values(),
-	})
-	if !isConditionFailed(err) {
-		return classify(err)
+	}}, event})
+	if err != nil || failed == nil {
+		return err
 	}
-	writer, found, rerr := s.lastWriter(ctx, r.Tenant, r.ID)
+	writer, found, err := s.lastWriter(ctx, u.Tenant, u.ID)
 	switch {
-	case rerr != nil:
-		return rerr
+	case err != nil:
+		return err
 	case !found:
-		return token.ErrNotFound(r.ID)
-	case writer == r.RequestID:
-		return nil // our own earlier attempt succeeded and its response was lost
+		return token.ErrNotFound(u.ID)
+	case writer == ev.RequestID:
+		return nil // our own earlier attempt succeeded (with its event) and its response was lost
 	}
-	return &token.Error{Kind: token.Conflict, Reason: token.VersionMismatch, ResourceID: r.ID, Version: r.ExpectedVersion}
+	return &token.Error{Kind: token.Conflict, Reason: token.VersionMismatch, ResourceID: u.ID, Version: u.Version}
 }
 
 // TouchLastUsed records that the token's value was resolved at now, writing at most once per

@@ -29,7 +29,7 @@ var sealed = token.Sealed{KeyID: "k", Algorithm: "a", WrappedKey: []byte{1}, Non
 func create(t *testing.T, st *store.Store, tenant, id, rid string) {
 	t.Helper()
 	now := time.Now()
-	if err := st.Create(context.Background(), token.Token{Tenant: tenant, ID: id, Name: "n", CreatedAt: now, ModifiedAt: now}, sealed, rid); err != nil {
+	if err := st.Create(context.Background(), token.Token{Tenant: tenant, ID: id, Name: "n", CreatedAt: now, ModifiedAt: now}, sealed, token.Event{RequestID: rid, At: now}); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -40,15 +40,16 @@ func TestRetriedWritesAreRecognised(t *testing.T) {
 	ctx := context.Background()
 	st := newStore(t)
 	create(t, st, "acme", "x", "req-1")
-	if err := st.Create(ctx, token.Token{Tenant: "acme", ID: "x", Name: "n", CreatedAt: time.Now()}, sealed, "req-1"); err != nil {
+	if err := st.Create(ctx, token.Token{Tenant: "acme", ID: "x", Name: "n", CreatedAt: time.Now()}, sealed, token.Event{RequestID: "req-1", At: time.Now()}); err != nil {
 		t.Fatalf("retried create: %v", err)
 	}
-	if err := st.Create(ctx, token.Token{Tenant: "acme", ID: "x", Name: "n", CreatedAt: time.Now()}, sealed, "req-2"); token.KindOf(err) != token.Conflict {
+	if err := st.Create(ctx, token.Token{Tenant: "acme", ID: "x", Name: "n", CreatedAt: time.Now()}, sealed, token.Event{RequestID: "req-2", At: time.Now()}); token.KindOf(err) != token.Conflict {
 		t.Fatalf("create by another request: %v, want conflict", err)
 	}
-	r := store.Update{Tenant: "acme", ID: "x", Name: ptr("m"), ExpectedVersion: 1, RequestID: "req-3", Now: time.Now()}
+	r := store.Update{Tenant: "acme", ID: "x", Name: ptr("m"), Version: 1, Now: time.Now()}
+	ev3 := token.Event{RequestID: "req-3", At: time.Now()}
 	for attempt := range 2 {
-		if err := st.Update(ctx, r); err != nil {
+		if err := st.Update(ctx, r, ev3); err != nil {
 			t.Fatalf("rename attempt %d: %v", attempt, err)
 		}
 	}
@@ -57,18 +58,19 @@ func TestRetriedWritesAreRecognised(t *testing.T) {
 		t.Fatalf("after a retried rename: %+v %v, want version 2", got, err)
 	}
 	// Without a version a retry is recognised too: applied once.
-	r2 := store.Update{Tenant: "acme", ID: "x", Name: ptr("k"), RequestID: "req-4", Now: time.Now()}
-	st.Update(ctx, r2)
-	st.Update(ctx, r2)
+	r2 := store.Update{Tenant: "acme", ID: "x", Name: ptr("k"), Version: 2, Now: time.Now()}
+	ev4 := token.Event{RequestID: "req-4", At: time.Now()}
+	st.Update(ctx, r2, ev4)
+	st.Update(ctx, r2, ev4)
 	if got, _ := st.Get(ctx, "acme", "x"); got.Version != 3 {
 		t.Fatalf("version %d after a retried unversioned rename, want 3", got.Version)
 	}
-	stale := store.Update{Tenant: "acme", ID: "x", Name: ptr("z"), ExpectedVersion: 1, RequestID: "req-5", Now: time.Now()}
-	if err := st.Update(ctx, stale); token.KindOf(err) != token.Conflict {
+	stale := store.Update{Tenant: "acme", ID: "x", Name: ptr("z"), Version: 1, Now: time.Now()}
+	if err := st.Update(ctx, stale, token.Event{RequestID: "req-5", At: time.Now()}); token.KindOf(err) != token.Conflict {
 		t.Fatalf("stale version: %v", err)
 	}
-	missing := store.Update{Tenant: "acme", ID: "nope", Name: ptr("z"), RequestID: "req-6", Now: time.Now()}
-	if err := st.Update(ctx, missing); token.KindOf(err) != token.NotFound {
+	missing := store.Update{Tenant: "acme", ID: "nope", Name: ptr("z"), Version: 1, Now: time.Now()}
+	if err := st.Update(ctx, missing, token.Event{RequestID: "req-6", At: time.Now()}); token.KindOf(err) != token.NotFound {
 		t.Fatalf("missing: %v", err)
 	}
 }

@@ -37,13 +37,14 @@ func usageKey(tenant, tokenID, kind, refID string) map[string]types.AttributeVal
 }
 
 // countChange adds the usages (as Usage.Key) to a token's consumers and their number to its
-// usageCount (remove: takes them away), only if the token exists.
-func (s *Store) countChange(tenant, id string, usageKeys []string, remove bool) *types.Update {
+// usageCount (remove: takes them away), only if the token exists and, with version > 0, is at
+// that version (the version its event records).
+func (s *Store) countChange(tenant, id string, usageKeys []string, remove bool, version int) *types.Update {
 	delta, expr := len(usageKeys), "ADD usageCount :d, consumers :k"
 	if remove {
 		delta, expr = -delta, "ADD usageCount :d DELETE consumers :k"
 	}
-	return &types.Update{
+	u := &types.Update{
 		TableName:           aws.String(s.table),
 		Key:                 key(tenant, id),
 		UpdateExpression:    aws.String(expr),
@@ -53,6 +54,44 @@ func (s *Store) countChange(tenant, id string, usageKeys []string, remove bool) 
 			":k": &types.AttributeValueMemberSS{Value: usageKeys},
 		},
 	}
+	if version > 0 {
+		u.ConditionExpression = aws.String("attribute_exists(pk) AND version = :v")
+		u.ExpressionAttributeValues[":v"] = &types.AttributeValueMemberN{Value: strconv.Itoa(version)}
+	}
+	return u
+}
+
+// state is what a write that records an event reads first: the version its event records and
+// conditions on, and the usage count.
+type state struct {
+	version, usageCount int
+	found               bool
+}
+
+var stateProjection = projectionExpr{expr: aws.String("#v, #c"), names: map[string]string{"#v": attrVersion, "#c": "usageCount"}}
+
+func (s *Store) state(ctx context.Context, tenant, id string) (state, error) {
+	it, err := s.getItem(ctx, tenant, id, stateProjection)
+	if token.KindOf(err) == token.NotFound {
+		return state{}, nil
+	}
+	if err != nil {
+		return state{}, err
+	}
+	return state{version: it.Version, usageCount: it.UsageCount, found: true}, nil
+}
+
+// errMoved is a round that lost to a concurrent change: the write reads again and retries.
+var errMoved = &token.Error{Kind: token.Conflict, Reason: token.ConcurrentChange}
+
+// retry runs one round of a write that records an event until it is not errMoved.
+func retry(round func() error) error {
+	for range transactionAttempts {
+		if err := round(); err != errMoved {
+			return err
+		}
+	}
+	return errMoved
 }
 
 // transactionAttempts bounds the retries of a transaction that DynamoDB cancelled because a
@@ -92,26 +131,46 @@ func (s *Store) transact(ctx context.Context, items []types.TransactWriteItem) (
 	}
 }
 
-// RegisterUsage records that kind/refID uses the token, in one transaction with the token's
-// existence check. created is false when the usage was already there.
-func (s *Store) RegisterUsage(ctx context.Context, tenant, tokenID, kind, refID string, now time.Time) (created bool, err error) {
+// RegisterUsage records that kind/refID uses the token and its event, in one transaction with
+// the token's existence and version. created is false when the usage was already there (no
+// change, no event).
+func (s *Store) RegisterUsage(ctx context.Context, tenant, tokenID, kind, refID string, ev token.Event) (created bool, err error) {
 	av, err := attributevalue.MarshalMap(usageItem{PK: tenant, SK: usageSKPrefix + tokenID + "#" + kind + "#" + refID,
-		TokenID: tokenID, Kind: kind, RefID: refID, CreatedAt: token.FormatTime(now)})
+		TokenID: tokenID, Kind: kind, RefID: refID, CreatedAt: token.FormatTime(ev.At)})
 	if err != nil {
 		return false, token.InternalError(err)
 	}
 	usageKey := token.Usage{Kind: kind, RefID: refID}.Key()
-	failed, err := s.transact(ctx, []types.TransactWriteItem{
-		{Update: s.countChange(tenant, tokenID, []string{usageKey}, false)},
-		{Put: &types.Put{TableName: aws.String(s.table), Item: av, ConditionExpression: aws.String("attribute_not_exists(pk)")}},
+	already := false
+	err = retry(func() error {
+		st, err := s.state(ctx, tenant, tokenID)
+		if err != nil {
+			return err
+		}
+		if !st.found {
+			return token.ErrNotFound(tokenID)
+		}
+		ev.TokenID, ev.Version, ev.Usage = tokenID, st.version, kind+"/"+refID
+		event, err := s.eventPut(tenant, ev)
+		if err != nil {
+			return err
+		}
+		failed, err := s.transact(ctx, []types.TransactWriteItem{
+			{Update: s.countChange(tenant, tokenID, []string{usageKey}, false, st.version)},
+			{Put: &types.Put{TableName: aws.String(s.table), Item: av, ConditionExpression: aws.String("attribute_not_exists(pk)")}},
+			event,
+		})
+		switch {
+		case err != nil || failed == nil:
+			return err
+		case failed[1]:
+			already = true // also a retry of our own transaction whose response was lost
+			return nil
+		}
+		return errMoved // the token changed or went: read again
 	})
-	switch {
-	case err != nil:
-		return false, err
-	case failed == nil:
-		return true, nil
-	case failed[0]:
-		return false, token.ErrNotFound(tokenID)
+	if err != nil || !already {
+		return err == nil, err
 	}
 	// Already registered. A usage registered before tokens kept their consumers is added to
 	// them now (idempotent), so that registering again lets it resolve a restricted token.
@@ -127,14 +186,32 @@ func (s *Store) RegisterUsage(ctx context.Context, tenant, tokenID, kind, refID 
 	return false, classify(err)
 }
 
-// UnregisterUsage removes a usage; a missing one is not an error.
-func (s *Store) UnregisterUsage(ctx context.Context, tenant, tokenID, kind, refID string) error {
-	_, err := s.transact(ctx, []types.TransactWriteItem{
-		{Delete: &types.Delete{TableName: aws.String(s.table), Key: usageKey(tenant, tokenID, kind, refID),
-			ConditionExpression: aws.String("attribute_exists(pk)")}},
-		{Update: s.countChange(tenant, tokenID, []string{token.Usage{Kind: kind, RefID: refID}.Key()}, true)},
+// UnregisterUsage removes a usage with its event; a missing one is not an error (and no event).
+func (s *Store) UnregisterUsage(ctx context.Context, tenant, tokenID, kind, refID string, ev token.Event) error {
+	return retry(func() error {
+		st, err := s.state(ctx, tenant, tokenID)
+		if err != nil || !st.found {
+			return err // no token, so no usage of it
+		}
+		ev.TokenID, ev.Version, ev.Usage = tokenID, st.version, kind+"/"+refID
+		event, err := s.eventPut(tenant, ev)
+		if err != nil {
+			return err
+		}
+		failed, err := s.transact(ctx, []types.TransactWriteItem{
+			{Delete: &types.Delete{TableName: aws.String(s.table), Key: usageKey(tenant, tokenID, kind, refID),
+				ConditionExpression: aws.String("attribute_exists(pk)")}},
+			{Update: s.countChange(tenant, tokenID, []string{token.Usage{Kind: kind, RefID: refID}.Key()}, true, st.version)},
+			event,
+		})
+		switch {
+		case err != nil || failed == nil:
+			return err
+		case failed[0]:
+			return nil // not registered (or our own earlier attempt removed it)
+		}
+		return errMoved
 	})
-	return err
 }
 
 // Usages lists a token's usages in key order (kind, then refId).
@@ -170,20 +247,36 @@ func (s *Store) Usages(ctx context.Context, tenant, tokenID string) ([]token.Usa
 // ErrInUse is returned by DeleteUnused for a token that has usages.
 var ErrInUse = errors.New("store: token in use")
 
-// DeleteUnused deletes a token only if no usage refers to it (missing is fine).
-func (s *Store) DeleteUnused(ctx context.Context, tenant, id string) error {
-	_, err := s.db.DeleteItem(ctx, &dynamodb.DeleteItemInput{
-		TableName:           aws.String(s.table),
-		Key:                 key(tenant, id),
-		ConditionExpression: aws.String("attribute_not_exists(usageCount) OR usageCount = :zero"),
-		ExpressionAttributeValues: map[string]types.AttributeValue{
-			":zero": &types.AttributeValueMemberN{Value: "0"},
-		},
+// DeleteUnused deletes a token with its event only if no usage refers to it; a missing one is
+// fine (and no event: nothing changed).
+func (s *Store) DeleteUnused(ctx context.Context, tenant, id string, ev token.Event) error {
+	return retry(func() error {
+		st, err := s.state(ctx, tenant, id)
+		switch {
+		case err != nil || !st.found:
+			return err
+		case st.usageCount > 0:
+			return ErrInUse
+		}
+		ev.TokenID, ev.Version = id, st.version
+		event, err := s.eventPut(tenant, ev)
+		if err != nil {
+			return err
+		}
+		failed, err := s.transact(ctx, []types.TransactWriteItem{{Delete: &types.Delete{
+			TableName:           aws.String(s.table),
+			Key:                 key(tenant, id),
+			ConditionExpression: aws.String("version = :v AND (attribute_not_exists(usageCount) OR usageCount = :zero)"),
+			ExpressionAttributeValues: map[string]types.AttributeValue{
+				":zero": &types.AttributeValueMemberN{Value: "0"},
+				":v":    &types.AttributeValueMemberN{Value: strconv.Itoa(st.version)},
+			},
+		}}, event})
+		if err != nil || failed == nil {
+			return err
+		}
+		return errMoved // gone, in use or changed meanwhile: read again
 	})
-	if isConditionFailed(err) {
-		return ErrInUse
-	}
-	return classify(err)
 }
 
 // maxTransactionItems is DynamoDB's limit of items in one TransactWriteItems.
@@ -195,20 +288,31 @@ const maxTransactionItems = 100
 // first, in transactions that lower the count with them, and the token last, only once its count
 // is 0: at no moment does a usage exist without its token. A usage registered meanwhile makes it
 // go round again.
-func (s *Store) ForceDelete(ctx context.Context, tenant, id string) error {
+func (s *Store) ForceDelete(ctx context.Context, tenant, id string, ev token.Event) error {
 	for round := 0; round < transactionAttempts; round++ {
+		st, err := s.state(ctx, tenant, id)
+		if err != nil || !st.found {
+			return err // nothing to delete, nothing to record
+		}
 		usages, err := s.Usages(ctx, tenant, id)
 		if err != nil {
 			return err
 		}
-		if len(usages) < maxTransactionItems {
+		// The last transaction holds the token, its usages and its event.
+		if len(usages) <= maxTransactionItems-2 {
+			ev.TokenID, ev.Version = id, st.version
+			event, err := s.eventPut(tenant, ev)
+			if err != nil {
+				return err
+			}
 			items := []types.TransactWriteItem{{Delete: &types.Delete{
 				TableName: aws.String(s.table), Key: key(tenant, id),
-				ConditionExpression: aws.String("attribute_not_exists(pk) OR attribute_not_exists(usageCount) OR usageCount = :n"),
+				ConditionExpression: aws.String("version = :v AND (attribute_not_exists(usageCount) OR usageCount = :n)"),
 				ExpressionAttributeValues: map[string]types.AttributeValue{
 					":n": &types.AttributeValueMemberN{Value: strconv.Itoa(len(usages))},
+					":v": &types.AttributeValueMemberN{Value: strconv.Itoa(st.version)},
 				},
-			}}}
+			}}, event}
 			// Every usage delete requires the usage to exist: with the count condition above
 			// (the count always equals the number of usage items), the transaction commits only
 			// if the usages are exactly the set read. A usage unregistered and another
@@ -226,7 +330,7 @@ func (s *Store) ForceDelete(ctx context.Context, tenant, id string) error {
 			if failed == nil {
 				return nil
 			}
-			continue // the count changed under us: read the usages again
+			continue // the token or its usages changed under us: read again
 		}
 		// Too many for one transaction: remove a batch of usages with the count, then go round.
 		batch := usages[:maxTransactionItems-1]
@@ -234,7 +338,7 @@ func (s *Store) ForceDelete(ctx context.Context, tenant, id string) error {
 		for i, u := range batch {
 			keys[i] = u.Key()
 		}
-		items := []types.TransactWriteItem{{Update: s.countChange(tenant, id, keys, true)}}
+		items := []types.TransactWriteItem{{Update: s.countChange(tenant, id, keys, true, 0)}}
 		for _, u := range batch {
 			items = append(items, types.TransactWriteItem{Delete: &types.Delete{
 				TableName: aws.String(s.table), Key: usageKey(tenant, id, u.Kind, u.RefID),

@@ -1,0 +1,33 @@
+package token
+
+import "time"
+
+// Actions of the audit trail.
+const (
+	ActionCreate          = "create"
+	ActionUpdate          = "update" // a PUT on an existing token; Changes says what changed
+	ActionPatch           = "patch"
+	ActionDelete          = "delete"
+	ActionForceDelete     = "force_delete"
+	ActionUsageRegister   = "usage_register"
+	ActionUsageUnregister = "usage_unregister"
+	ActionResolve         = "resolve" // only refused resolves are recorded
+)
+
+// Outcomes of an event: a change is recorded only when it happened; a resolve only when it
+// was refused, with the reason.
+const OutcomeSuccess = "success"
+
+// Event is one entry of a token's audit trail. It never holds a value, a hint, a digest, a
+// ciphertext or a JWT: who, what, when, under which request, and the version it left.
+type Event struct {
+	At        time.Time
+	Action    string
+	Actor     string // the JWT's sub; for a resolve, the consumer ("agent/support") or "unnamed"
+	RequestID string
+	TokenID   string
+	Version   int      // the token's version after the change (0 when there is no token)
+	Outcome   string   // OutcomeSuccess, or the reason a resolve was refused
+	Changes   []string // what an update or patch changed: name, expiresAt, restricted
+	Usage     string   // the usage a register or unregister concerns ("agent/support")
+}
