@@ -296,7 +296,9 @@ func TestWarmResolveFunctionSeesChangesAtOnce(t *testing.T) {
 	}{
 		{"registered consumer", nil, `{"value":"sk-warm-resolve-value"}`},
 		{"again, from the cache", nil, `{"value":"sk-warm-resolve-value"}`},
-		{"usage unregistered", func() error { return svc.UnregisterUsage(ctx, "acme", "bot", "agent", "support", service.Meta{RequestID: "r1b"}) }, `"reason":"consumer_not_allowed"`},
+		{"usage unregistered", func() error {
+			return svc.UnregisterUsage(ctx, "acme", "bot", "agent", "support", service.Meta{RequestID: "r1b"})
+		}, `"reason":"consumer_not_allowed"`},
 		{"restriction lifted", func() error {
 			return svc.Patch(ctx, "acme", "bot", []service.PatchOp{{Op: "REPLACE", Path: "/restricted", Value: false}}, service.Meta{RequestID: "r2"})
 		}, `{"value":"sk-warm-resolve-value"}`},
