@@ -4,6 +4,7 @@
 package functions_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -327,5 +328,42 @@ func TestWarmResolveFunctionSeesChangesAtOnce(t *testing.T) {
 	}
 	if !strings.Contains(logs, `"outcome":"consumer_not_allowed"`) || !strings.Contains(logs, `"consumerKind":"agent"`) {
 		t.Fatalf("a refusal is not logged with its reason and consumer: %s", logs)
+	}
+}
+
+// A function missing its configuration, or given a bad value, stops at init with one JSON log
+// line that says why; it never starts to answer requests with 500s.
+func TestBadConfigurationFailsAtInit(t *testing.T) {
+	base := newEnv(t).vars
+	cases := []struct {
+		name   string
+		change string // KEY=VALUE appended (the last one wins), or KEY= to empty it
+		want   string
+	}{
+		{"no TABLE_NAME", "TABLE_NAME=", "TABLE_NAME is not set"},
+		{"bad REQUEST_TIMEOUT", "REQUEST_TIMEOUT=soon", "REQUEST_TIMEOUT must be a positive duration"},
+		{"bad AUDIT_RETENTION_DAYS", "AUDIT_RETENTION_DAYS=0", "AUDIT_RETENTION_DAYS must be a whole number"},
+	}
+	for _, c := range cases {
+		for _, fn := range []string{"get-token", "upsert-token", "resolve-token"} {
+			vars := append(append([]string{}, base...), c.change)
+			res, err := runtimeapi.Invoke(context.Background(), runtimeapi.Invocation{
+				Binary: filepath.Join(binDir, fn), Function: fn, Env: vars, Event: []byte(`{}`)})
+			if err == nil || res.Response != nil {
+				t.Errorf("%s, %s: answered %s", c.name, fn, res.Response)
+				continue
+			}
+			var line struct{ Msg, Function, Error string }
+			if json.Unmarshal(bytes.TrimSpace(res.Logs), &line) != nil || line.Msg != "init failed" || line.Function != fn || !strings.Contains(line.Error, c.want) {
+				t.Errorf("%s, %s: init log %q, want one JSON line saying %q", c.name, fn, res.Logs, c.want)
+			}
+		}
+	}
+	// The upsert and resolve functions need a sealer: neither KMS_KEY_ID nor MASTER_KEY_FILE.
+	vars := append(append([]string{}, base...), "MASTER_KEY_FILE=")
+	res, err := runtimeapi.Invoke(context.Background(), runtimeapi.Invocation{
+		Binary: filepath.Join(binDir, "upsert-token"), Function: "upsert-token", Env: vars, Event: []byte(`{}`)})
+	if err == nil || !strings.Contains(string(res.Logs), "KMS_KEY_ID") {
+		t.Errorf("upsert-token without a sealer: %v %s", err, res.Logs)
 	}
 }
