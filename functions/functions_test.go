@@ -157,6 +157,11 @@ func TestEachFunctionThroughTheRuntimeAPI(t *testing.T) {
 		{"patch-token", withScope("ai.agent_read"), 403, `"code":403`},
 		{"unregister-token-usage", withScope("ai.agent_read"), 403, `"code":403`},
 		{"register-token-usage", withTenant("globex"), 403, `"code":403`},
+		// The trail of the deleted token, newest first, with the authorizer's sub as actor.
+		{"list-token-events", nil, 200, `[{"at":`},
+		{"list-token-events", nil, 200, `"action":"delete","actor":"admin-ui"`},
+		{"list-token-events", withTenant("globex"), 403, `"code":403`},
+		{"list-token-events", withScope("ai.agent_manage"), 403, `"code":403`},
 	}
 	for i, s := range steps {
 		res := e.call(s.fn, event(t, s.fn, s.change))
