@@ -76,14 +76,11 @@ func (s *Server) listWith(w http.ResponseWriter, r *http.Request, q string) erro
 	if err != nil {
 		return err
 	}
-	if want, _ := strconv.ParseBool(r.Header.Get("X-Total-Count")); want {
-		w.Header().Set("X-Total-Count", strconv.Itoa(res.Total))
-	}
 	docs := make([]map[string]any, len(res.Tokens))
 	for i, t := range res.Tokens {
 		docs[i] = query.Project(t.Document(), fields)
 	}
-	writeJSON(w, http.StatusOK, docs)
+	writePage(w, r, docs, res.Total)
 	return nil
 }
 
@@ -227,10 +224,7 @@ func (s *Server) listUsages(w http.ResponseWriter, r *http.Request) error {
 	for i, u := range usages {
 		docs[i] = usageJSON{Kind: u.Kind, RefID: u.RefID, CreatedAt: token.FormatTime(u.CreatedAt)}
 	}
-	if want, _ := strconv.ParseBool(r.Header.Get("X-Total-Count")); want {
-		w.Header().Set("X-Total-Count", strconv.Itoa(total))
-	}
-	writeJSON(w, http.StatusOK, docs)
+	writePage(w, r, docs, total)
 	return nil
 }
 
@@ -258,16 +252,21 @@ func (s *Server) listEvents(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	if want, _ := strconv.ParseBool(r.Header.Get("X-Total-Count")); want {
-		w.Header().Set("X-Total-Count", strconv.Itoa(total))
-	}
 	docs := make([]eventJSON, len(events))
 	for i, e := range events {
 		docs[i] = eventJSON{At: token.FormatTime(e.At), Action: e.Action, Actor: e.Actor, RequestID: e.RequestID,
 			TokenID: e.TokenID, Version: e.Version, Outcome: e.Outcome, Changes: e.Changes, Usage: e.Usage}
 	}
-	writeJSON(w, http.StatusOK, docs)
+	writePage(w, r, docs, total)
 	return nil
+}
+
+// writePage answers one page of a paged read, with X-Total-Count when the client asks for it.
+func writePage(w http.ResponseWriter, r *http.Request, page any, total int) {
+	if want, _ := strconv.ParseBool(r.Header.Get("X-Total-Count")); want {
+		w.Header().Set("X-Total-Count", strconv.Itoa(total))
+	}
+	writeJSON(w, http.StatusOK, page)
 }
 
 // usageJSON is a usage as the API shows it.
