@@ -372,3 +372,68 @@ func TestBadConfigurationFailsAtInit(t *testing.T) {
 		t.Errorf("upsert-token without a sealer: %v %s", err, res.Logs)
 	}
 }
+
+// withBody sets the request body of an event, for the token id in its path.
+func withBody(id, body string) func(map[string]any) {
+	return func(ev map[string]any) {
+		ev["rawPath"] = strings.Replace(ev["rawPath"].(string), "/openai", "/"+id, 1)
+		ev["requestContext"].(map[string]any)["http"].(map[string]any)["path"] = ev["rawPath"]
+		ev["pathParameters"].(map[string]any)["tokenId"] = id
+		if body != "" {
+			ev["body"] = body
+		}
+	}
+}
+
+// The lifecycle through the real binaries: a generated, restricted, expiring token, its
+// consumer, and resolve refusing and then giving the value.
+func TestLifecycleThroughTheFunctions(t *testing.T) {
+	e := newEnv(t)
+	expires := time.Now().Add(48 * time.Hour).UTC().Format(time.RFC3339)
+	created := e.call("upsert-token", event(t, "upsert-token", withBody("gen",
+		`{"name":"Generated","generate":true,"prefix":"mcp_","restricted":true,"expiresAt":"`+expires+`"}`)))
+	var body struct{ ID, Value string }
+	json.Unmarshal([]byte(created.Body), &body)
+	if created.StatusCode != 201 || body.ID != "gen" || !strings.HasPrefix(body.Value, "mcp_") || len(body.Value) != 4+43 {
+		t.Fatalf("generate: %+v", created)
+	}
+	got := e.call("get-token", event(t, "get-token", withBody("gen", "")))
+	if !strings.Contains(got.Body, `"restricted":true`) || !strings.Contains(got.Body, `"expiresAt":"`) ||
+		!strings.Contains(got.Body, `"hint":"…`+body.Value[len(body.Value)-4:]+`"`) || strings.Contains(got.Body, body.Value) {
+		t.Fatalf("get: %s", got.Body)
+	}
+	resolve := func(consumer string) string {
+		res := e.invoke("resolve-token", []byte(`{"tenant":"acme","tokenId":"gen"`+consumer+`}`))
+		return string(res.Response)
+	}
+	asAgent := `,"consumer":{"kind":"agent","id":"support-agent"}`
+	if out := resolve(asAgent); !strings.Contains(out, `"reason":"consumer_not_allowed"`) {
+		t.Fatalf("an unregistered consumer: %s", out)
+	}
+	if res := e.call("register-token-usage", event(t, "register-token-usage", withBody("gen", ""))); res.StatusCode != 201 {
+		t.Fatalf("register: %+v", res)
+	}
+	if out := resolve(asAgent); out != `{"value":"`+body.Value+`"}` {
+		t.Fatalf("a registered consumer: %s", out)
+	}
+	if out := resolve(""); !strings.Contains(out, `"reason":"consumer_not_allowed"`) {
+		t.Fatalf("no consumer: %s", out)
+	}
+	patch := `[{"op":"REPLACE","path":"/expiresAt","value":"2020-01-01T00:00:00Z"}]`
+	if res := e.call("patch-token", event(t, "patch-token", withBody("gen", patch))); res.StatusCode != 204 {
+		t.Fatalf("patch expiry: %+v", res)
+	}
+	if out := resolve(asAgent); !strings.Contains(out, `"reason":"expired"`) {
+		t.Fatalf("expired: %s", out)
+	}
+	trail := e.call("list-token-events", event(t, "list-token-events", withBody("gen", "")))
+	for _, want := range []string{`"action":"resolve","actor":"agent/support-agent"`, `"outcome":"expired"`, `"action":"patch"`,
+		`"action":"usage_register"`, `"action":"create"`, `"outcome":"consumer_not_allowed"`, `"actor":"unnamed"`} {
+		if !strings.Contains(trail.Body, want) {
+			t.Fatalf("the trail lacks %s: %s", want, trail.Body)
+		}
+	}
+	if strings.Contains(trail.Body, body.Value) || strings.Contains(trail.Body, "…"+body.Value[len(body.Value)-4:]) {
+		t.Fatal("the trail holds the value or its hint")
+	}
+}
