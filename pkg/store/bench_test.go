@@ -50,8 +50,8 @@ func BenchmarkWriteWithEventVersusPlain(b *testing.B) {
 			b.Fatal(err)
 		}
 		if _, err := db.UpdateItem(ctx, &dynamodb.UpdateItemInput{TableName: aws.String(table), Key: key,
-			ConditionExpression: aws.String("attribute_exists(pk) AND version = :v AND requestId <> :r"),
-			UpdateExpression:    aws.String("SET #n = :n, modifiedAt = :m, requestId = :r ADD version :one"),
+			ConditionExpression:      aws.String("attribute_exists(pk) AND version = :v AND requestId <> :r"),
+			UpdateExpression:         aws.String("SET #n = :n, modifiedAt = :m, requestId = :r ADD version :one"),
 			ExpressionAttributeNames: map[string]string{"#n": "name"},
 			ExpressionAttributeValues: map[string]types.AttributeValue{":v": &types.AttributeValueMemberN{Value: "1"},
 				":r": &types.AttributeValueMemberS{Value: "u" + id}, ":n": &types.AttributeValueMemberS{Value: "m"},
