@@ -89,7 +89,7 @@ func (s *Store) Events(ctx context.Context, tenant, tokenID string, pageNumber, 
 		return []token.Event{}, total, nil
 	}
 	if skip+pageSize > maxItems {
-		return nil, 0, &token.Error{Kind: token.Invalid, Reason: token.TooManyToRead, Limit: maxItems}
+		return nil, 0, ErrTooManyItems(maxItems)
 	}
 	in := &dynamodb.QueryInput{TableName: aws.String(s.table), ConsistentRead: aws.Bool(true), ScanIndexForward: aws.Bool(false),
 		KeyConditionExpression: keyCond, ExpressionAttributeValues: values, Limit: aws.Int32(int32(skip + pageSize))}
