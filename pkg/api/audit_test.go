@@ -239,3 +239,20 @@ func TestRefusedResolvesAreRecorded(t *testing.T) {
 		t.Fatalf("the refusal of a missing token over HTTP: %s", res.body)
 	}
 }
+
+// Paging is bounded like the list: past the bound of events read is a 400 that says so.
+func TestEventsPagingBound(t *testing.T) {
+	h := newHarnessFrom(t, stack{sealer: newHarness(t).sealer, maxItemsRead: 3})
+	mgr := h.manager()
+	h.create("openai", "OpenAI", "sk-bound-0001")
+	for _, n := range []string{"A", "B", "C"} {
+		h.do("PUT", base+"/openai", `{"name":"`+n+`"}`, mgr)
+	}
+	if res := h.do("GET", base+"/openai/events?pageSize=3", "", mgr); res.status != 200 {
+		t.Fatalf("within the bound: %d %s", res.status, res.body)
+	}
+	res := h.do("GET", base+"/openai/events?pageSize=3&pageNumber=2", "", mgr)
+	if e := res.errorBody(t); res.status != 400 || e.Details[0].Field != "pageNumber" || !strings.Contains(e.Details[0].Message, "3 newest") {
+		t.Fatalf("past the bound: %d %s", res.status, res.body)
+	}
+}
