@@ -10,6 +10,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 
+	"aitokens/pkg/awsretry"
 	"aitokens/pkg/devtools/testenv"
 	"aitokens/pkg/store"
 	"aitokens/pkg/token"
@@ -18,11 +19,16 @@ import (
 // wait is the deadline of every wait in these tests.
 const wait = 20 * time.Second
 
-// viaProxy is a store on table whose DynamoDB calls pass through a fault proxy.
-func viaProxy(t *testing.T, table string) (*store.Store, *testenv.FaultProxy) {
+// viaProxy is a store on table whose DynamoDB calls pass through a fault proxy (with the tests'
+// client policy unless one is given).
+func viaProxy(t *testing.T, table string, policy ...awsretry.Policy) (*store.Store, *testenv.FaultProxy) {
 	t.Helper()
 	proxy := testenv.NewFaultProxy(t)
-	client, err := store.NewClient(context.Background(), proxy.URL, testenv.Policy)
+	p := testenv.Policy
+	if len(policy) > 0 {
+		p = policy[0]
+	}
+	client, err := store.NewClient(context.Background(), proxy.URL, p)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -118,14 +124,9 @@ func TestTransactionConflictIsAConflict(t *testing.T) {
 // Each attempt of an AWS call has its own deadline, so even a caller without one (a
 // background context) gets an unavailable error from a stalled database, after the attempts.
 func TestStalledDatabaseAttemptsTimeOut(t *testing.T) {
-	proxy := testenv.NewFaultProxy(t)
 	policy := testenv.Policy
 	policy.AttemptTimeout, policy.MaxAttempts = 200*time.Millisecond, 2
-	client, err := store.NewClient(context.Background(), proxy.URL, policy)
-	if err != nil {
-		t.Fatal(err)
-	}
-	st := store.New(client, testenv.NewTable(t))
+	st, proxy := viaProxy(t, testenv.NewTable(t), policy)
 	proxy.Stall()
 	done := make(chan error, 1)
 	go func() {
