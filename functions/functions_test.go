@@ -294,7 +294,6 @@ func TestWarmResolveFunctionSeesChangesAtOnce(t *testing.T) {
 	defer proc.Stop()
 	asSupport := []byte(`{"tenant":"acme","tokenId":"bot","consumer":{"kind":"agent","id":"support"}}`)
 	past := time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC)
-	none := time.Time{}
 	steps := []struct {
 		name   string
 		change func() error
@@ -309,10 +308,10 @@ func TestWarmResolveFunctionSeesChangesAtOnce(t *testing.T) {
 			return svc.Patch(ctx, "acme", "bot", []service.PatchOp{{Op: "REPLACE", Path: "/restricted", Value: false}}, service.Meta{RequestID: "r2"})
 		}, `{"value":"sk-warm-resolve-value"}`},
 		{"expired", func() error {
-			return st.Update(ctx, store.Update{Tenant: "acme", ID: "bot", ExpiresAt: &past, Version: 2, Now: time.Now()}, token.Event{RequestID: "r3", At: time.Now()})
+			return st.Update(ctx, store.Update{Tenant: "acme", ID: "bot", ExpiresAt: &past, Version: 2}, token.Event{RequestID: "r3", At: time.Now()})
 		}, `"reason":"expired"`},
 		{"expiry removed", func() error {
-			return st.Update(ctx, store.Update{Tenant: "acme", ID: "bot", ExpiresAt: &none, Version: 3, Now: time.Now()}, token.Event{RequestID: "r4", At: time.Now()})
+			return st.Update(ctx, store.Update{Tenant: "acme", ID: "bot", RemoveExpiry: true, Version: 3}, token.Event{RequestID: "r4", At: time.Now()})
 		}, `{"value":"sk-warm-resolve-value"}`},
 		{"deleted", func() error { return svc.Delete(ctx, "acme", "bot", true, service.Meta{RequestID: "r5"}) }, `"reason":"not_found"`},
 	}

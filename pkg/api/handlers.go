@@ -101,20 +101,23 @@ type upsertBody struct {
 	Prefix     *string         `json:"prefix"`
 }
 
-// expiresAt is the body's expiresAt: nil when absent, the zero time for null.
-func (b upsertBody) expiresAt() (*time.Time, error) {
+// expiresAt is the body's expiresAt: nil when absent or null, remove when null.
+func (b upsertBody) expiresAt() (at *time.Time, remove bool, err error) {
 	if len(b.ExpiresAt) == 0 {
-		return nil, nil
+		return nil, false, nil
 	}
 	if string(b.ExpiresAt) == "null" {
-		return &time.Time{}, nil
+		return nil, true, nil
 	}
 	var raw string
 	if json.Unmarshal(b.ExpiresAt, &raw) != nil {
-		return nil, token.InvalidField("expiresAt", "expiresAt must be an RFC 3339 date-time string")
+		return nil, false, token.InvalidField("expiresAt", "expiresAt must be an RFC 3339 date-time string")
 	}
-	at, err := service.ParseExpiry(raw)
-	return &at, err
+	t, err := service.ParseExpiry(raw)
+	if err != nil {
+		return nil, false, err
+	}
+	return &t, false, nil
 }
 
 // maxVersion is the largest version a float64 holds exactly.
@@ -148,7 +151,7 @@ func (s *Server) upsert(w http.ResponseWriter, r *http.Request) error {
 	if in.Version, err = body.version(); err != nil {
 		return err
 	}
-	if in.ExpiresAt, err = body.expiresAt(); err != nil {
+	if in.ExpiresAt, in.RemoveExpiry, err = body.expiresAt(); err != nil {
 		return err
 	}
 	res, err := s.svc.Upsert(r.Context(), in)

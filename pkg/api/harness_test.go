@@ -148,6 +148,9 @@ func newHarnessFrom(t testing.TB, o stack) *harness {
 		t.Fatal(err)
 	}
 	st := store.New(client, table)
+	if o.now != nil {
+		st = st.WithClock(o.now)
+	}
 	svc, err := service.New(st, sealer, o.now)
 	if err != nil {
 		t.Fatal(err)

@@ -150,9 +150,24 @@ func TestForcedDeleteBeyondTheTransactionLimit(t *testing.T) {
 	if items := withoutEvents(scanTable(t, h)); len(items) != 0 {
 		t.Fatalf("%d items left", len(items))
 	}
-	// One event for the whole forced delete, beyond the transaction limit too.
-	if events := eventsOf(t, h, "big"); len(events) != 232 || events[0].Action != "force_delete" || events[0].Version != 1 {
-		t.Fatalf("%d events, newest %+v", len(events), events[0])
+	// Beyond the transaction limit, every usage removed before the last transaction has its
+	// usage_unregister event under the forced delete's request; the last removes the token
+	// with the rest of its usages under one force_delete event.
+	events := eventsOf(t, h, "big")
+	if events[0].Action != "force_delete" || events[0].Version != 1 {
+		t.Fatalf("newest event %+v", events[0])
+	}
+	removed := 0
+	for _, e := range events {
+		if e.Action == "usage_unregister" {
+			removed++
+			if e.RequestID != events[0].RequestID || e.Actor != events[0].Actor {
+				t.Errorf("a removal under another request or actor: %+v", e)
+			}
+		}
+	}
+	if chunks := (230 - 98 + 48) / 49; removed != chunks*49 || len(events) != 1+230+removed+1 {
+		t.Fatalf("%d events, %d usage removals before the last transaction, want %d", len(events), removed, chunks*49)
 	}
 }
 

@@ -87,8 +87,10 @@ type Upsert struct {
 	Generate   bool    // make the value here (create only) and return it, once
 	Prefix     *string // of a generated value
 	Version    *int
-	ExpiresAt  *time.Time // the zero time (JSON null) removes the expiry of an existing token
-	Restricted *bool
+	ExpiresAt  *time.Time // a new expiry (any date, the zero time included)
+	// RemoveExpiry is JSON null: the token no longer expires (refused on create).
+	RemoveExpiry bool
+	Restricted   *bool
 	Meta
 }
 
@@ -105,7 +107,7 @@ func (s *Service) Upsert(ctx context.Context, in Upsert) (UpsertResult, error) {
 	if err := checkUpsert(in); err != nil {
 		return UpsertResult{}, err
 	}
-	current, digest, err := s.store.GetDigest(ctx, in.Tenant, in.ID)
+	_, digest, err := s.store.GetDigest(ctx, in.Tenant, in.ID)
 	switch {
 	case token.KindOf(err) == token.NotFound:
 		if in.Version != nil {
@@ -124,34 +126,15 @@ func (s *Service) Upsert(ctx context.Context, in Upsert) (UpsertResult, error) {
 	if in.Value != nil && !seal.DigestMatches(digest, []byte(*in.Value)) {
 		return UpsertResult{}, token.InvalidField("value", "value cannot be changed once the token is created; create a new token to rotate it")
 	}
-	u := store.Update{Tenant: in.Tenant, ID: in.ID, Name: in.Name, ExpiresAt: in.ExpiresAt, Restricted: in.Restricted}
-	return UpsertResult{}, s.update(ctx, u, current.Version, in.Version, s.event(token.ActionUpdate, in.Meta))
-}
-
-// update applies u to the token's version: the one the caller sent (a mismatch is a 409), or
-// else the one just read (a concurrent change makes it read again: an unversioned write never
-// conflicts, yet its event records the exact version it left).
-func (s *Service) update(ctx context.Context, u store.Update, read int, expected *int, ev token.Event) error {
-	for range updateAttempts {
-		u.Version, u.Now = read, ev.At
-		if expected != nil {
-			u.Version = *expected
-		}
-		err := s.store.Update(ctx, u, ev)
-		if expected != nil || token.As(err).Reason != token.VersionMismatch {
-			return err
-		}
-		t, err := s.store.Get(ctx, u.Tenant, u.ID)
-		if err != nil {
-			return err
-		}
-		read = t.Version
+	// The version the caller sent, or none: then the store applies the update to the version it
+	// finds (an unversioned write never conflicts, yet its event records the exact version it left).
+	u := store.Update{Tenant: in.Tenant, ID: in.ID, Name: in.Name, ExpiresAt: in.ExpiresAt, RemoveExpiry: in.RemoveExpiry,
+		Restricted: in.Restricted}
+	if in.Version != nil {
+		u.Version = *in.Version
 	}
-	return &token.Error{Kind: token.Conflict, Reason: token.ConcurrentChange, ResourceID: u.ID}
+	return UpsertResult{}, s.store.Update(ctx, u, s.event(token.ActionUpdate, in.Meta))
 }
-
-// updateAttempts bounds the rounds of an unversioned update that keeps losing to others.
-const updateAttempts = 8
 
 // checkUpsert checks what can be checked without reading the token.
 func checkUpsert(in Upsert) error {
@@ -196,14 +179,14 @@ func (s *Service) create(ctx context.Context, in Upsert) (UpsertResult, error) {
 	}
 	t := token.Token{Tenant: in.Tenant, ID: in.ID, Name: *in.Name, Version: 1, CreatedAt: now, ModifiedAt: now,
 		Hint: token.HintOf(*in.Value)}
+	if in.RemoveExpiry {
+		return res, token.InvalidField("expiresAt", "expiresAt must be an RFC 3339 date-time, not null, when a token is created")
+	}
 	if in.ExpiresAt != nil {
-		if in.ExpiresAt.IsZero() {
-			return res, token.InvalidField("expiresAt", "expiresAt must be an RFC 3339 date-time, not null, when a token is created")
-		}
 		if err := token.ValidateExpiry(*in.ExpiresAt, now); err != nil {
 			return res, err
 		}
-		t.ExpiresAt = *in.ExpiresAt
+		t.ExpiresAt = in.ExpiresAt
 	}
 	if in.Restricted != nil {
 		t.Restricted = *in.Restricted
@@ -254,12 +237,8 @@ func (s *Service) Patch(ctx context.Context, tenant, id string, ops []PatchOp, m
 	if err != nil {
 		return err
 	}
-	t, err := s.store.Get(ctx, tenant, id)
-	if err != nil {
-		return err
-	}
 	u.Tenant, u.ID = tenant, id
-	return s.update(ctx, u, t.Version, nil, s.event(token.ActionPatch, m))
+	return s.store.Update(ctx, u, s.event(token.ActionPatch, m))
 }
 
 // patched checks every op and returns the update they make together.
@@ -288,18 +267,18 @@ func patched(ops []PatchOp) (store.Update, error) {
 			}
 			u.Name = &name
 		case "/expiresAt":
-			at := time.Time{} // REMOVE: no expiry
+			u.ExpiresAt, u.RemoveExpiry = nil, !set
 			if set {
 				raw, ok := op.Value.(string)
 				if !ok {
 					return u, token.InvalidField(op.Path, "value of /expiresAt must be an RFC 3339 date-time string")
 				}
-				var err error
-				if at, err = ParseExpiry(raw); err != nil {
+				at, err := ParseExpiry(raw)
+				if err != nil {
 					return u, err
 				}
+				u.ExpiresAt = &at
 			}
-			u.ExpiresAt = &at
 		case "/restricted":
 			restricted := false // REMOVE: not restricted
 			if set {
@@ -319,14 +298,8 @@ func patched(ops []PatchOp) (store.Update, error) {
 	return u, nil
 }
 
-// ParseExpiry reads an expiry date: RFC 3339 with a time and an offset.
-func ParseExpiry(raw string) (time.Time, error) {
-	at, err := time.Parse(time.RFC3339Nano, raw)
-	if err != nil {
-		return time.Time{}, token.InvalidField("expiresAt", "expiresAt must be an RFC 3339 date-time such as 2027-01-31T00:00:00Z")
-	}
-	return at.UTC().Truncate(time.Millisecond), nil
-}
+// ParseExpiry reads an expiry date that round-trips exactly (token.ParseDate).
+func ParseExpiry(raw string) (time.Time, error) { return token.ParseDate("expiresAt", raw) }
 
 // lastUsedEvery is how often the resolve path records lastUsedAt at most.
 const lastUsedEvery = time.Minute

@@ -45,9 +45,18 @@ type eventItem struct {
 func eventPrefix(tokenID string) string { return eventSKPrefix + tokenID + "#" }
 
 // eventPut is the Put of ev in a transaction; it fails if this request's event exists already.
-func (s *Store) eventPut(tenant string, ev token.Event) (types.TransactWriteItem, error) {
+// part tells apart the events one request writes on one token (a forced delete's usage removals:
+// the usage key), "" for the one event of a request.
+func (s *Store) eventPut(tenant string, ev token.Event, part string) (types.TransactWriteItem, error) {
+	if ev.Outcome == "" {
+		ev.Outcome = token.OutcomeSuccess // a change is recorded only when it happened
+	}
 	at := token.FormatTime(ev.At)
-	av, err := attributevalue.MarshalMap(eventItem{PK: tenant, SK: eventPrefix(ev.TokenID) + at + "#" + ev.RequestID,
+	sk := eventPrefix(ev.TokenID) + at + "#" + ev.RequestID
+	if part != "" {
+		sk += "#" + part
+	}
+	av, err := attributevalue.MarshalMap(eventItem{PK: tenant, SK: sk,
 		At: at, Action: ev.Action, Actor: ev.Actor, RequestID: ev.RequestID, TokenID: ev.TokenID, Version: ev.Version,
 		Outcome: ev.Outcome, Changes: ev.Changes, Usage: ev.Usage, TTL: ev.At.Add(s.retention).Unix()})
 	if err != nil {
@@ -57,13 +66,18 @@ func (s *Store) eventPut(tenant string, ev token.Event) (types.TransactWriteItem
 		ConditionExpression: aws.String("attribute_not_exists(pk)")}}, nil
 }
 
-// RecordEvent writes an event that goes with no change (a refused resolve).
+// RecordEvent writes an event that goes with no change (a refused resolve), once: a retry of
+// the same request finds its event there and leaves it.
 func (s *Store) RecordEvent(ctx context.Context, tenant string, ev token.Event) error {
-	put, err := s.eventPut(tenant, ev)
+	put, err := s.eventPut(tenant, ev, "")
 	if err != nil {
 		return err
 	}
-	_, err = s.db.PutItem(ctx, &dynamodb.PutItemInput{TableName: put.Put.TableName, Item: put.Put.Item})
+	_, err = s.db.PutItem(ctx, &dynamodb.PutItemInput{TableName: put.Put.TableName, Item: put.Put.Item,
+		ConditionExpression: put.Put.ConditionExpression})
+	if isConditionFailed(err) {
+		return nil
+	}
 	return classify(err)
 }
 

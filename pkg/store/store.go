@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -24,6 +25,7 @@ const (
 	attrRequestID  = "requestId"
 	attrVersion    = "version"
 	attrLastUsedAt = "lastUsedAt"
+	attrUID        = "uid"
 )
 
 // item is a token as DynamoDB holds it. pk is the tenant; sk is "token#" + id (ids cannot hold
@@ -40,7 +42,11 @@ type item struct {
 	UsageCount int    `dynamodbav:"usageCount"`
 	// RequestID is the id of the request that wrote the item last: after a failed condition it
 	// tells our own earlier (retried) attempt from somebody else's write.
-	RequestID  string `dynamodbav:"requestId,omitempty"`
+	RequestID string `dynamodbav:"requestId,omitempty"`
+	// UID is the token's identity, made at its creation: every item that points at the token
+	// (a usage) carries it, and every write requires it, so that a token deleted and created
+	// again under the same id is another token to a late write. Tokens created before it have none.
+	UID        string `dynamodbav:"uid,omitempty"`
 	ExpiresAt  string `dynamodbav:"expiresAt,omitempty"`
 	Restricted bool   `dynamodbav:"restricted,omitempty"`
 	Hint       string `dynamodbav:"hint,omitempty"`
@@ -98,7 +104,8 @@ func (it item) token(tenant string) token.Token {
 		t.LastUsedAt, _ = time.Parse(time.RFC3339Nano, it.LastUsedAt)
 	}
 	if it.ExpiresAt != "" {
-		t.ExpiresAt, _ = time.Parse(time.RFC3339Nano, it.ExpiresAt)
+		at, _ := time.Parse(time.RFC3339Nano, it.ExpiresAt)
+		t.ExpiresAt = &at
 	}
 	return t
 }
@@ -113,11 +120,19 @@ type Store struct {
 	db        *dynamodb.Client
 	table     string
 	retention time.Duration // of audit events
+	now       func() time.Time
 }
 
 // New returns a store over the given table.
 func New(db *dynamodb.Client, table string) *Store {
-	return &Store{db: db, table: table, retention: DefaultAuditRetention}
+	return &Store{db: db, table: table, retention: DefaultAuditRetention, now: time.Now}
+}
+
+// WithClock is the store taking the time of its writes from now (tests step it).
+func (s *Store) WithClock(now func() time.Time) *Store {
+	c := *s
+	c.now = now
+	return &c
 }
 
 func key(tenant, id string) map[string]types.AttributeValue {
@@ -190,51 +205,58 @@ func (s *Store) lastWriter(ctx context.Context, tenant, id string) (requestID st
 }
 
 // Create stores a new token at version 1 and its event, in one transaction; a token with that
-// id must not exist.
+// id must not exist. Its createdAt and modifiedAt are the time of the write.
 func (s *Store) Create(ctx context.Context, t token.Token, sealed token.Sealed, ev token.Event) error {
-	now := token.FormatTime(t.CreatedAt)
-	it := item{PK: t.Tenant, SK: tokenSKPrefix + t.ID, ID: t.ID, Name: t.Name, Version: 1, CreatedAt: now, ModifiedAt: now,
-		RequestID: ev.RequestID, Restricted: t.Restricted, Hint: t.Hint, SealKeyID: sealed.KeyID, SealAlgorithm: sealed.Algorithm, SealWrappedKey: sealed.WrappedKey,
-		SealNonce: sealed.Nonce, SealCiphertext: sealed.Ciphertext, SealDigest: sealed.Digest}
-	if !t.ExpiresAt.IsZero() {
-		it.ExpiresAt = token.FormatTime(t.ExpiresAt)
-	}
-	av, err := attributevalue.MarshalMap(it)
-	if err != nil {
-		return token.InternalError(err)
-	}
-	ev.TokenID, ev.Version = t.ID, 1
-	event, err := s.eventPut(t.Tenant, ev)
-	if err != nil {
-		return err
-	}
-	failed, err := s.transact(ctx, []types.TransactWriteItem{
-		{Put: &types.Put{TableName: aws.String(s.table), Item: av, ConditionExpression: aws.String("attribute_not_exists(pk)")}},
-		event,
+	uid := newUID()
+	return s.rounds(ctx, func() error {
+		at := s.now().UTC()
+		now := token.FormatTime(at)
+		it := item{PK: t.Tenant, SK: tokenSKPrefix + t.ID, ID: t.ID, Name: t.Name, Version: 1, CreatedAt: now, ModifiedAt: now,
+			RequestID: ev.RequestID, UID: uid, Restricted: t.Restricted, Hint: t.Hint, SealKeyID: sealed.KeyID,
+			SealAlgorithm: sealed.Algorithm, SealWrappedKey: sealed.WrappedKey, SealNonce: sealed.Nonce,
+			SealCiphertext: sealed.Ciphertext, SealDigest: sealed.Digest}
+		if t.ExpiresAt != nil {
+			it.ExpiresAt = token.FormatTime(*t.ExpiresAt)
+		}
+		av, err := attributevalue.MarshalMap(it)
+		if err != nil {
+			return token.InternalError(err)
+		}
+		ev.At, ev.Action, ev.TokenID, ev.Version = at, token.ActionCreate, t.ID, 1
+		event, err := s.eventPut(t.Tenant, ev, "")
+		if err != nil {
+			return err
+		}
+		failed, err := s.transact(ctx, []types.TransactWriteItem{
+			{Put: &types.Put{TableName: aws.String(s.table), Item: av, ConditionExpression: aws.String("attribute_not_exists(pk)")}},
+			event,
+		})
+		if err != nil || failed == nil {
+			return err
+		}
+		writer, _, err := s.lastWriter(ctx, t.Tenant, t.ID)
+		if err != nil {
+			return err
+		}
+		if writer == ev.RequestID {
+			return nil // our own earlier attempt succeeded (with its event) and its response was lost
+		}
+		return &token.Error{Kind: token.Conflict, Reason: token.AlreadyExists, ResourceID: t.ID}
 	})
-	if err != nil || failed == nil {
-		return err
-	}
-	writer, _, err := s.lastWriter(ctx, t.Tenant, t.ID)
-	if err != nil {
-		return err
-	}
-	if writer == ev.RequestID {
-		return nil // our own earlier attempt succeeded (with its event) and its response was lost
-	}
-	return &token.Error{Kind: token.Conflict, Reason: token.AlreadyExists, ResourceID: t.ID}
 }
 
 // Update is every change the API allows: the name, the expiry and the restriction (nil: left
-// as it is), with the version bumped by one and modifiedAt set. It applies only to Version, the
-// version the caller sent or the service read, and Changes name what it changes for the event.
+// as it is), with the version bumped by one and modifiedAt set to the time of the write.
 type Update struct {
-	Tenant, ID string
-	Name       *string
-	ExpiresAt  *time.Time // the zero time removes the expiry
-	Restricted *bool
-	Version    int
-	Now        time.Time
+	Tenant, ID   string
+	Name         *string
+	ExpiresAt    *time.Time // a new expiry (any date, the zero time included)
+	RemoveExpiry bool       // the token no longer expires
+	Restricted   *bool
+	// Version is the version the caller sent: the update applies only to it (a VersionMismatch
+	// conflict otherwise). 0 applies it to whatever version is stored, read again after a
+	// concurrent change, so that its event records the exact version it left.
+	Version int
 }
 
 // Changes names what u changes, for its event.
@@ -243,7 +265,7 @@ func (u Update) Changes() []string {
 	if u.Name != nil {
 		c = append(c, "name")
 	}
-	if u.ExpiresAt != nil {
+	if u.ExpiresAt != nil || u.RemoveExpiry {
 		c = append(c, "expiresAt")
 	}
 	if u.Restricted != nil {
@@ -253,60 +275,82 @@ func (u Update) Changes() []string {
 }
 
 // Update applies u and writes its event in one transaction. It fails with a VersionMismatch
-// conflict when the stored version is not u.Version, and not found when the token is gone.
+// conflict when u.Version is set and not the stored version, and not found when the token is gone.
 func (s *Store) Update(ctx context.Context, u Update, ev token.Event) error {
-	cond := expression.AttributeExists(expression.Name(attrPK)).And(
-		expression.Name(attrVersion).Equal(expression.Value(u.Version)),
-		expression.Or(
-			expression.AttributeNotExists(expression.Name(attrRequestID)),
-			expression.Name(attrRequestID).NotEqual(expression.Value(ev.RequestID))))
-	update := expression.Set(expression.Name("modifiedAt"), expression.Value(token.FormatTime(u.Now))).
-		Set(expression.Name(attrRequestID), expression.Value(ev.RequestID)).
-		Add(expression.Name(attrVersion), expression.Value(1))
-	if u.Name != nil {
-		update = update.Set(expression.Name("name"), expression.Value(*u.Name))
+	if u.ExpiresAt != nil && u.RemoveExpiry {
+		return token.InternalError(errors.New("store: an update both sets and removes the expiry"))
 	}
-	switch {
-	case u.ExpiresAt == nil:
-	case u.ExpiresAt.IsZero():
-		update = update.Remove(expression.Name("expiresAt"))
-	default:
-		update = update.Set(expression.Name("expiresAt"), expression.Value(token.FormatTime(*u.ExpiresAt)))
-	}
-	switch {
-	case u.Restricted == nil:
-	case *u.Restricted:
-		update = update.Set(expression.Name("restricted"), expression.Value(true))
-	default:
-		update = update.Remove(expression.Name("restricted")) // false is shown as absent
-	}
-	expr, err := expression.NewBuilder().WithCondition(cond).WithUpdate(update).Build()
-	if err != nil {
-		return token.InternalError(err)
-	}
-	ev.TokenID, ev.Version, ev.Changes = u.ID, u.Version+1, u.Changes()
-	event, err := s.eventPut(u.Tenant, ev)
-	if err != nil {
-		return err
-	}
-	failed, err := s.transact(ctx, []types.TransactWriteItem{{Update: &types.Update{
-		TableName: aws.String(s.table), Key: key(u.Tenant, u.ID),
-		ConditionExpression: expr.Condition(), UpdateExpression: expr.Update(),
-		ExpressionAttributeNames: expr.Names(), ExpressionAttributeValues: expr.Values(),
-	}}, event})
-	if err != nil || failed == nil {
-		return err
-	}
-	writer, found, err := s.lastWriter(ctx, u.Tenant, u.ID)
-	switch {
-	case err != nil:
-		return err
-	case !found:
-		return token.ErrNotFound(u.ID)
-	case writer == ev.RequestID:
-		return nil // our own earlier attempt succeeded (with its event) and its response was lost
-	}
-	return &token.Error{Kind: token.Conflict, Reason: token.VersionMismatch, ResourceID: u.ID, Version: u.Version}
+	return s.rounds(ctx, func() error {
+		st, err := s.state(ctx, u.Tenant, u.ID)
+		switch {
+		case err != nil:
+			return err
+		case !st.found:
+			return token.ErrNotFound(u.ID)
+		case u.Version != 0 && st.version != u.Version:
+			if st.requestID == ev.RequestID && st.version == u.Version+1 {
+				return nil // our own earlier round was applied and its answer lost
+			}
+			return &token.Error{Kind: token.Conflict, Reason: token.VersionMismatch, ResourceID: u.ID, Version: u.Version}
+		}
+		at := s.stamp(st)
+		cond, values := st.sameToken()
+		values[":req"] = &types.AttributeValueMemberS{Value: ev.RequestID}
+		values[":now"] = &types.AttributeValueMemberS{Value: token.FormatTime(at)}
+		values[":one"] = &types.AttributeValueMemberN{Value: "1"}
+		set := "SET modifiedAt = :now, requestId = :req"
+		var remove []string
+		if u.Name != nil {
+			set += ", #name = :name"
+			values[":name"] = &types.AttributeValueMemberS{Value: *u.Name}
+		}
+		switch {
+		case u.ExpiresAt != nil:
+			set += ", expiresAt = :exp"
+			values[":exp"] = &types.AttributeValueMemberS{Value: token.FormatTime(*u.ExpiresAt)}
+		case u.RemoveExpiry:
+			remove = append(remove, "expiresAt")
+		}
+		switch {
+		case u.Restricted == nil:
+		case *u.Restricted:
+			set += ", restricted = :true"
+			values[":true"] = &types.AttributeValueMemberBOOL{Value: true}
+		default:
+			remove = append(remove, "restricted") // false is shown as absent
+		}
+		expr := set + " ADD version :one"
+		if len(remove) > 0 {
+			expr += " REMOVE " + strings.Join(remove, ", ")
+		}
+		update := &types.Update{TableName: aws.String(s.table), Key: key(u.Tenant, u.ID),
+			ConditionExpression: aws.String(cond), UpdateExpression: aws.String(expr), ExpressionAttributeValues: values}
+		if u.Name != nil {
+			update.ExpressionAttributeNames = map[string]string{"#name": "name"} // a reserved word
+		}
+		ev.At, ev.TokenID, ev.Version, ev.Changes = at, u.ID, st.version+1, u.Changes()
+		if ev.Action != token.ActionPatch {
+			ev.Action = token.ActionUpdate
+		}
+		event, err := s.eventPut(u.Tenant, ev, "")
+		if err != nil {
+			return err
+		}
+		failed, err := s.transact(ctx, []types.TransactWriteItem{{Update: update}, event})
+		if err != nil || failed == nil {
+			return err
+		}
+		writer, found, err := s.lastWriter(ctx, u.Tenant, u.ID)
+		switch {
+		case err != nil:
+			return err
+		case !found:
+			return token.ErrNotFound(u.ID)
+		case writer == ev.RequestID:
+			return nil // our own earlier attempt succeeded (with its event) and its response was lost
+		}
+		return errMoved // changed meanwhile: read again (a versioned update then finds the mismatch)
+	})
 }
 
 // TouchLastUsed records that the token's value was resolved at now, writing at most once per

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -24,6 +25,7 @@ type usageItem struct {
 	PK        string `dynamodbav:"pk"`
 	SK        string `dynamodbav:"sk"`
 	TokenID   string `dynamodbav:"tokenId"`
+	TokenUID  string `dynamodbav:"tokenUid,omitempty"` // the identity of the token it was registered on
 	Kind      string `dynamodbav:"kind"`
 	RefID     string `dynamodbav:"refId"`
 	CreatedAt string `dynamodbav:"createdAt"`
@@ -37,126 +39,63 @@ func usageKey(tenant, tokenID, kind, refID string) map[string]types.AttributeVal
 }
 
 // countChange adds the usages (as Usage.Key) to a token's consumers and their number to its
-// usageCount (remove: takes them away), only if the token exists and, with version > 0, is at
-// that version (the version its event records).
-func (s *Store) countChange(tenant, id string, usageKeys []string, remove bool, version int) *types.Update {
+// usageCount (remove: takes them away), only if the token is still the one st read. The
+// consumers are a copy of the usage items that lets resolve decide on one read: they change
+// only here, in the same transaction as the usage items they mirror.
+func (s *Store) countChange(tenant, id string, st state, usageKeys []string, remove bool) *types.Update {
 	delta, expr := len(usageKeys), "ADD usageCount :d, consumers :k"
 	if remove {
 		delta, expr = -delta, "ADD usageCount :d DELETE consumers :k"
 	}
-	u := &types.Update{
-		TableName:           aws.String(s.table),
-		Key:                 key(tenant, id),
-		UpdateExpression:    aws.String(expr),
-		ConditionExpression: aws.String("attribute_exists(pk)"),
-		ExpressionAttributeValues: map[string]types.AttributeValue{
-			":d": &types.AttributeValueMemberN{Value: strconv.Itoa(delta)},
-			":k": &types.AttributeValueMemberSS{Value: usageKeys},
-		},
-	}
-	if version > 0 {
-		u.ConditionExpression = aws.String("attribute_exists(pk) AND version = :v")
-		u.ExpressionAttributeValues[":v"] = &types.AttributeValueMemberN{Value: strconv.Itoa(version)}
-	}
-	return u
+	cond, values := st.sameToken()
+	values[":d"] = &types.AttributeValueMemberN{Value: strconv.Itoa(delta)}
+	values[":k"] = &types.AttributeValueMemberSS{Value: usageKeys}
+	return &types.Update{TableName: aws.String(s.table), Key: key(tenant, id), UpdateExpression: aws.String(expr),
+		ConditionExpression: aws.String(cond), ExpressionAttributeValues: values}
 }
 
-// state is what a write that records an event reads first: the version its event records and
-// conditions on, and the usage count.
-type state struct {
-	version, usageCount int
-	found               bool
+// usageOf is the condition that a usage item exists and belongs to the token st read.
+func usageOf(st state) (string, map[string]types.AttributeValue) {
+	if st.uid == "" {
+		return "attribute_exists(pk) AND attribute_not_exists(tokenUid)", nil
+	}
+	return "attribute_exists(pk) AND tokenUid = :uid", map[string]types.AttributeValue{":uid": &types.AttributeValueMemberS{Value: st.uid}}
 }
 
-var stateProjection = projectionExpr{expr: aws.String("#v, #c"), names: map[string]string{"#v": attrVersion, "#c": "usageCount"}}
-
-func (s *Store) state(ctx context.Context, tenant, id string) (state, error) {
-	it, err := s.getItem(ctx, tenant, id, stateProjection)
-	if token.KindOf(err) == token.NotFound {
-		return state{}, nil
-	}
-	if err != nil {
-		return state{}, err
-	}
-	return state{version: it.Version, usageCount: it.UsageCount, found: true}, nil
-}
-
-// errMoved is a round that lost to a concurrent change: the write reads again and retries.
-var errMoved = &token.Error{Kind: token.Conflict, Reason: token.ConcurrentChange}
-
-// retry runs one round of a write that records an event until it is not errMoved.
-func retry(round func() error) error {
-	for range transactionAttempts {
-		if err := round(); err != errMoved {
-			return err
-		}
-	}
-	return errMoved
-}
-
-// transactionAttempts bounds the retries of a transaction that DynamoDB cancelled because a
-// concurrent transaction touched the same items.
-const transactionAttempts = 8
-
-// transact runs items and returns, on a cancelled transaction, which items' conditions failed.
-// A conflict with a concurrent transaction is retried.
-func (s *Store) transact(ctx context.Context, items []types.TransactWriteItem) (failed []bool, err error) {
-	for attempt := 0; ; attempt++ {
-		_, err = s.db.TransactWriteItems(ctx, &dynamodb.TransactWriteItemsInput{TransactItems: items})
-		var canceled *types.TransactionCanceledException
-		if !errors.As(err, &canceled) {
-			return nil, classify(err)
-		}
-		failed = make([]bool, len(items))
-		conflict := false
-		for i, r := range canceled.CancellationReasons {
-			switch aws.ToString(r.Code) {
-			case "ConditionalCheckFailed":
-				failed[i] = true
-			case "TransactionConflict":
-				conflict = true
-			}
-		}
-		if !conflict {
-			return failed, nil
-		}
-		if attempt+1 == transactionAttempts {
-			return nil, &token.Error{Kind: token.Conflict, Reason: token.ConcurrentChange, Cause: err}
-		}
-		select {
-		case <-ctx.Done():
-			return nil, classify(ctx.Err())
-		case <-time.After(time.Duration(5*(attempt+1)) * time.Millisecond):
-		}
-	}
+// usageDelete removes a usage item of the token st read.
+func (s *Store) usageDelete(tenant, id string, st state, u token.Usage) types.TransactWriteItem {
+	cond, values := usageOf(st)
+	return types.TransactWriteItem{Delete: &types.Delete{TableName: aws.String(s.table), Key: usageKey(tenant, id, u.Kind, u.RefID),
+		ConditionExpression: aws.String(cond), ExpressionAttributeValues: values}}
 }
 
 // RegisterUsage records that kind/refID uses the token and its event, in one transaction with
-// the token's existence and version. created is false when the usage was already there (no
+// the token's identity and version. created is false when the usage was already there (no
 // change, no event).
 func (s *Store) RegisterUsage(ctx context.Context, tenant, tokenID, kind, refID string, ev token.Event) (created bool, err error) {
-	av, err := attributevalue.MarshalMap(usageItem{PK: tenant, SK: usageSKPrefix + tokenID + "#" + kind + "#" + refID,
-		TokenID: tokenID, Kind: kind, RefID: refID, CreatedAt: token.FormatTime(ev.At)})
-	if err != nil {
-		return false, token.InternalError(err)
-	}
-	usageKey := token.Usage{Kind: kind, RefID: refID}.Key()
+	usage := token.Usage{Kind: kind, RefID: refID}
+	var st state
 	already := false
-	err = retry(func() error {
-		st, err := s.state(ctx, tenant, tokenID)
-		if err != nil {
+	err = s.rounds(ctx, func() error {
+		if st, err = s.state(ctx, tenant, tokenID); err != nil {
 			return err
 		}
 		if !st.found {
 			return token.ErrNotFound(tokenID)
 		}
-		ev.TokenID, ev.Version, ev.Usage = tokenID, st.version, kind+"/"+refID
-		event, err := s.eventPut(tenant, ev)
+		at := s.now().UTC()
+		av, err := attributevalue.MarshalMap(usageItem{PK: tenant, SK: usageSKPrefix + tokenID + "#" + kind + "#" + refID,
+			TokenID: tokenID, TokenUID: st.uid, Kind: kind, RefID: refID, CreatedAt: token.FormatTime(at)})
+		if err != nil {
+			return token.InternalError(err)
+		}
+		ev.At, ev.Action, ev.TokenID, ev.Version, ev.Usage = at, token.ActionUsageRegister, tokenID, st.version, kind+"/"+refID
+		event, err := s.eventPut(tenant, ev, usage.Key())
 		if err != nil {
 			return err
 		}
 		failed, err := s.transact(ctx, []types.TransactWriteItem{
-			{Update: s.countChange(tenant, tokenID, []string{usageKey}, false, st.version)},
+			{Update: s.countChange(tenant, tokenID, st, []string{usage.Key()}, false)},
 			{Put: &types.Put{TableName: aws.String(s.table), Item: av, ConditionExpression: aws.String("attribute_not_exists(pk)")}},
 			event,
 		})
@@ -172,42 +111,55 @@ func (s *Store) RegisterUsage(ctx context.Context, tenant, tokenID, kind, refID 
 	if err != nil || !already {
 		return err == nil, err
 	}
-	// Already registered. A usage registered before tokens kept their consumers is added to
-	// them now (idempotent), so that registering again lets it resolve a restricted token.
-	_, err = s.db.UpdateItem(ctx, &dynamodb.UpdateItemInput{
-		TableName: aws.String(s.table), Key: key(tenant, tokenID),
-		UpdateExpression:          aws.String("ADD consumers :k"),
-		ConditionExpression:       aws.String("attribute_exists(pk)"),
-		ExpressionAttributeValues: map[string]types.AttributeValue{":k": &types.AttributeValueMemberSS{Value: []string{usageKey}}},
+	return false, s.restoreConsumer(ctx, tenant, tokenID, st, usage)
+}
+
+// restoreConsumer gives an already registered usage its place in the token's consumers when it
+// lacks one (a usage registered before tokens kept their consumers), so that registering it
+// again lets it resolve a restricted token. It writes only in one transaction with the usage
+// item's existence on this very token, so a consumer can never outlive its usage: a usage
+// unregistered meanwhile, or a token deleted and created again, makes it write nothing. It is
+// no change of the token (version, usages and count stay), so it records no event.
+func (s *Store) restoreConsumer(ctx context.Context, tenant, tokenID string, st state, usage token.Usage) error {
+	usageCond, usageValues := usageOf(st)
+	tokenCond, tokenValues := st.sameToken()
+	tokenCond = strings.Replace(tokenCond, " AND version = :v", "", 1) + " AND NOT contains(consumers, :key)"
+	delete(tokenValues, ":v")
+	tokenValues[":key"] = &types.AttributeValueMemberS{Value: usage.Key()}
+	tokenValues[":k"] = &types.AttributeValueMemberSS{Value: []string{usage.Key()}}
+	return s.rounds(ctx, func() error {
+		_, err := s.transact(ctx, []types.TransactWriteItem{
+			{ConditionCheck: &types.ConditionCheck{TableName: aws.String(s.table), Key: usageKey(tenant, tokenID, usage.Kind, usage.RefID),
+				ConditionExpression: aws.String(usageCond), ExpressionAttributeValues: usageValues}},
+			{Update: &types.Update{TableName: aws.String(s.table), Key: key(tenant, tokenID), UpdateExpression: aws.String("ADD consumers :k"),
+				ConditionExpression: aws.String(tokenCond), ExpressionAttributeValues: tokenValues}},
+		})
+		return err // committed, or nothing to restore (already there, or gone meanwhile)
 	})
-	if isConditionFailed(err) {
-		return false, token.ErrNotFound(tokenID)
-	}
-	return false, classify(err)
 }
 
 // UnregisterUsage removes a usage with its event; a missing one is not an error (and no event).
 func (s *Store) UnregisterUsage(ctx context.Context, tenant, tokenID, kind, refID string, ev token.Event) error {
-	return retry(func() error {
+	usage := token.Usage{Kind: kind, RefID: refID}
+	return s.rounds(ctx, func() error {
 		st, err := s.state(ctx, tenant, tokenID)
 		if err != nil || !st.found {
 			return err // no token, so no usage of it
 		}
-		ev.TokenID, ev.Version, ev.Usage = tokenID, st.version, kind+"/"+refID
-		event, err := s.eventPut(tenant, ev)
+		ev.At, ev.Action, ev.TokenID, ev.Version, ev.Usage = s.now().UTC(), token.ActionUsageUnregister, tokenID, st.version, kind+"/"+refID
+		event, err := s.eventPut(tenant, ev, usage.Key())
 		if err != nil {
 			return err
 		}
 		failed, err := s.transact(ctx, []types.TransactWriteItem{
-			{Delete: &types.Delete{TableName: aws.String(s.table), Key: usageKey(tenant, tokenID, kind, refID),
-				ConditionExpression: aws.String("attribute_exists(pk)")}},
-			{Update: s.countChange(tenant, tokenID, []string{token.Usage{Kind: kind, RefID: refID}.Key()}, true, st.version)},
+			s.usageDelete(tenant, tokenID, st, usage),
+			{Update: s.countChange(tenant, tokenID, st, []string{usage.Key()}, true)},
 			event,
 		})
 		switch {
 		case err != nil || failed == nil:
 			return err
-		case failed[0]:
+		case failed[0] && !failed[1]:
 			return nil // not registered (or our own earlier attempt removed it)
 		}
 		return errMoved
@@ -250,7 +202,7 @@ var ErrInUse = errors.New("store: token in use")
 // DeleteUnused deletes a token with its event only if no usage refers to it; a missing one is
 // fine (and no event: nothing changed).
 func (s *Store) DeleteUnused(ctx context.Context, tenant, id string, ev token.Event) error {
-	return retry(func() error {
+	return s.rounds(ctx, func() error {
 		st, err := s.state(ctx, tenant, id)
 		switch {
 		case err != nil || !st.found:
@@ -258,20 +210,8 @@ func (s *Store) DeleteUnused(ctx context.Context, tenant, id string, ev token.Ev
 		case st.usageCount > 0:
 			return ErrInUse
 		}
-		ev.TokenID, ev.Version = id, st.version
-		event, err := s.eventPut(tenant, ev)
-		if err != nil {
-			return err
-		}
-		failed, err := s.transact(ctx, []types.TransactWriteItem{{Delete: &types.Delete{
-			TableName:           aws.String(s.table),
-			Key:                 key(tenant, id),
-			ConditionExpression: aws.String("version = :v AND (attribute_not_exists(usageCount) OR usageCount = :zero)"),
-			ExpressionAttributeValues: map[string]types.AttributeValue{
-				":zero": &types.AttributeValueMemberN{Value: "0"},
-				":v":    &types.AttributeValueMemberN{Value: strconv.Itoa(st.version)},
-			},
-		}}, event})
+		ev.Action = token.ActionDelete
+		failed, err := s.transact(ctx, s.tokenDelete(tenant, id, st, 0, ev))
 		if err != nil || failed == nil {
 			return err
 		}
@@ -279,17 +219,36 @@ func (s *Store) DeleteUnused(ctx context.Context, tenant, id string, ev token.Ev
 	})
 }
 
-// maxTransactionItems is DynamoDB's limit of items in one TransactWriteItems.
-const maxTransactionItems = 100
+// tokenDelete is the delete of the token st read, required to have usages usages, with its event.
+func (s *Store) tokenDelete(tenant, id string, st state, usages int, ev token.Event) []types.TransactWriteItem {
+	cond, values := st.sameToken()
+	values[":n"] = &types.AttributeValueMemberN{Value: strconv.Itoa(usages)}
+	ev.At, ev.TokenID, ev.Version = s.stamp(st), id, st.version
+	event, err := s.eventPut(tenant, ev, "")
+	if err != nil {
+		panic(err) // an event of strings and numbers always marshals
+	}
+	return []types.TransactWriteItem{{Delete: &types.Delete{TableName: aws.String(s.table), Key: key(tenant, id),
+		ConditionExpression:       aws.String(cond + " AND (attribute_not_exists(usageCount) OR usageCount = :n)"),
+		ExpressionAttributeValues: values}}, event}
+}
+
+// DynamoDB's limit of items in one TransactWriteItems, and the usages a forced delete removes
+// in one transaction before the last: each with its event, beside the token's count update.
+const (
+	maxTransactionItems = 100
+	usagesPerChunk      = (maxTransactionItems - 1) / 2
+)
 
 // ForceDelete deletes a token and all its usages. Up to the transaction limit it is one
-// transaction, conditioned on the usage count it saw and on each usage it read still
-// existing, so it removes exactly the set it read or nothing. Beyond it, usages go
-// first, in transactions that lower the count with them, and the token last, only once its count
-// is 0: at no moment does a usage exist without its token. A usage registered meanwhile makes it
-// go round again.
+// transaction, conditioned on the token it read, the usage count it saw and each usage it read
+// still existing, so it removes exactly the set it read or nothing. Beyond it, usages go first,
+// in transactions that lower the count with them and record each removal as a usage_unregister
+// event, and the token last, only once its count is 0: at no moment does a usage exist without
+// its token, nor a removal without its event, even when DynamoDB fails half way. A usage
+// registered meanwhile makes it read again.
 func (s *Store) ForceDelete(ctx context.Context, tenant, id string, ev token.Event) error {
-	for round := 0; round < transactionAttempts; round++ {
+	for moved := 0; ; {
 		st, err := s.state(ctx, tenant, id)
 		if err != nil || !st.found {
 			return err // nothing to delete, nothing to record
@@ -298,61 +257,56 @@ func (s *Store) ForceDelete(ctx context.Context, tenant, id string, ev token.Eve
 		if err != nil {
 			return err
 		}
-		// The last transaction holds the token, its usages and its event.
-		if len(usages) <= maxTransactionItems-2 {
-			ev.TokenID, ev.Version = id, st.version
-			event, err := s.eventPut(tenant, ev)
-			if err != nil {
-				return err
-			}
-			items := []types.TransactWriteItem{{Delete: &types.Delete{
-				TableName: aws.String(s.table), Key: key(tenant, id),
-				ConditionExpression: aws.String("version = :v AND (attribute_not_exists(usageCount) OR usageCount = :n)"),
-				ExpressionAttributeValues: map[string]types.AttributeValue{
-					":n": &types.AttributeValueMemberN{Value: strconv.Itoa(len(usages))},
-					":v": &types.AttributeValueMemberN{Value: strconv.Itoa(st.version)},
-				},
-			}}, event}
-			// Every usage delete requires the usage to exist: with the count condition above
-			// (the count always equals the number of usage items), the transaction commits only
-			// if the usages are exactly the set read. A usage unregistered and another
-			// registered in between leave the count alone but fail this check, so the new one
-			// can never be orphaned.
+		var items []types.TransactWriteItem
+		last := len(usages) <= maxTransactionItems-2 // the token, its event and its usages
+		if last {
+			ev.Action = token.ActionForceDelete
+			items = s.tokenDelete(tenant, id, st, len(usages), ev)
+			// Every usage delete requires the usage to exist: with the count condition (the
+			// count always equals the number of usage items), the transaction commits only if
+			// the usages are exactly the set read, so a usage registered meanwhile is never orphaned.
 			for _, u := range usages {
-				items = append(items, types.TransactWriteItem{Delete: &types.Delete{
-					TableName: aws.String(s.table), Key: usageKey(tenant, id, u.Kind, u.RefID),
-					ConditionExpression: aws.String("attribute_exists(pk)")}})
+				items = append(items, s.usageDelete(tenant, id, st, u))
 			}
-			failed, err := s.transact(ctx, items)
-			if err != nil {
-				return err
-			}
-			if failed == nil {
-				return nil
-			}
-			continue // the token or its usages changed under us: read again
-		}
-		// Too many for one transaction: remove a batch of usages with the count, then go round.
-		batch := usages[:maxTransactionItems-1]
-		keys := make([]string, len(batch))
-		for i, u := range batch {
-			keys[i] = u.Key()
-		}
-		items := []types.TransactWriteItem{{Update: s.countChange(tenant, id, keys, true, 0)}}
-		for _, u := range batch {
-			items = append(items, types.TransactWriteItem{Delete: &types.Delete{
-				TableName: aws.String(s.table), Key: usageKey(tenant, id, u.Kind, u.RefID),
-				ConditionExpression: aws.String("attribute_exists(pk)")}})
+		} else {
+			items = s.usageChunk(tenant, id, st, usages[:usagesPerChunk], ev)
 		}
 		failed, err := s.transact(ctx, items)
-		if err != nil {
+		switch {
+		case err != nil && err != errMoved:
+			return err
+		case err == nil && failed == nil && last:
+			return nil
+		case err == nil && failed == nil:
+			continue // a chunk is gone: progress, which spends none of the rounds
+		}
+		// The token or its usages changed under us (or our own lost attempt went through): read again.
+		if moved++; moved == WriteRounds {
+			return &token.Error{Kind: token.Conflict, Reason: token.UsagesKeepMoving, ResourceID: id}
+		}
+		if err := s.pause(ctx, moved); err != nil {
 			return err
 		}
-		if failed == nil {
-			round-- // the batch is gone: large deletes are not limited by the round count
-		}
-		// A cancelled batch (a usage in it was unregistered meanwhile) removed nothing and
-		// counts as a round: the usages are read again.
 	}
-	return &token.Error{Kind: token.Conflict, Reason: token.UsagesKeepMoving, ResourceID: id}
+}
+
+// usageChunk removes usages of the token st read, each with its usage_unregister event (under
+// the forced delete's request and actor), and lowers the token's count by as many.
+func (s *Store) usageChunk(tenant, id string, st state, usages []token.Usage, ev token.Event) []types.TransactWriteItem {
+	keys := make([]string, len(usages))
+	for i, u := range usages {
+		keys[i] = u.Key()
+	}
+	items := []types.TransactWriteItem{{Update: s.countChange(tenant, id, st, keys, true)}}
+	at := s.now().UTC()
+	for _, u := range usages {
+		uev := token.Event{At: at, Action: token.ActionUsageUnregister, Actor: ev.Actor, RequestID: ev.RequestID, TokenID: id,
+			Version: st.version, Outcome: token.OutcomeSuccess, Usage: u.Kind + "/" + u.RefID}
+		event, err := s.eventPut(tenant, uev, u.Key())
+		if err != nil {
+			panic(err) // an event of strings and numbers always marshals
+		}
+		items = append(items, s.usageDelete(tenant, id, st, u), event)
+	}
+	return items
 }

@@ -43,16 +43,16 @@ type Token struct {
 	ModifiedAt time.Time
 	LastUsedAt time.Time // zero until the value is first resolved
 	UsageCount int
-	ExpiresAt  time.Time // zero: never expires
-	Restricted bool      // resolves only for a consumer registered in its usages
-	Hint       string    // "…" and the value's last 4 characters; "" for short values
+	ExpiresAt  *time.Time // nil: never expires (any date, even the zero time, is an expiry)
+	Restricted bool       // resolves only for a consumer registered in its usages
+	Hint       string     // "…" and the value's last 4 characters; "" for short values
 	// Consumers are the usages (as Usage.Key) that may resolve a restricted token; only the
 	// resolve read fills it.
 	Consumers []string
 }
 
 // Expired reports whether the token has expired at now.
-func (t Token) Expired(now time.Time) bool { return !t.ExpiresAt.IsZero() && !now.Before(t.ExpiresAt) }
+func (t Token) Expired(now time.Time) bool { return t.ExpiresAt != nil && !now.Before(*t.ExpiresAt) }
 
 // Hint rules: a value of at least HintMinLength characters gets "…" and its last HintLength.
 const (
@@ -98,8 +98,8 @@ func (t Token) Document() map[string]any {
 	}
 	doc := map[string]any{"id": t.ID, "name": t.Name, "metadata": meta}
 	// Shown only when set, so that a token that uses neither looks exactly as before.
-	if !t.ExpiresAt.IsZero() {
-		doc["expiresAt"] = FormatTime(t.ExpiresAt)
+	if t.ExpiresAt != nil {
+		doc["expiresAt"] = FormatTime(*t.ExpiresAt)
 	}
 	if t.Restricted {
 		doc["restricted"] = true
@@ -202,6 +202,28 @@ func (c Consumer) Validate() error {
 		return e
 	}
 	return nil
+}
+
+// ParseDate reads a date-time that the service stores and shows again: RFC 3339 with a time
+// and an offset, which must round-trip through TimeFormat exactly. So it refuses what would be
+// stored as something else: an offset of 24 hours or more (Go accepts "+24:00"), a UTC year
+// outside 0000-9999 (stored as year 10000, shown nowhere, invisible to q and sort) and a
+// fraction finer than milliseconds (stored cut, so q on the date sent would find nothing).
+func ParseDate(field, raw string) (time.Time, error) {
+	at, err := time.Parse(time.RFC3339Nano, raw)
+	if err != nil {
+		return time.Time{}, InvalidField(field, field+" must be an RFC 3339 date-time such as 2027-01-31T00:00:00Z")
+	}
+	if _, offset := at.Zone(); offset <= -24*3600 || offset >= 24*3600 {
+		return time.Time{}, InvalidField(field, field+" must have a UTC offset between -23:59 and +23:59")
+	}
+	if y := at.UTC().Year(); y < 0 || y > 9999 {
+		return time.Time{}, InvalidField(field, field+" must lie between the years 0000 and 9999 in UTC")
+	}
+	if at.Nanosecond()%int(time.Millisecond) != 0 {
+		return time.Time{}, InvalidField(field, field+" must not be more precise than milliseconds")
+	}
+	return at.UTC(), nil
 }
 
 // ValidateExpiry checks an expiry date given on create: it must lie in the future.

@@ -28,6 +28,8 @@ type FaultProxy struct {
 	drops    map[string]int
 	held     atomic.Int64
 	forward  *httputil.ReverseProxy
+	calls    []string       // the operation of every request so far, in arrival order
+	pauseAt  map[int]*Pause // by the 1-based number of the request to hold
 }
 
 // NewFaultProxy starts a proxy to this run's DynamoDB Local, closed when t ends.
@@ -36,7 +38,7 @@ func NewFaultProxy(t testing.TB) *FaultProxy {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &FaultProxy{pauses: map[string][]*Pause{}, errors: map[string][]string{}, drops: map[string]int{},
+	p := &FaultProxy{pauses: map[string][]*Pause{}, errors: map[string][]string{}, drops: map[string]int{}, pauseAt: map[int]*Pause{},
 		forward: httputil.NewSingleHostReverseProxy(target)}
 	// A client that gave up is the point of these tests, not news.
 	p.forward.ErrorLog = log.New(io.Discard, "", 0)
@@ -66,6 +68,24 @@ func (p *FaultProxy) PauseNext(operation string) *Pause {
 	p.pauses[operation] = append(p.pauses[operation], pause)
 	p.mu.Unlock()
 	return pause
+}
+
+// PauseCall holds the n-th request through the proxy (counting from 1, of any operation)
+// until the returned Pause is released: an interleaving test stops a write at each of its
+// DynamoDB calls in turn.
+func (p *FaultProxy) PauseCall(n int) *Pause {
+	pause := &Pause{Reached: make(chan struct{}), release: make(chan struct{})}
+	p.mu.Lock()
+	p.pauseAt[n] = pause
+	p.mu.Unlock()
+	return pause
+}
+
+// Calls returns the operations of the requests so far, in arrival order.
+func (p *FaultProxy) Calls() []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]string(nil), p.calls...)
 }
 
 // Stall holds every request from now on (as a frozen database would) until Release; a held
@@ -121,8 +141,9 @@ func (p *FaultProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	op := strings.TrimPrefix(r.Header.Get("X-Amz-Target"), "DynamoDB_20120810.")
 	p.mu.Lock()
 	stall := p.stall
-	var pause *Pause
-	if q := p.pauses[op]; len(q) > 0 {
+	p.calls = append(p.calls, op)
+	pause := p.pauseAt[len(p.calls)]
+	if q := p.pauses[op]; len(q) > 0 && pause == nil {
 		pause, p.pauses[op] = q[0], q[1:]
 	}
 	throttled := p.throttle != 0

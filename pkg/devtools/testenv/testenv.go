@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"os"
+	"sync"
 	"testing"
 	"time"
 
@@ -20,8 +21,9 @@ import (
 )
 
 var (
-	endpoint string
-	client   *dynamodb.Client
+	uncheckedMu sync.Mutex
+	endpoint    string
+	client      *dynamodb.Client
 )
 
 // Main runs a package's tests with DynamoDB Local started once (or the one at
@@ -61,7 +63,9 @@ func Endpoint() string { return endpoint }
 // Client is a DynamoDB client for Endpoint.
 func Client() *dynamodb.Client { return client }
 
-// NewTable creates an empty table with a unique name and returns its name.
+// NewTable creates an empty table with a unique name and returns its name. When the test
+// ends, the table's invariants are checked (CheckInvariants), unless the test said
+// LeaveInvariants.
 func NewTable(t testing.TB) string {
 	t.Helper()
 	if client == nil {
@@ -73,5 +77,28 @@ func NewTable(t testing.TB) string {
 	if err := store.CreateTable(context.Background(), client, name); err != nil {
 		t.Fatalf("create table: %v", err)
 	}
+	t.Cleanup(func() {
+		uncheckedMu.Lock()
+		skip := unchecked[name]
+		uncheckedMu.Unlock()
+		if !skip && !t.Skipped() {
+			CheckInvariants(t, name)
+		}
+	})
 	return name
+}
+
+// unchecked are the tables whose test breaks an invariant on purpose (to show that a check
+// sees it, or to lay down data as an older version wrote it).
+var unchecked = map[string]bool{}
+
+// LeaveInvariants says that table breaks an invariant on purpose, with why.
+func LeaveInvariants(t testing.TB, table, why string) {
+	t.Helper()
+	if why == "" {
+		t.Fatal("testenv.LeaveInvariants: say why")
+	}
+	uncheckedMu.Lock()
+	unchecked[table] = true
+	uncheckedMu.Unlock()
 }

@@ -1,0 +1,249 @@
+package testenv
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/feature/dynamodb/attributevalue"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+)
+
+// The invariants of the table, written down once and checked after every test that uses
+// DynamoDB Local (NewTable registers the check). They read the raw items, independently of
+// pkg/store's own code, so a second write path that breaks one is caught by whichever test
+// happens to run it:
+//
+//  1. every usage item has its token, of the same identity (uid);
+//  2. a token's usageCount equals its usage items, and its consumers are exactly their keys;
+//  3. a token's audit trail, in key order, is a sequence of lives: a create at version 1, one
+//     update or patch per later version (in that order: versions commit in time order), usage
+//     events at the version they saw, ending in a
+//     delete or forced delete at the last version; every usage change of a life has its
+//     event (registers less unregisters = usageCount); the live token is at the trail's
+//     last version, with modifiedAt the time of its last version's event and never before
+//     createdAt; a token id with events but no token ends its trail with a delete.
+//
+// Refused resolves (action resolve) change nothing and are left out of 3.
+
+type rawToken struct {
+	ID         string   `dynamodbav:"id"`
+	UID        string   `dynamodbav:"uid"`
+	Version    int      `dynamodbav:"version"`
+	UsageCount int      `dynamodbav:"usageCount"`
+	Consumers  []string `dynamodbav:"consumers,stringset"`
+	CreatedAt  string   `dynamodbav:"createdAt"`
+	ModifiedAt string   `dynamodbav:"modifiedAt"`
+}
+
+type rawUsage struct {
+	TokenID  string `dynamodbav:"tokenId"`
+	TokenUID string `dynamodbav:"tokenUid"`
+	Kind     string `dynamodbav:"kind"`
+	RefID    string `dynamodbav:"refId"`
+}
+
+type rawEvent struct {
+	SK      string `dynamodbav:"sk"`
+	At      string `dynamodbav:"at"`
+	Action  string `dynamodbav:"action"`
+	TokenID string `dynamodbav:"tokenId"`
+	Version int    `dynamodbav:"version"`
+	Usage   string `dynamodbav:"usage"`
+}
+
+// partition is one tenant's items.
+type partition struct {
+	tokens map[string]rawToken
+	usages map[string][]rawUsage // by token id
+	events map[string][]rawEvent // by token id, in key order
+}
+
+// Violations returns every broken invariant of table, one line each.
+func Violations(ctx context.Context, db *dynamodb.Client, table string) ([]string, error) {
+	parts := map[string]*partition{}
+	pages := dynamodb.NewScanPaginator(db, &dynamodb.ScanInput{TableName: aws.String(table), ConsistentRead: aws.Bool(true)})
+	for pages.HasMorePages() {
+		page, err := pages.NextPage(ctx)
+		if err != nil {
+			return nil, err
+		}
+		for _, raw := range page.Items {
+			var k struct {
+				PK string `dynamodbav:"pk"`
+				SK string `dynamodbav:"sk"`
+			}
+			if err := attributevalue.UnmarshalMap(raw, &k); err != nil {
+				return nil, err
+			}
+			p := parts[k.PK]
+			if p == nil {
+				p = &partition{tokens: map[string]rawToken{}, usages: map[string][]rawUsage{}, events: map[string][]rawEvent{}}
+				parts[k.PK] = p
+			}
+			switch kind, _, _ := strings.Cut(k.SK, "#"); kind {
+			case "token":
+				var t rawToken
+				err = attributevalue.UnmarshalMap(raw, &t)
+				p.tokens[t.ID] = t
+			case "usage":
+				var u rawUsage
+				err = attributevalue.UnmarshalMap(raw, &u)
+				p.usages[u.TokenID] = append(p.usages[u.TokenID], u)
+			case "event":
+				var e rawEvent
+				err = attributevalue.UnmarshalMap(raw, &e)
+				if e.Action != "resolve" {
+					p.events[e.TokenID] = append(p.events[e.TokenID], e)
+				}
+			default:
+				err = fmt.Errorf("an item of no known kind: %q", k.SK)
+			}
+			if err != nil {
+				return nil, err
+			}
+		}
+	}
+	var out []string
+	for tenant, p := range parts {
+		for _, v := range p.violations() {
+			out = append(out, tenant+": "+v)
+		}
+	}
+	slices.Sort(out)
+	return out, nil
+}
+
+func (p *partition) violations() []string {
+	var out []string
+	bad := func(format string, args ...any) { out = append(out, fmt.Sprintf(format, args...)) }
+	for id, usages := range p.usages {
+		t, ok := p.tokens[id]
+		for _, u := range usages {
+			switch {
+			case !ok:
+				bad("usage %s/%s of token %s, which does not exist", u.Kind, u.RefID, id)
+			case u.TokenUID != t.UID:
+				bad("usage %s/%s of token %s belongs to another life of it (uid %q, token %q)", u.Kind, u.RefID, id, u.TokenUID, t.UID)
+			}
+		}
+	}
+	for id, t := range p.tokens {
+		var keys []string
+		for _, u := range p.usages[id] {
+			keys = append(keys, u.Kind+"#"+u.RefID)
+		}
+		slices.Sort(keys)
+		consumers := slices.Sorted(slices.Values(t.Consumers))
+		if t.UsageCount != len(keys) {
+			bad("token %s: usageCount %d, but %d usage items", id, t.UsageCount, len(keys))
+		}
+		if !slices.Equal(consumers, keys) {
+			bad("token %s: consumers %v, but usages %v", id, consumers, keys)
+		}
+		if t.ModifiedAt < t.CreatedAt {
+			bad("token %s: modifiedAt %s before createdAt %s", id, t.ModifiedAt, t.CreatedAt)
+		}
+	}
+	ids := map[string]bool{}
+	for id := range p.tokens {
+		ids[id] = true
+	}
+	for id := range p.events {
+		ids[id] = true
+	}
+	for id := range ids {
+		for _, v := range trailViolations(p.tokens, id, p.events[id]) {
+			bad("token %s: %s", id, v)
+		}
+	}
+	return out
+}
+
+// trailViolations walks one token id's trail (invariant 3).
+func trailViolations(tokens map[string]rawToken, id string, events []rawEvent) []string {
+	var out []string
+	bad := func(format string, args ...any) { out = append(out, fmt.Sprintf(format, args...)) }
+	slices.SortFunc(events, func(a, b rawEvent) int { return cmp.Compare(a.SK, b.SK) })
+	alive, version, usages, lastChange := false, 0, 0, ""
+	for _, e := range events {
+		switch e.Action {
+		case "create":
+			if alive {
+				bad("created again at %s while alive at version %d", e.At, version)
+			}
+			if e.Version != 1 {
+				bad("created at version %d", e.Version)
+			}
+			alive, version, usages, lastChange = true, 1, 0, e.At
+			continue
+		case "update", "patch":
+			if alive && e.Version != version+1 {
+				bad("%s at %s records version %d after version %d (events out of commit order, or a change without its event)", e.Action, e.At, e.Version, version)
+			}
+			version, lastChange = e.Version, e.At
+		case "usage_register", "usage_unregister":
+			// A usage change leaves the version alone and may commit just before a version
+			// change that read (and so was stamped) before it: it records that version or the
+			// one before, never a later one.
+			if alive && e.Version != version && e.Version != version-1 {
+				bad("%s %s at %s records version %d, the token was at %d", e.Action, e.Usage, e.At, e.Version, version)
+			}
+			if e.Action == "usage_register" {
+				usages++
+			} else {
+				usages--
+			}
+		case "delete", "force_delete":
+			if alive && e.Version != version {
+				bad("%s at %s records version %d, the token was at %d", e.Action, e.At, e.Version, version)
+			}
+			if e.Action == "delete" && usages != 0 {
+				bad("deleted at %s with %d usages", e.At, usages)
+			}
+			alive = false
+			continue
+		default:
+			bad("event of unknown action %q", e.Action)
+			continue
+		}
+		if !alive {
+			bad("%s at %s on no living token (its create has no event)", e.Action, e.At)
+		}
+	}
+	t, exists := tokens[id]
+	switch {
+	case exists && !alive:
+		bad("exists at version %d, but its trail has no create after its last delete", t.Version)
+	case !exists && alive:
+		bad("its trail says it lives at version %d, but it is gone without a delete event", version)
+	case exists:
+		if t.Version != version {
+			bad("at version %d, but its trail ends at version %d", t.Version, version)
+		}
+		if t.UsageCount != usages {
+			bad("usageCount %d, but its trail registers %d usages net", t.UsageCount, usages)
+		}
+		if t.ModifiedAt != lastChange {
+			bad("modifiedAt %s, but its last change was recorded at %s", t.ModifiedAt, lastChange)
+		}
+	}
+	return out
+}
+
+// CheckInvariants fails t with every invariant that table breaks.
+func CheckInvariants(t testing.TB, table string) {
+	t.Helper()
+	violations, err := Violations(context.Background(), client, table)
+	if err != nil {
+		t.Errorf("invariants of %s: cannot read the table: %v", table, err)
+		return
+	}
+	for _, v := range violations {
+		t.Errorf("invariant broken in table %s: %s", table, v)
+	}
+}

@@ -1,0 +1,208 @@
+package service_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"aitokens/pkg/devtools/testenv"
+	"aitokens/pkg/query"
+	"aitokens/pkg/service"
+	"aitokens/pkg/store"
+	"aitokens/pkg/token"
+)
+
+// waitFor fails the test unless ch is closed within the deadline.
+func waitFor(t *testing.T, ch <-chan struct{}, what string) {
+	t.Helper()
+	select {
+	case <-ch:
+	case <-time.After(wait):
+		t.Fatalf("%s did not happen within %v", what, wait)
+	}
+}
+
+func trail(t *testing.T, svc *service.Service, id string) []token.Event {
+	t.Helper()
+	events, total, err := svc.Events(context.Background(), "acme", id, query.Page{Number: 1, Size: query.MaxPageSize})
+	if err != nil || len(events) != total {
+		t.Fatalf("events of %s: %d of %d, %v", id, len(events), total, err)
+	}
+	return events
+}
+
+// A forced delete of more usages than one transaction holds, whose DynamoDB fails after the
+// first transaction, answers 503 and keeps the token; every usage it did remove has its
+// usage_unregister event (the invariant check of the table counts them against the count).
+func TestForcedDeleteFailingHalfWayRecordsWhatItRemoved(t *testing.T) {
+	ctx := context.Background()
+	table := testenv.NewTable(t)
+	direct := newService(t, store.New(testenv.Client(), table))
+	if err := upsert(ctx, direct, service.Upsert{Tenant: "acme", ID: "big", Name: new("Big"), Value: new("sk-big-value"), Meta: meta("c")}); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 150 {
+		if _, err := direct.RegisterUsage(ctx, "acme", "big", "agent", fmt.Sprintf("a%03d", i), meta(fmt.Sprint("r", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	viaProxy, proxy := viaProxy(t, table)
+	first := proxy.PauseNext("TransactWriteItems")
+	done := make(chan error, 1)
+	go func() { done <- viaProxy.Delete(ctx, "acme", "big", true, meta("force")) }()
+	waitFor(t, first.Reached, "the first transaction")
+	// Every attempt of the next transaction fails, past the SDK's retries.
+	proxy.FailNext("TransactWriteItems", "ProvisionedThroughputExceededException", testenv.Policy.MaxAttempts)
+	first.Release()
+	var err error
+	select {
+	case err = <-done:
+	case <-time.After(wait):
+		t.Fatal("the forced delete did not end")
+	}
+	if token.KindOf(err) != token.Unavailable {
+		t.Fatalf("forced delete with DynamoDB failing half way: %v, want unavailable", err)
+	}
+	tok, err := direct.Get(ctx, "acme", "big")
+	if err != nil || tok.UsageCount != 150-49 {
+		t.Fatalf("after the failure: %+v, %v; want the token with %d usages", tok, err, 150-49)
+	}
+	removed := 0
+	for _, e := range trail(t, direct, "big") {
+		if e.Action == token.ActionUsageUnregister && e.RequestID == "force" {
+			removed++
+		}
+	}
+	if removed != 49 {
+		t.Fatalf("%d removals recorded, want 49", removed)
+	}
+}
+
+// A slow PATCH that commits after a fast one is stamped when it commits: the token's modifiedAt
+// goes forward with its version, and its event is the newest.
+func TestSlowWriteIsStampedAtItsCommit(t *testing.T) {
+	ctx := context.Background()
+	table := testenv.NewTable(t)
+	direct := newService(t, store.New(testenv.Client(), table))
+	if err := upsert(ctx, direct, service.Upsert{Tenant: "acme", ID: "x", Name: new("X"), Value: new("sk-x-value"), Meta: meta("c")}); err != nil {
+		t.Fatal(err)
+	}
+	slow, proxy := viaProxy(t, table)
+	pause := proxy.PauseNext("TransactWriteItems")
+	done := make(chan error, 1)
+	go func() {
+		done <- slow.Patch(ctx, "acme", "x", []service.PatchOp{{Op: "REPLACE", Path: "/name", Value: "slow"}}, meta("slow"))
+	}()
+	waitFor(t, pause.Reached, "the slow patch's transaction")
+	if err := direct.Patch(ctx, "acme", "x", []service.PatchOp{{Op: "REPLACE", Path: "/name", Value: "fast"}}, meta("fast")); err != nil {
+		t.Fatal(err)
+	}
+	fast, err := direct.Get(ctx, "acme", "x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pause.Release()
+	select {
+	case err = <-done:
+	case <-time.After(wait):
+		t.Fatal("the slow patch did not end")
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	last, err := direct.Get(ctx, "acme", "x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if last.Version != 3 || last.Name != "slow" || !last.ModifiedAt.After(fast.ModifiedAt) {
+		t.Fatalf("after the slow patch: version %d, name %q, modifiedAt %v (the fast one's %v)", last.Version, last.Name, last.ModifiedAt, fast.ModifiedAt)
+	}
+	events := trail(t, direct, "x")
+	if events[0].RequestID != "slow" || events[0].Version != 3 || !events[0].At.Equal(last.ModifiedAt) || events[1].RequestID != "fast" {
+		t.Fatalf("newest events %+v, %+v: want the slow patch (version 3, at modifiedAt) first", events[0], events[1])
+	}
+}
+
+// Expiry dates at the edges: what cannot be stored and shown as sent is refused, naming the
+// field; the zero time is a date like any other (a token meant to be switched off is).
+func TestExpiryAtTheEdges(t *testing.T) {
+	ctx := context.Background()
+	svc := newService(t, store.New(testenv.Client(), testenv.NewTable(t)))
+	if err := upsert(ctx, svc, service.Upsert{Tenant: "acme", ID: "x", Name: new("X"), Value: new("sk-x-value"), Meta: meta("c")}); err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		sent, shown string // shown "" = refused
+		expired     bool
+	}{
+		{"0001-01-01T00:00:00Z", "0001-01-01T00:00:00.000Z", true},
+		{"0000-01-01T00:00:00Z", "0000-01-01T00:00:00.000Z", true},
+		{"9999-12-31T23:59:59.999Z", "9999-12-31T23:59:59.999Z", false},
+		{"9999-12-31T23:59:59-14:00", "", false},
+		{"0000-01-01T00:00:00+01:00", "", false},
+		{"2027-01-01T00:00:00+24:00", "", false},
+		{"2027-01-01T00:00:00-24:00", "", false},
+		{"2027-01-01T00:00:00+23:59", "2026-12-31T00:01:00.000Z", false},
+		{"2027-01-01T00:00:00.123456789Z", "", false},
+		{"2027-01-01T00:00:00.1234Z", "", false},
+		{"2027-01-01T00:00:00.120000000Z", "2027-01-01T00:00:00.120Z", false},
+		{"2027-01-01", "", false},
+	}
+	for i, c := range cases {
+		t.Run(c.sent, func(t *testing.T) {
+			// Both ways of setting it: a PUT of the existing token and a PATCH.
+			at, perr := service.ParseExpiry(c.sent)
+			putErr := perr
+			if perr == nil {
+				putErr = upsert(ctx, svc, service.Upsert{Tenant: "acme", ID: "x", Name: new("X"), ExpiresAt: &at, Meta: meta(fmt.Sprint("put", i))})
+			}
+			patchErr := svc.Patch(ctx, "acme", "x", []service.PatchOp{{Op: "REPLACE", Path: "/expiresAt", Value: c.sent}}, meta(fmt.Sprint("patch", i)))
+			for _, err := range []error{putErr, patchErr} {
+				if c.shown == "" {
+					if e := token.As(err); e.Kind != token.Invalid || len(e.Details) == 0 || e.Details[0].Field != "/expiresAt" && e.Details[0].Field != "expiresAt" {
+						t.Fatalf("%s: %v, want a 400 naming expiresAt", c.sent, err)
+					}
+					continue
+				}
+				if err != nil {
+					t.Fatalf("%s: %v", c.sent, err)
+				}
+			}
+			if c.shown == "" {
+				return
+			}
+			tok, err := svc.Get(ctx, "acme", "x")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := tok.Document()["expiresAt"]; got != c.shown {
+				t.Fatalf("%s is shown as %v, want %s", c.sent, got, c.shown)
+			}
+			// q finds it by the date as sent.
+			q, err := query.Parse(`expiresAt:"` + c.sent + `"`)
+			if err != nil {
+				t.Fatal(err)
+			}
+			res, err := svc.List(ctx, service.List{Tenant: "acme", Query: q, Page: query.Page{Number: 1, Size: 10}})
+			if err != nil || res.Total != 1 {
+				t.Fatalf("q on %s: %d found, %v", c.sent, res.Total, err)
+			}
+			_, err = svc.Resolve(ctx, "acme", "x", nil, fmt.Sprint("resolve", i))
+			if expired := token.As(err).Reason == token.Expired; expired != c.expired {
+				t.Fatalf("%s: resolve %v, want expired %v", c.sent, err, c.expired)
+			}
+		})
+	}
+	// null removes the expiry; on create it is refused.
+	if err := upsert(ctx, svc, service.Upsert{Tenant: "acme", ID: "x", Name: new("X"), RemoveExpiry: true, Meta: meta("null")}); err != nil {
+		t.Fatal(err)
+	}
+	if tok, _ := svc.Get(ctx, "acme", "x"); tok.ExpiresAt != nil {
+		t.Fatalf("null left expiresAt %v", tok.ExpiresAt)
+	}
+	err := upsert(ctx, svc, service.Upsert{Tenant: "acme", ID: "y", Name: new("Y"), Value: new("v"), RemoveExpiry: true, Meta: meta("y")})
+	if token.KindOf(err) != token.Invalid {
+		t.Fatalf("create with expiresAt null: %v", err)
+	}
+}

@@ -1,0 +1,214 @@
+package service_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"aitokens/pkg/devtools/testenv"
+	"aitokens/pkg/query"
+	"aitokens/pkg/seal"
+	"aitokens/pkg/service"
+	"aitokens/pkg/store"
+	"aitokens/pkg/token"
+)
+
+func TestMain(m *testing.M) { os.Exit(testenv.Main(m)) }
+
+// wait is the deadline of every wait in these tests.
+const wait = 30 * time.Second
+
+var sealer = seal.NewLocalFromKey(bytes.Repeat([]byte{7}, 32))
+
+func newService(t testing.TB, st *store.Store) *service.Service {
+	t.Helper()
+	svc, err := service.New(st, sealer, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return svc
+}
+
+// viaProxy is a service on table whose DynamoDB calls go through a fault proxy.
+func viaProxy(t testing.TB, table string) (*service.Service, *testenv.FaultProxy) {
+	t.Helper()
+	proxy := testenv.NewFaultProxy(t)
+	client, err := store.NewClient(context.Background(), proxy.URL, testenv.Policy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return newService(t, store.New(client, table)), proxy
+}
+
+func meta(request string) service.Meta { return service.Meta{RequestID: request, Actor: "tester"} }
+
+// A write operation of the interleaving table, on token id.
+type writeOp struct {
+	name string
+	run  func(ctx context.Context, svc *service.Service, id, request string) error
+}
+
+func upsert(ctx context.Context, svc *service.Service, in service.Upsert) error {
+	_, err := svc.Upsert(ctx, in)
+	return err
+}
+
+// writeOps is every write path that touches a token, its usages, its consumers or its trail.
+// A new write path joins this table.
+var writeOps = []writeOp{
+	{"register", func(ctx context.Context, svc *service.Service, id, r string) error {
+		_, err := svc.RegisterUsage(ctx, "acme", id, "agent", "b", meta(r))
+		return err
+	}},
+	{"register again", func(ctx context.Context, svc *service.Service, id, r string) error {
+		_, err := svc.RegisterUsage(ctx, "acme", id, "agent", "a", meta(r)) // already there
+		return err
+	}},
+	{"unregister", func(ctx context.Context, svc *service.Service, id, r string) error {
+		return svc.UnregisterUsage(ctx, "acme", id, "agent", "a", meta(r))
+	}},
+	{"delete", func(ctx context.Context, svc *service.Service, id, r string) error {
+		return svc.Delete(ctx, "acme", id, false, meta(r)) // in use: refused, unless a race freed it
+	}},
+	{"forced delete", func(ctx context.Context, svc *service.Service, id, r string) error {
+		return svc.Delete(ctx, "acme", id, true, meta(r))
+	}},
+	{"delete and re-create", func(ctx context.Context, svc *service.Service, id, r string) error {
+		if err := svc.Delete(ctx, "acme", id, true, meta(r+"-d")); err != nil {
+			return err
+		}
+		return upsert(ctx, svc, service.Upsert{Tenant: "acme", ID: id, Name: new("re-created"), Value: new("value-of-the-new-token"),
+			Restricted: new(true), Meta: meta(r + "-c")})
+	}},
+	{"patch expiry", func(ctx context.Context, svc *service.Service, id, r string) error {
+		return svc.Patch(ctx, "acme", id, []service.PatchOp{{Op: "REPLACE", Path: "/expiresAt", Value: "2000-01-01T00:00:00Z"}}, meta(r))
+	}},
+	{"patch restriction", func(ctx context.Context, svc *service.Service, id, r string) error {
+		return svc.Patch(ctx, "acme", id, []service.PatchOp{{Op: "REPLACE", Path: "/restricted", Value: false}}, meta(r))
+	}},
+	{"upsert", func(ctx context.Context, svc *service.Service, id, r string) error {
+		return upsert(ctx, svc, service.Upsert{Tenant: "acme", ID: id, Name: new("renamed " + r), Meta: meta(r)})
+	}},
+}
+
+// acceptable is whether err is an answer a client may get from a write that lost a race:
+// success, not found, in use, a conflict to retry, or a body that no longer fits (an update
+// without a value of a token deleted meanwhile is a create without one); never a 5xx.
+func acceptable(err error) bool {
+	if err == nil {
+		return true
+	}
+	switch token.KindOf(err) {
+	case token.NotFound, token.Conflict, token.Invalid:
+		return true
+	}
+	return false
+}
+
+// The interleaving table: for every ordered pair of write operations (A, B), A is paused at
+// each of its DynamoDB calls in turn while B runs to completion, then released. After each,
+// the next resolve of each consumer must agree with the usages, restriction, expiry and
+// existence that the store then holds, and at the end the table's invariants must hold
+// (testenv checks them for every table).
+func TestInterleavedWritesKeepTheInvariants(t *testing.T) {
+	ctx := context.Background()
+	table := testenv.NewTable(t)
+	direct := newService(t, store.New(testenv.Client(), table))
+	var mu sync.Mutex
+	cases := 0
+	for _, a := range writeOps {
+		for _, b := range writeOps {
+			t.Run(a.name+" vs "+b.name, func(t *testing.T) {
+				t.Parallel()
+				for call := 1; ; call++ {
+					id := strings.NewReplacer(" ", "-").Replace(fmt.Sprintf("%s_%s_%d", a.name, b.name, call))
+					if !interleave(t, ctx, table, direct, a, b, id, call) {
+						return // A makes fewer calls than this
+					}
+					mu.Lock()
+					cases++
+					mu.Unlock()
+				}
+			})
+		}
+	}
+	t.Cleanup(func() { t.Logf("%d interleavings of %d write operations", cases, len(writeOps)) })
+}
+
+// interleave runs one case and reports whether A reached call.
+func interleave(t *testing.T, ctx context.Context, table string, direct *service.Service, a, b writeOp, id string, call int) bool {
+	t.Helper()
+	if err := upsert(ctx, direct, service.Upsert{Tenant: "acme", ID: id, Name: new("n"), Value: new("value-of-the-old-token"),
+		Restricted: new(true), Meta: meta(id + "-setup")}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := direct.RegisterUsage(ctx, "acme", id, "agent", "a", meta(id+"-setup-usage")); err != nil {
+		t.Fatal(err)
+	}
+	viaA, proxy := viaProxy(t, table)
+	pause := proxy.PauseCall(call)
+	done := make(chan error, 1)
+	go func() { done <- a.run(ctx, viaA, id, id+"-A") }()
+	select {
+	case <-pause.Reached:
+	case err := <-done:
+		if !acceptable(err) {
+			t.Errorf("%s alone: %v", a.name, err)
+		}
+		return false
+	case <-time.After(wait):
+		t.Fatalf("%s reached neither its call %d nor its end", a.name, call)
+	}
+	if err := b.run(ctx, direct, id, id+"-B"); !acceptable(err) {
+		t.Errorf("%s while %s waits at call %d (%s): %v", b.name, a.name, call, proxy.Calls()[call-1], err)
+	}
+	pause.Release()
+	select {
+	case err := <-done:
+		if !acceptable(err) {
+			t.Errorf("%s released at call %d (%s) after %s: %v", a.name, call, proxy.Calls()[call-1], b.name, err)
+		}
+	case <-time.After(wait):
+		t.Fatalf("%s did not end after its release", a.name)
+	}
+	checkResolves(t, ctx, direct, id, fmt.Sprintf("%s paused at call %d (%s), %s ran", a.name, call, proxy.Calls()[call-1], b.name))
+	return true
+}
+
+// checkResolves asks resolve for each consumer and compares with what the store holds: the
+// value resolves exactly when the token exists, has not expired and is either unrestricted or
+// has the consumer among its usages; and then it is the value of the token that exists now.
+func checkResolves(t *testing.T, ctx context.Context, svc *service.Service, id, what string) {
+	t.Helper()
+	tok, err := svc.Get(ctx, "acme", id)
+	exists := err == nil
+	if err != nil && token.KindOf(err) != token.NotFound {
+		t.Fatal(err)
+	}
+	registered := map[string]bool{}
+	if exists {
+		usages, _, err := svc.Usages(ctx, "acme", id, query.Page{Number: 1, Size: query.MaxPageSize})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, u := range usages {
+			registered[u.Key()] = true
+		}
+	}
+	for _, consumer := range []token.Consumer{{Kind: "agent", ID: "a"}, {Kind: "agent", ID: "b"}} {
+		value, err := svc.Resolve(ctx, "acme", id, &consumer, id+"-resolve-"+consumer.ID)
+		want := exists && !tok.Expired(time.Now()) && (!tok.Restricted || registered[consumer.Key()])
+		if got := err == nil; got != want {
+			t.Errorf("%s: resolve for %s: got value %v (err %v), want %v (exists %v, restricted %v, usages %v)",
+				what, consumer.Key(), got, err, want, exists, tok.Restricted, registered)
+		}
+		if err == nil && tok.Name == "re-created" && string(value) != "value-of-the-new-token" {
+			t.Errorf("%s: resolve for %s gave another token's value", what, consumer.Key())
+		}
+	}
+}

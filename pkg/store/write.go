@@ -1,0 +1,130 @@
+package store
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"strconv"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+
+	"aitokens/pkg/token"
+)
+
+// Every write is made of rounds: read what the write depends on (consistently), then one
+// TransactWriteItems conditioned on exactly what was read, with the audit event stamped at that
+// moment. A round that loses to a concurrent change (a failed condition, or DynamoDB cancelling
+// for a conflicting transaction) reads again. WriteRounds bounds the rounds of one request; the
+// SDK's retryer (awsretry) retries each call inside a round, and the request's deadline bounds both.
+const WriteRounds = 8
+
+// errMoved is a round that lost to a concurrent change: the write reads again and retries.
+var errMoved = &token.Error{Kind: token.Conflict, Reason: token.ConcurrentChange}
+
+// rounds runs round until it is not errMoved, WriteRounds times at most, with a short growing
+// pause between rounds so that two writers that conflict do not meet again at once.
+func (s *Store) rounds(ctx context.Context, round func() error) error {
+	for attempt := range WriteRounds {
+		if err := round(); err != errMoved {
+			return err
+		}
+		if err := s.pause(ctx, attempt); err != nil {
+			return err
+		}
+	}
+	return &token.Error{Kind: token.Conflict, Reason: token.ConcurrentChange}
+}
+
+func (s *Store) pause(ctx context.Context, attempt int) error {
+	timer := time.NewTimer(time.Duration(attempt+1) * 5 * time.Millisecond)
+	defer timer.Stop()
+	select {
+	case <-ctx.Done():
+		return classify(ctx.Err())
+	case <-timer.C:
+		return nil
+	}
+}
+
+// transact runs items once. It returns nil, nil when they committed; on a transaction cancelled
+// by failed conditions, which items' conditions failed; errMoved when DynamoDB cancelled it for a
+// concurrent transaction on the same items (TransactionConflict: the round is read and tried again).
+func (s *Store) transact(ctx context.Context, items []types.TransactWriteItem) (failed []bool, err error) {
+	_, err = s.db.TransactWriteItems(ctx, &dynamodb.TransactWriteItemsInput{TransactItems: items})
+	var canceled *types.TransactionCanceledException
+	if !errors.As(err, &canceled) {
+		return nil, classify(err)
+	}
+	failed = make([]bool, len(items))
+	for i, r := range canceled.CancellationReasons {
+		switch aws.ToString(r.Code) {
+		case "ConditionalCheckFailed":
+			failed[i] = true
+		case "TransactionConflict":
+			return nil, errMoved
+		}
+	}
+	return failed, nil
+}
+
+// state is what a write reads first: the token's identity, version and usage count, which its
+// transaction then requires unchanged, and the facts its event and timestamps need.
+type state struct {
+	found      bool
+	uid        string // "" for a token created before tokens had one
+	version    int
+	usageCount int
+	modifiedAt time.Time
+	requestID  string // the request that wrote the token last
+}
+
+var stateProjection = projectionExpr{expr: aws.String("#v, #c, #u, #m, #r"), names: map[string]string{
+	"#v": attrVersion, "#c": "usageCount", "#u": attrUID, "#m": "modifiedAt", "#r": attrRequestID}}
+
+func (s *Store) state(ctx context.Context, tenant, id string) (state, error) {
+	it, err := s.getItem(ctx, tenant, id, stateProjection)
+	if token.KindOf(err) == token.NotFound {
+		return state{}, nil
+	}
+	if err != nil {
+		return state{}, err
+	}
+	st := state{found: true, uid: it.UID, version: it.Version, usageCount: it.UsageCount, requestID: it.RequestID}
+	st.modifiedAt, _ = time.Parse(time.RFC3339Nano, it.ModifiedAt)
+	return st, nil
+}
+
+// sameToken is the condition (and its values) that the token is still the one st read: it
+// exists, has the same identity (a token deleted and created again under the same id is another
+// token, so a write aimed at the old one fails on the new one) and the same version.
+func (st state) sameToken() (string, map[string]types.AttributeValue) {
+	values := map[string]types.AttributeValue{":v": &types.AttributeValueMemberN{Value: strconv.Itoa(st.version)}}
+	if st.uid == "" {
+		return "attribute_exists(pk) AND attribute_not_exists(uid) AND version = :v", values
+	}
+	values[":uid"] = &types.AttributeValueMemberS{Value: st.uid}
+	return "attribute_exists(pk) AND uid = :uid AND version = :v", values
+}
+
+// stamp is the time of a change of the token's version made now: after its last modification
+// (by a millisecond, the precision of stored times, at least), so that modifiedAt only goes
+// forward and the events of its versions sort in commit order, even when the clocks of two
+// writers disagree.
+func (s *Store) stamp(st state) time.Time {
+	now := s.now().UTC()
+	if floor := st.modifiedAt.Add(time.Millisecond); now.Before(floor) {
+		return floor
+	}
+	return now
+}
+
+// newUID is the identity of a token created now.
+func newUID() string {
+	b := make([]byte, 12)
+	rand.Read(b) // never fails (crypto/rand)
+	return hex.EncodeToString(b)
+}
