@@ -70,7 +70,8 @@ func serve(args []string) error {
 		defer stopDB()
 	}
 	authn, err := jwtauth.New(ctx, jwtauth.Config{JWKSFile: cfg.JWKSFile, JWKSURL: cfg.JWKSURL,
-		Issuer: cfg.JWTIssuer, Audience: cfg.JWTAudience, TenantClaim: cfg.TenantClaim})
+		Issuer: cfg.JWTIssuer, Audience: cfg.JWTAudience, TenantClaim: cfg.TenantClaim,
+		RefreshInterval: cfg.JWKSRefreshInterval, Log: log})
 	if err != nil {
 		return fmt.Errorf("%w (refusing to start without authentication; use --dev for local development)", err)
 	}

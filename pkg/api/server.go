@@ -182,7 +182,8 @@ func (s *Server) wrap(rt Route) http.Handler {
 		ctx = context.WithValue(ctx, requestIDKey{}, rid)
 		if rt.Scope != "" {
 			var p auth.Principal
-			p, err = s.authorize(r, rt, tenant)
+			// With the request's deadline: a JWKS read that is due waits no longer than it.
+			p, err = s.authorize(r.WithContext(ctx), rt, tenant)
 			ctx = context.WithValue(ctx, actorKey{}, p.Subject)
 		}
 		r = r.WithContext(ctx)
