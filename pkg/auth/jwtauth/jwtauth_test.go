@@ -165,9 +165,8 @@ func TestCacheNeverOutlivesTheTokensExpiry(t *testing.T) {
 	if _, err := j.Authenticate(bearerRequest(tok)); err != nil {
 		t.Fatal(err)
 	}
-	hit, cached := j.verified.Peek(sha256.Sum256([]byte(tok)))
-	if !cached || !hit.until.Equal(exp) {
-		t.Fatalf("cache entry %+v (cached %v), want one until exp %v", hit, cached, exp)
+	if _, cached := j.verified.Peek(sha256.Sum256([]byte(tok))); !cached {
+		t.Fatal("the verified token is not cached: this test would not test the cache")
 	}
 	clk.advance(30 * time.Second)
 	if _, err := j.Authenticate(bearerRequest(tok)); err != nil {
