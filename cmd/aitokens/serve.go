@@ -25,17 +25,17 @@ import (
 
 // limits are the local server's connection limits: a client that sends its headers or body
 // slowly, is slow to take its answer, or holds an idle connection is cut off, so it cannot hold
-// a goroutine forever; and at most maxConcurrent requests are served at once.
+// a goroutine forever. (How many requests are served at once is the api.Server's limit, so that
+// a refused request is logged like any other.)
 type limits struct {
 	readHeader, read, write, idle time.Duration
-	maxConcurrent                 int
 }
 
 // limitsFor derives the limits from the configuration: the whole request must arrive within
 // the request timeout, and the answer may take that plus five seconds to write.
 func limitsFor(cfg config.Config) limits {
 	return limits{readHeader: min(5*time.Second, cfg.RequestTimeout), read: cfg.RequestTimeout,
-		write: cfg.RequestTimeout + 5*time.Second, idle: 60 * time.Second, maxConcurrent: cfg.MaxConcurrent}
+		write: cfg.RequestTimeout + 5*time.Second, idle: 60 * time.Second}
 }
 
 func serve(args []string) error {
@@ -70,7 +70,8 @@ func serve(args []string) error {
 		defer stopDB()
 	}
 	authn, err := jwtauth.New(ctx, jwtauth.Config{JWKSFile: cfg.JWKSFile, JWKSURL: cfg.JWKSURL,
-		Issuer: cfg.JWTIssuer, Audience: cfg.JWTAudience, TenantClaim: cfg.TenantClaim})
+		Issuer: cfg.JWTIssuer, Audience: cfg.JWTAudience, TenantClaim: cfg.TenantClaim,
+		RefreshInterval: cfg.JWKSRefreshInterval, Log: log})
 	if err != nil {
 		return fmt.Errorf("%w (refusing to start without authentication; use --dev for local development)", err)
 	}
@@ -86,7 +87,8 @@ func serve(args []string) error {
 	if err != nil {
 		return err
 	}
-	handler, err := api.New(api.Config{Service: svc, Auth: authn, Log: log, RequestTimeout: cfg.RequestTimeout})
+	handler, err := api.New(api.Config{Service: svc, Auth: authn, Log: log, RequestTimeout: cfg.RequestTimeout,
+		MaxConcurrent: cfg.MaxConcurrent})
 	if err != nil {
 		return err
 	}
@@ -104,12 +106,11 @@ func serve(args []string) error {
 	return nil
 }
 
-// newHTTPServer is the local server with its limits; requests beyond maxConcurrent get a JSON
-// 503 with Retry-After.
+// newHTTPServer is the local server with its connection limits.
 func newHTTPServer(addr string, handler http.Handler, l limits) *http.Server {
 	return &http.Server{
 		Addr:              addr,
-		Handler:           api.LimitConcurrency(handler, l.maxConcurrent),
+		Handler:           handler,
 		ReadHeaderTimeout: l.readHeader,
 		ReadTimeout:       l.read,
 		WriteTimeout:      l.write,

@@ -1,12 +1,9 @@
 package main
 
 import (
-	"bufio"
-	"encoding/json"
 	"io"
 	"net"
 	"net/http"
-	"strings"
 	"testing"
 	"time"
 )
@@ -55,7 +52,7 @@ func readsBody(w http.ResponseWriter, r *http.Request) {
 }
 
 var short = limits{readHeader: 200 * time.Millisecond, read: 300 * time.Millisecond, write: 300 * time.Millisecond,
-	idle: 300 * time.Millisecond, maxConcurrent: 2}
+	idle: 300 * time.Millisecond}
 
 // Each connection limit cuts off the client that would otherwise hold a goroutine forever.
 func TestServerCutsOffSlowClients(t *testing.T) {
@@ -86,61 +83,5 @@ func TestServerWriteTimeout(t *testing.T) {
 	}
 	if ne, ok := err.(net.Error); ok && ne.Timeout() {
 		t.Fatalf("the client timed out: the server did not close the connection: %v", err)
-	}
-}
-
-// Beyond maxConcurrent requests in flight, one more gets a JSON 503 with Retry-After at once.
-func TestServerCapsConcurrentRequests(t *testing.T) {
-	release := make(chan struct{})
-	entered := make(chan struct{}, 8)
-	blocking := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		entered <- struct{}{}
-		select {
-		case <-release:
-		case <-time.After(5 * time.Second):
-		}
-		w.WriteHeader(http.StatusNoContent)
-	})
-	l := short
-	l.write = 10 * time.Second
-	addr := startServer(t, blocking, l)
-	client := &http.Client{Timeout: 10 * time.Second}
-	done := make(chan int, l.maxConcurrent)
-	for range l.maxConcurrent {
-		go func() {
-			res, err := client.Get("http://" + addr + "/x")
-			if err != nil {
-				done <- 0
-				return
-			}
-			res.Body.Close()
-			done <- res.StatusCode
-		}()
-	}
-	for range l.maxConcurrent {
-		select {
-		case <-entered:
-		case <-time.After(5 * time.Second):
-			t.Fatal("the first requests did not reach the handler")
-		}
-	}
-	res, err := client.Get("http://" + addr + "/x")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var body struct {
-		Code    int    `json:"code"`
-		Message string `json:"message"`
-	}
-	json.NewDecoder(bufio.NewReader(res.Body)).Decode(&body)
-	res.Body.Close()
-	if res.StatusCode != 503 || res.Header.Get("Retry-After") == "" || body.Code != 503 || !strings.Contains(body.Message, "busy") {
-		t.Fatalf("request over the cap: %d %+v (Retry-After %q)", res.StatusCode, body, res.Header.Get("Retry-After"))
-	}
-	close(release)
-	for range l.maxConcurrent {
-		if status := <-done; status != http.StatusNoContent {
-			t.Fatalf("a request within the cap: %d", status)
-		}
 	}
 }

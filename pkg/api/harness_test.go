@@ -121,6 +121,7 @@ type stack struct {
 	requestTimeout time.Duration    // testRequestTimeout
 	maxItemsRead   int              // query.MaxItemsRead
 	now            func() time.Time // the wall clock
+	maxConcurrent  int              // no limit
 	// shareWith, when set, receives this harness's log lines and responses, so that its leak
 	// scan reads them too.
 	shareWith *harness
@@ -163,7 +164,8 @@ func newHarnessFrom(t testing.TB, o stack) *harness {
 		logs, bodies, sent = o.shareWith.logs, o.shareWith.bodies, o.shareWith.sent
 	}
 	log := slog.New(slog.NewJSONHandler(logs, nil))
-	handler, err := api.New(api.Config{Service: svc, Auth: authn, Log: log, RequestTimeout: o.requestTimeout})
+	handler, err := api.New(api.Config{Service: svc, Auth: authn, Log: log, RequestTimeout: o.requestTimeout,
+		MaxConcurrent: o.maxConcurrent})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -29,6 +29,7 @@ type Server struct {
 	log     *slog.Logger
 	timeout time.Duration
 	mux     *http.ServeMux
+	slots   limiter
 }
 
 // Config is what a Server is built from.
@@ -40,6 +41,9 @@ type Config struct {
 	// lambdaMargin bounds it further.
 	RequestTimeout time.Duration
 	Routes         []Route // all of Routes when empty
+	// MaxConcurrent is how many requests are served at once (MAX_CONCURRENT_REQUESTS); one
+	// more gets a 503 with Retry-After, logged like any answer. 0 is no limit.
+	MaxConcurrent int
 }
 
 // New builds a handler for the configured routes, checking that it has all they need.
@@ -58,7 +62,8 @@ func New(cfg Config) (*Server, error) {
 	if len(routes) == 0 {
 		routes = Routes
 	}
-	s := &Server{svc: cfg.Service, auth: cfg.Auth, log: cfg.Log, timeout: cfg.RequestTimeout, mux: http.NewServeMux()}
+	s := &Server{svc: cfg.Service, auth: cfg.Auth, log: cfg.Log, timeout: cfg.RequestTimeout, mux: http.NewServeMux(),
+		slots: newLimiter(cfg.MaxConcurrent)}
 	for _, r := range routes {
 		if r.Seals && !cfg.Service.CanSeal() {
 			return nil, fmt.Errorf("api: route %s seals values but the service has no sealer", r.Function)
@@ -165,12 +170,20 @@ func (s *Server) wrap(rt Route) http.Handler {
 			}
 			s.logRequest(r, rt, rid, tenant, rec.status, time.Since(start), err)
 		}()
+		release, ok := s.slots.acquire()
+		if !ok {
+			err = errBusy()
+			writeError(rec, err)
+			return
+		}
+		defer release()
 		ctx, cancel := WithDeadline(r.Context(), s.timeout)
 		defer cancel()
 		ctx = context.WithValue(ctx, requestIDKey{}, rid)
 		if rt.Scope != "" {
 			var p auth.Principal
-			p, err = s.authorize(r, rt, tenant)
+			// With the request's deadline: a JWKS read that is due waits no longer than it.
+			p, err = s.authorize(r.WithContext(ctx), rt, tenant)
 			ctx = context.WithValue(ctx, actorKey{}, p.Subject)
 		}
 		r = r.WithContext(ctx)

@@ -23,6 +23,15 @@ const (
 	DefaultAuditRetentionDays = 400
 )
 
+// JWKS_REFRESH_INTERVAL (the local server only): how old the JWKS may get before it is read
+// again. At least a second, so that requests cannot make the server hammer a JWKS URL; at most
+// an hour, so that a removed key does not stay trusted for long.
+const (
+	DefaultJWKSRefreshInterval = 5 * time.Second
+	MinJWKSRefreshInterval     = time.Second
+	MaxJWKSRefreshInterval     = time.Hour
+)
+
 // Config is every setting of the service. The names of the environment variables are in the
 // README's configuration table.
 type Config struct {
@@ -54,6 +63,8 @@ type Config struct {
 	JWTIssuer     string // JWT_ISSUER
 	JWTAudience   string // JWT_AUDIENCE
 	MaxConcurrent int    // MAX_CONCURRENT_REQUESTS: requests served at once; more get a 503
+	// JWKSRefreshInterval is how old the JWKS may get before it is read again (JWKS_REFRESH_INTERVAL).
+	JWKSRefreshInterval time.Duration
 }
 
 // Load reads the configuration through getenv (os.Getenv in a main, a map in a test) and
@@ -110,6 +121,10 @@ func Load(getenv func(string) string) (Config, error) {
 	c.ResolveCacheSize = count("RESOLVE_CACHE_SIZE", DefaultCacheSize)
 	c.ResolveCacheTTL = duration("RESOLVE_CACHE_TTL", DefaultCacheTTL)
 	c.AuditRetention = time.Duration(count("AUDIT_RETENTION_DAYS", DefaultAuditRetentionDays)) * 24 * time.Hour
+	c.JWKSRefreshInterval = duration("JWKS_REFRESH_INTERVAL", DefaultJWKSRefreshInterval)
+	if d := c.JWKSRefreshInterval; d > 0 && (d < MinJWKSRefreshInterval || d > MaxJWKSRefreshInterval) {
+		errs = append(errs, fmt.Errorf("JWKS_REFRESH_INTERVAL must be from %v to %v, not %v", MinJWKSRefreshInterval, MaxJWKSRefreshInterval, d))
+	}
 	return c, errors.Join(errs...)
 }
 

@@ -14,7 +14,8 @@ func TestDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	if c.TableName != DefaultTableName || c.TenantClaim != "tenant" || c.RequestTimeout != 5*time.Second ||
-		c.AWS.AttemptTimeout != 2*time.Second || c.AWS.MaxAttempts != 4 || c.MaxConcurrent != 64 || c.Port != "8080" {
+		c.AWS.AttemptTimeout != 2*time.Second || c.AWS.MaxAttempts != 4 || c.MaxConcurrent != 64 || c.Port != "8080" ||
+		c.JWKSRefreshInterval != DefaultJWKSRefreshInterval {
 		t.Fatalf("defaults: %+v", c)
 	}
 }
@@ -46,5 +47,31 @@ func TestBadValuesFailAtLoad(t *testing.T) {
 	}
 	if RequireTable(env(nil)) == nil {
 		t.Error("a function without TABLE_NAME passed")
+	}
+}
+
+// JWKS_REFRESH_INTERVAL is refused outside its bounds and accepted at them.
+func TestJWKSRefreshIntervalBounds(t *testing.T) {
+	cases := []struct {
+		raw  string
+		want time.Duration // 0: refused
+	}{
+		{"1s", time.Second},
+		{"1h", time.Hour},
+		{"30s", 30 * time.Second},
+		{"999ms", 0},
+		{"61m", 0},
+		{"0s", 0},
+		{"-5s", 0},
+		{"often", 0},
+	}
+	for _, c := range cases {
+		got, err := Load(env(map[string]string{"JWKS_REFRESH_INTERVAL": c.raw}))
+		switch {
+		case c.want == 0 && (err == nil || !strings.Contains(err.Error(), "JWKS_REFRESH_INTERVAL")):
+			t.Errorf("JWKS_REFRESH_INTERVAL=%s: %v, want an error naming it", c.raw, err)
+		case c.want != 0 && (err != nil || got.JWKSRefreshInterval != c.want):
+			t.Errorf("JWKS_REFRESH_INTERVAL=%s: %v, %v; want %v", c.raw, got.JWKSRefreshInterval, err, c.want)
+		}
 	}
 }

@@ -8,16 +8,16 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
-	"os"
 	"strings"
 	"time"
 
-	"github.com/MicahParks/keyfunc/v3"
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/hashicorp/golang-lru/v2/expirable"
 
 	"aitokens/pkg/auth"
+	"aitokens/pkg/config"
 )
 
 // rsaAlgorithms are the only signatures accepted, as by API Gateway's HTTP API JWT authorizer
@@ -33,18 +33,26 @@ type Config struct {
 	Audience    string
 	TenantClaim string
 	Leeway      time.Duration
+	// RefreshInterval is how old the JWKS may get before it is read again, on use: a key added
+	// to the file or URL is accepted, and a removed one refused, within it. Zero is
+	// config.DefaultJWKSRefreshInterval.
+	RefreshInterval time.Duration
+	// Log receives the JWKS reads that fail (the last good set stays in use); nil is slog.Default().
+	Log *slog.Logger
 }
 
 // JWT verifies bearer tokens against a JWKS.
 type JWT struct {
-	keys        jwt.Keyfunc
+	keys        *keySet
 	parser      *jwt.Parser
 	tenantClaim string
 
 	// verified remembers the principal of tokens already verified, keyed by the SHA-256 of the
-	// whole token (signature included), for verifiedTTL at most and never past the token's
-	// own expiry: a client sends the same token on many requests, and an RSA verification is
-	// most of this service's own CPU per request. It holds no token, only its hash.
+	// whole token (signature included), for verifiedTTL at most, never past the token's own
+	// expiry, and only while the key set is the one it was verified with (a key removed from
+	// the JWKS ends the entries of its tokens): a client sends the same token on many requests,
+	// and an RSA verification is most of this service's own CPU per request. It holds no token,
+	// only its hash.
 	verified *expirable.LRU[[sha256.Size]byte, verifiedToken]
 	now      func() time.Time
 }
@@ -52,6 +60,7 @@ type JWT struct {
 type verifiedToken struct {
 	principal auth.Principal
 	until     time.Time
+	keys      uint64 // the generation of the key set that verified it
 }
 
 const (
@@ -59,27 +68,39 @@ const (
 	verifiedSize = 4096
 )
 
-// NewJWT loads the JWKS and checks that nothing is missing: the server never runs open.
+// New loads the JWKS and checks that nothing is missing: the server never runs open, and a JWKS
+// that cannot be read or parsed at start stops it. ctx bounds that first read only.
 func New(ctx context.Context, cfg Config) (*JWT, error) {
+	return newJWT(ctx, cfg, time.Now)
+}
+
+// newJWT is New on the clock now (tests move it instead of waiting).
+func newJWT(ctx context.Context, cfg Config, now func() time.Time) (*JWT, error) {
 	if cfg.Issuer == "" || cfg.Audience == "" {
 		return nil, errors.New("auth: JWT_ISSUER and JWT_AUDIENCE must be set")
 	}
-	var kf keyfunc.Keyfunc
-	var err error
+	if cfg.RefreshInterval < 0 {
+		return nil, errors.New("auth: the JWKS refresh interval must not be negative")
+	}
+	if cfg.RefreshInterval == 0 {
+		cfg.RefreshInterval = config.DefaultJWKSRefreshInterval
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	var source string
+	var read func(context.Context) ([]byte, error)
 	switch {
 	case cfg.JWKSFile != "" && cfg.JWKSURL != "":
 		return nil, errors.New("auth: set JWKS_FILE or JWKS_URL, not both")
 	case cfg.JWKSFile != "":
-		raw, rerr := os.ReadFile(cfg.JWKSFile)
-		if rerr != nil {
-			return nil, fmt.Errorf("auth: read JWKS: %w", rerr)
-		}
-		kf, err = keyfunc.NewJWKSetJSON(raw)
+		source, read = cfg.JWKSFile, readFile(cfg.JWKSFile)
 	case cfg.JWKSURL != "":
-		kf, err = keyfunc.NewDefaultCtx(ctx, []string{cfg.JWKSURL})
+		source, read = cfg.JWKSURL, readURL(&http.Client{Timeout: readTimeout}, cfg.JWKSURL)
 	default:
 		return nil, errors.New("auth: JWKS_FILE or JWKS_URL must be set")
 	}
+	keys, err := newKeySet(ctx, source, read, cfg.RefreshInterval, now, cfg.Log)
 	if err != nil {
 		return nil, fmt.Errorf("auth: load JWKS: %w", err)
 	}
@@ -96,25 +117,30 @@ func New(ctx context.Context, cfg Config) (*JWT, error) {
 		jwt.WithAudience(cfg.Audience),
 		jwt.WithExpirationRequired(),
 		jwt.WithLeeway(cfg.Leeway),
+		jwt.WithTimeFunc(now),
 	)
-	return &JWT{keys: requireKID(kf.Keyfunc), parser: parser, tenantClaim: cfg.TenantClaim,
-		verified: expirable.NewLRU[[sha256.Size]byte, verifiedToken](verifiedSize, nil, verifiedTTL), now: time.Now}, nil
+	return &JWT{keys: keys, parser: parser, tenantClaim: cfg.TenantClaim,
+		verified: expirable.NewLRU[[sha256.Size]byte, verifiedToken](verifiedSize, nil, verifiedTTL), now: now}, nil
 }
 
 // Authenticate verifies the request's bearer token: signature, algorithm, issuer, audience,
-// expiry and not-before.
+// expiry and not-before. The request's context bounds the wait for a JWKS read that is due.
 func (j *JWT) Authenticate(r *http.Request) (auth.Principal, error) {
 	raw, ok := bearer(r)
 	if !ok {
 		return auth.Principal{}, auth.ErrInvalidToken()
 	}
+	keys := j.keys.current(r.Context())
 	sum := sha256.Sum256([]byte(raw))
 	now := j.now()
-	if hit, ok := j.verified.Get(sum); ok && now.Before(hit.until) {
-		return hit.principal, nil
+	if hit, ok := j.verified.Get(sum); ok {
+		if now.Before(hit.until) && hit.keys == keys.gen {
+			return hit.principal, nil
+		}
+		j.verified.Remove(sum)
 	}
 	claims := jwt.MapClaims{}
-	if _, err := j.parser.ParseWithClaims(raw, claims, j.keys); err != nil {
+	if _, err := j.parser.ParseWithClaims(raw, claims, requireKID(keys.kf.Keyfunc)); err != nil {
 		if errors.Is(err, jwt.ErrTokenExpired) {
 			return auth.Principal{}, auth.ErrExpiredToken()
 		}
@@ -128,7 +154,7 @@ func (j *JWT) Authenticate(r *http.Request) (auth.Principal, error) {
 	if exp, err := claims.GetExpirationTime(); err == nil && exp != nil && exp.Before(until) {
 		until = exp.Time
 	}
-	j.verified.Add(sum, verifiedToken{principal: p, until: until})
+	j.verified.Add(sum, verifiedToken{principal: p, until: until, keys: keys.gen})
 	return p, nil
 }
 
