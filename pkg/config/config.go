@@ -4,9 +4,13 @@
 package config
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
+	"regexp"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"aitokens/pkg/awsretry"
@@ -65,6 +69,23 @@ type Config struct {
 	MaxConcurrent int    // MAX_CONCURRENT_REQUESTS: requests served at once; more get a 503
 	// JWKSRefreshInterval is how old the JWKS may get before it is read again (JWKS_REFRESH_INTERVAL).
 	JWKSRefreshInterval time.Duration
+
+	Events
+}
+
+// Events is the configuration of lifecycle events and expiry reminders (see loadEvents).
+type Events struct {
+	// EventBusName is the EventBridge bus the publisher puts events on (EVENT_BUS_NAME); empty:
+	// one JSON line per event in the log instead (local development).
+	EventBusName string
+	EventSource  string // EVENT_SOURCE: the events' source, default "aitokens"
+	// ReminderLeads are how long before a token's expiry an expiring event is written, longest
+	// first (EXPIRY_REMINDER_LEADS, default 720h,168h,24h).
+	ReminderLeads []time.Duration
+	// ReminderLookback is how long after an expiry the sweeper still writes its expired event,
+	// so that an expiry passed while the sweeper was not running is announced late rather than
+	// never (EXPIRY_REMINDER_LOOKBACK, default 168h).
+	ReminderLookback time.Duration
 }
 
 // Load reads the configuration through getenv (os.Getenv in a main, a map in a test) and
@@ -125,7 +146,61 @@ func Load(getenv func(string) string) (Config, error) {
 	if d := c.JWKSRefreshInterval; d > 0 && (d < MinJWKSRefreshInterval || d > MaxJWKSRefreshInterval) {
 		errs = append(errs, fmt.Errorf("JWKS_REFRESH_INTERVAL must be from %v to %v, not %v", MinJWKSRefreshInterval, MaxJWKSRefreshInterval, d))
 	}
+	c.Events, errs = loadEvents(getenv, c.AuditRetention, errs)
 	return c, errors.Join(errs...)
+}
+
+// Defaults and bounds of the events configuration. A lead is at least the sweeper's period (an
+// hour) and at most a year; the lookback at most the audit retention (a reminder's marker lives
+// as long as its event, and must outlive the window in which it could be written again).
+const (
+	DefaultEventSource      = "aitokens"
+	DefaultReminderLeads    = "720h,168h,24h"
+	DefaultReminderLookback = 168 * time.Hour
+	MinReminderLead         = time.Hour
+	MaxReminderLead         = 8760 * time.Hour
+	MaxReminderLeads        = 10
+	MinReminderLookback     = time.Hour
+)
+
+var eventSourcePattern = regexp.MustCompile(`^[A-Za-z0-9._-]{1,256}$`)
+
+func loadEvents(getenv func(string) string, retention time.Duration, errs []error) (Events, []error) {
+	e := Events{EventBusName: getenv("EVENT_BUS_NAME"), EventSource: getenv("EVENT_SOURCE"), ReminderLookback: DefaultReminderLookback}
+	if e.EventSource == "" {
+		e.EventSource = DefaultEventSource
+	}
+	if !eventSourcePattern.MatchString(e.EventSource) || strings.HasPrefix(e.EventSource, "aws.") {
+		errs = append(errs, fmt.Errorf("EVENT_SOURCE must be 1 to 256 of A-Z a-z 0-9 . _ - and not start with \"aws.\", not %q", e.EventSource))
+	}
+	raw := getenv("EXPIRY_REMINDER_LEADS")
+	if raw == "" {
+		raw = DefaultReminderLeads
+	}
+	for _, part := range strings.Split(raw, ",") {
+		d, err := time.ParseDuration(strings.TrimSpace(part))
+		switch {
+		case err != nil || d < MinReminderLead || d > MaxReminderLead:
+			errs = append(errs, fmt.Errorf("EXPIRY_REMINDER_LEADS: each lead must be a duration from %v to %v such as 168h, not %q", MinReminderLead, MaxReminderLead, part))
+			continue
+		case slices.Contains(e.ReminderLeads, d):
+			errs = append(errs, fmt.Errorf("EXPIRY_REMINDER_LEADS names %v twice", d))
+			continue
+		}
+		e.ReminderLeads = append(e.ReminderLeads, d)
+	}
+	if len(e.ReminderLeads) > MaxReminderLeads {
+		errs = append(errs, fmt.Errorf("EXPIRY_REMINDER_LEADS holds %d leads, at most %d", len(e.ReminderLeads), MaxReminderLeads))
+	}
+	slices.SortFunc(e.ReminderLeads, func(a, b time.Duration) int { return cmp.Compare(b, a) })
+	if raw := getenv("EXPIRY_REMINDER_LOOKBACK"); raw != "" {
+		d, err := time.ParseDuration(raw)
+		if err != nil || d < MinReminderLookback || d > retention {
+			errs = append(errs, fmt.Errorf("EXPIRY_REMINDER_LOOKBACK must be a duration from %v to the audit retention (%v), not %q", MinReminderLookback, retention, raw))
+		}
+		e.ReminderLookback = d
+	}
+	return e, errs
 }
 
 // RequireTable is the check of a Lambda function: in AWS the template always sets TABLE_NAME,

@@ -46,25 +46,31 @@ func NewClient(ctx context.Context, endpoint string, policy awsretry.Policy, opt
 }
 
 // CreateTable makes the table as template.yaml declares it (pk/sk strings, on demand, TTL on
-// ttl) and waits until it is active. An existing table is left as it is.
+// ttl, the stream and the expiry index) and waits until it is active. An existing table is
+// given the stream and the index when it lacks them (upgradeTable); the rest is left as it is.
 func CreateTable(ctx context.Context, db *dynamodb.Client, table string) error {
 	_, err := db.CreateTable(ctx, &dynamodb.CreateTableInput{
 		TableName: aws.String(table),
-		AttributeDefinitions: []types.AttributeDefinition{
+		AttributeDefinitions: append([]types.AttributeDefinition{
 			{AttributeName: aws.String(attrPK), AttributeType: types.ScalarAttributeTypeS},
 			{AttributeName: aws.String(attrSK), AttributeType: types.ScalarAttributeTypeS},
-		},
+		}, expiryIndexAttributes()...),
 		KeySchema: []types.KeySchemaElement{
 			{AttributeName: aws.String(attrPK), KeyType: types.KeyTypeHash},
 			{AttributeName: aws.String(attrSK), KeyType: types.KeyTypeRange},
 		},
-		BillingMode: types.BillingModePayPerRequest,
+		BillingMode:            types.BillingModePayPerRequest,
+		GlobalSecondaryIndexes: []types.GlobalSecondaryIndex{expiryIndex()},
+		StreamSpecification:    tableStream(),
 	})
 	var inUse *types.ResourceInUseException
 	if err != nil && !errors.As(err, &inUse) {
 		return err
 	}
 	if err := dynamodb.NewTableExistsWaiter(db).Wait(ctx, &dynamodb.DescribeTableInput{TableName: aws.String(table)}, time.Minute); err != nil {
+		return err
+	}
+	if err := upgradeTable(ctx, db, table); err != nil {
 		return err
 	}
 	// Audit events expire by TTL, as the template enables it (a table that has it already is fine).

@@ -39,7 +39,9 @@ type eventItem struct {
 	Outcome   string   `dynamodbav:"outcome"`
 	Changes   []string `dynamodbav:"changes,omitempty"`
 	Usage     string   `dynamodbav:"usage,omitempty"`
-	TTL       int64    `dynamodbav:"ttl"` // epoch seconds: DynamoDB deletes the item after it
+	Lead      string   `dynamodbav:"lead,omitempty"`      // reminders: the lead time announced
+	ExpiresAt string   `dynamodbav:"expiresAt,omitempty"` // reminders: the expiry they are about
+	TTL       int64    `dynamodbav:"ttl"`                 // epoch seconds: DynamoDB deletes the item after it
 }
 
 func eventPrefix(tokenID string) string { return eventSKPrefix + tokenID + "#" }
@@ -56,9 +58,13 @@ func (s *Store) eventPut(tenant string, ev token.Event, part string) (types.Tran
 	if part != "" {
 		sk += "#" + part
 	}
-	av, err := attributevalue.MarshalMap(eventItem{PK: tenant, SK: sk,
+	it := eventItem{PK: tenant, SK: sk,
 		At: at, Action: ev.Action, Actor: ev.Actor, RequestID: ev.RequestID, TokenID: ev.TokenID, Version: ev.Version,
-		Outcome: ev.Outcome, Changes: ev.Changes, Usage: ev.Usage, TTL: ev.At.Add(s.retention).Unix()})
+		Outcome: ev.Outcome, Changes: ev.Changes, Usage: ev.Usage, Lead: ev.Lead, TTL: ev.At.Add(s.retention).Unix()}
+	if ev.ExpiresAt != nil {
+		it.ExpiresAt = token.FormatTime(*ev.ExpiresAt)
+	}
+	av, err := attributevalue.MarshalMap(it)
 	if err != nil {
 		return types.TransactWriteItem{}, token.InternalError(err)
 	}
@@ -128,8 +134,12 @@ func (s *Store) Events(ctx context.Context, tenant, tokenID string, pageNumber, 
 	events := []token.Event{}
 	for _, it := range items[min(skip, len(items)):min(skip+pageSize, len(items))] {
 		ev := token.Event{Action: it.Action, Actor: it.Actor, RequestID: it.RequestID, TokenID: it.TokenID,
-			Version: it.Version, Outcome: it.Outcome, Changes: it.Changes, Usage: it.Usage}
+			Version: it.Version, Outcome: it.Outcome, Changes: it.Changes, Usage: it.Usage, Lead: it.Lead}
 		ev.At, _ = time.Parse(time.RFC3339Nano, it.At)
+		if it.ExpiresAt != "" {
+			exp, _ := time.Parse(time.RFC3339Nano, it.ExpiresAt)
+			ev.ExpiresAt = &exp
+		}
 		events = append(events, ev)
 	}
 	return events, total, nil

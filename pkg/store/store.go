@@ -48,6 +48,7 @@ type item struct {
 	// again under the same id is another token to a late write. Tokens created before it have none.
 	UID        string `dynamodbav:"uid,omitempty"`
 	ExpiresAt  string `dynamodbav:"expiresAt,omitempty"`
+	ExpiryDay  string `dynamodbav:"expiryDay,omitempty"` // expiresAt's UTC day: the key of the expiry index (expiry.go)
 	Restricted bool   `dynamodbav:"restricted,omitempty"`
 	Hint       string `dynamodbav:"hint,omitempty"`
 	// Consumers mirrors the usage items as "kind#refId", changed in the same transactions, so
@@ -216,7 +217,7 @@ func (s *Store) Create(ctx context.Context, t token.Token, sealed token.Sealed, 
 			SealAlgorithm: sealed.Algorithm, SealWrappedKey: sealed.WrappedKey, SealNonce: sealed.Nonce,
 			SealCiphertext: sealed.Ciphertext, SealDigest: sealed.Digest}
 		if t.ExpiresAt != nil {
-			it.ExpiresAt = token.FormatTime(*t.ExpiresAt)
+			it.ExpiresAt, it.ExpiryDay = token.FormatTime(*t.ExpiresAt), expiryDay(*t.ExpiresAt)
 		}
 		av, err := attributevalue.MarshalMap(it)
 		if err != nil {
@@ -306,10 +307,11 @@ func (s *Store) Update(ctx context.Context, u Update, ev token.Event) error {
 		}
 		switch {
 		case u.ExpiresAt != nil:
-			set += ", expiresAt = :exp"
+			set += ", expiresAt = :exp, expiryDay = :day"
 			values[":exp"] = &types.AttributeValueMemberS{Value: token.FormatTime(*u.ExpiresAt)}
+			values[":day"] = &types.AttributeValueMemberS{Value: expiryDay(*u.ExpiresAt)}
 		case u.RemoveExpiry:
-			remove = append(remove, "expiresAt")
+			remove = append(remove, "expiresAt", "expiryDay")
 		}
 		switch {
 		case u.Restricted == nil:

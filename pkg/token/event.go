@@ -12,6 +12,9 @@ const (
 	ActionUsageRegister   = "usage_register"
 	ActionUsageUnregister = "usage_unregister"
 	ActionResolve         = "resolve" // only refused resolves are recorded
+	// Reminders, written by the expiry sweeper (pkg/reminders): they change nothing.
+	ActionExpiring = "expiring" // the token expires within Event.Lead
+	ActionExpired  = "expired"  // the token's expiresAt has passed
 )
 
 // Outcomes of an event: a change is recorded only when it happened; a resolve only when it
@@ -30,4 +33,8 @@ type Event struct {
 	Outcome   string   // OutcomeSuccess, or the reason a resolve was refused
 	Changes   []string // what an update or patch changed: name, expiresAt, restricted
 	Usage     string   // the usage a register or unregister concerns ("agent/support")
+	// Reminders only: the lead time an expiring event announces ("168h") and the expiresAt
+	// it is about (an expired event too).
+	Lead      string
+	ExpiresAt *time.Time
 }
