@@ -242,6 +242,8 @@ type eventJSON struct {
 	Outcome   string   `json:"outcome"`
 	Changes   []string `json:"changes,omitempty"`
 	Usage     string   `json:"usage,omitempty"`
+	Lead      string   `json:"lead,omitempty"`      // expiring: the lead time announced
+	ExpiresAt string   `json:"expiresAt,omitempty"` // expiring, expired: the expiry concerned
 }
 
 // listEvents is a token's audit trail, newest first, paged like the list; it answers for a
@@ -258,7 +260,10 @@ func (s *Server) listEvents(w http.ResponseWriter, r *http.Request) error {
 	docs := make([]eventJSON, len(events))
 	for i, e := range events {
 		docs[i] = eventJSON{At: token.FormatTime(e.At), Action: e.Action, Actor: e.Actor, RequestID: e.RequestID,
-			TokenID: e.TokenID, Version: e.Version, Outcome: e.Outcome, Changes: e.Changes, Usage: e.Usage}
+			TokenID: e.TokenID, Version: e.Version, Outcome: e.Outcome, Changes: e.Changes, Usage: e.Usage, Lead: e.Lead}
+		if e.ExpiresAt != nil {
+			docs[i].ExpiresAt = token.FormatTime(*e.ExpiresAt)
+		}
 	}
 	writePage(w, r, docs, total)
 	return nil

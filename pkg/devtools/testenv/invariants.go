@@ -28,7 +28,15 @@ import (
 //     last version, with modifiedAt the time of its last version's event and never before
 //     createdAt; a token id with events but no token ends its trail with a delete.
 //
-// Refused resolves (action resolve) change nothing and are left out of 3.
+// Refused resolves (action resolve) change nothing and are left out of 3. Reminders (expiring,
+// expired) change nothing either and are skipped by the walk of 3, but:
+//
+//  4. a reminder lies within a life of its token (after a create, before the delete that ends
+//     it): it is written only in one transaction with the token's existence. (A reminder stamped
+//     after a concurrent delete's stamp but committed before that delete would sort after it and
+//     be reported; no test races a sweep against a delete.)
+//  5. every reminder marker (sk "reminder#...") has its event, of the same action, lead and
+//     expiresAt: they are written in one transaction.
 
 type rawToken struct {
 	ID         string   `dynamodbav:"id"`
@@ -54,6 +62,17 @@ type rawEvent struct {
 	TokenID string `dynamodbav:"tokenId"`
 	Version int    `dynamodbav:"version"`
 	Usage   string `dynamodbav:"usage"`
+	Lead    string `dynamodbav:"lead"`
+	Expires string `dynamodbav:"expiresAt"`
+}
+
+type rawMarker struct {
+	SK      string `dynamodbav:"sk"`
+	TokenID string `dynamodbav:"tokenId"`
+	Action  string `dynamodbav:"action"`
+	Lead    string `dynamodbav:"lead"`
+	Expires string `dynamodbav:"expiresAt"`
+	EventSK string `dynamodbav:"eventSk"`
 }
 
 // partition is one tenant's items.
@@ -61,6 +80,9 @@ type partition struct {
 	tokens map[string]rawToken
 	usages map[string][]rawUsage // by token id
 	events map[string][]rawEvent // by token id, in key order
+	// reminder markers, and every event by its sort key (resolves included), for invariant 5
+	markers  []rawMarker
+	eventsBy map[string]rawEvent
 }
 
 // Violations returns every broken invariant of table, one line each.
@@ -82,7 +104,8 @@ func Violations(ctx context.Context, db *dynamodb.Client, table string) ([]strin
 			}
 			p := parts[k.PK]
 			if p == nil {
-				p = &partition{tokens: map[string]rawToken{}, usages: map[string][]rawUsage{}, events: map[string][]rawEvent{}}
+				p = &partition{tokens: map[string]rawToken{}, usages: map[string][]rawUsage{}, events: map[string][]rawEvent{},
+					eventsBy: map[string]rawEvent{}}
 				parts[k.PK] = p
 			}
 			switch kind, _, _ := strings.Cut(k.SK, "#"); kind {
@@ -100,6 +123,11 @@ func Violations(ctx context.Context, db *dynamodb.Client, table string) ([]strin
 				if e.Action != "resolve" {
 					p.events[e.TokenID] = append(p.events[e.TokenID], e)
 				}
+				p.eventsBy[e.SK] = e
+			case "reminder":
+				var m rawMarker
+				err = attributevalue.UnmarshalMap(raw, &m)
+				p.markers = append(p.markers, m)
 			default:
 				err = fmt.Errorf("an item of no known kind: %q", k.SK)
 			}
@@ -147,6 +175,11 @@ func (p *partition) violations() []string {
 		}
 		if t.ModifiedAt < t.CreatedAt {
 			bad("token %s: modifiedAt %s before createdAt %s", id, t.ModifiedAt, t.CreatedAt)
+		}
+	}
+	for _, m := range p.markers {
+		if e, ok := p.eventsBy[m.EventSK]; !ok || e.TokenID != m.TokenID || e.Action != m.Action || e.Lead != m.Lead || e.Expires != m.Expires {
+			bad("reminder marker %s has no event %s of the same token, action, lead and expiry", m.SK, m.EventSK)
 		}
 	}
 	ids := map[string]bool{}
@@ -198,6 +231,11 @@ func trailViolations(tokens map[string]rawToken, id string, events []rawEvent) [
 			} else {
 				usages--
 			}
+		case "expiring", "expired":
+			if !alive {
+				bad("%s reminder at %s on no living token", e.Action, e.At)
+			}
+			continue
 		case "delete", "force_delete":
 			if alive && e.Version != version {
 				bad("%s at %s records version %d, the token was at %d", e.Action, e.At, e.Version, version)
