@@ -246,6 +246,9 @@ func (r *Reader) pass(ctx context.Context, arn string, sh *shard) (int, error) {
 	}
 	if len(batch.Records) > 0 {
 		failedAt, err := r.hand(ctx, batch)
+		if ctx.Err() != nil {
+			return len(out.Records), nil // stopping: as a process killed, it records nothing of this batch
+		}
 		if err != nil || failedAt >= 0 {
 			// As Lambda: what came before the first failure is done; hand again from it (the
 			// whole batch when the handler failed).
