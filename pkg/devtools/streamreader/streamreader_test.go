@@ -171,12 +171,16 @@ func TestEveryChangeIsPublishedOnce(t *testing.T) {
 			}
 			return err
 		},
-		func() error { return svc.UnregisterUsage(ctx, "acme", "openai", "agent", "support", service.Meta{RequestID: "r7", Actor: "admin-ui"}) },
+		func() error {
+			return svc.UnregisterUsage(ctx, "acme", "openai", "agent", "support", service.Meta{RequestID: "r7", Actor: "admin-ui"})
+		},
 		func() error {
 			_, err := svc.RegisterUsage(ctx, "acme", "openai", "tool", "rag", service.Meta{RequestID: "r8", Actor: "admin-ui"})
 			return err
 		},
-		func() error { return svc.Delete(ctx, "acme", "openai", true, service.Meta{RequestID: "r9", Actor: "admin-ui"}) },
+		func() error {
+			return svc.Delete(ctx, "acme", "openai", true, service.Meta{RequestID: "r9", Actor: "admin-ui"})
+		},
 	}
 	for i, step := range steps {
 		if err := step(); err != nil {
@@ -363,8 +367,12 @@ type syncBuffer struct {
 	buf strings.Builder
 }
 
-func (b *syncBuffer) Write(p []byte) (int, error) { b.mu.Lock(); defer b.mu.Unlock(); return b.buf.Write(p) }
-func (b *syncBuffer) String() string              { b.mu.Lock(); defer b.mu.Unlock(); return b.buf.String() }
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+func (b *syncBuffer) String() string { b.mu.Lock(); defer b.mu.Unlock(); return b.buf.String() }
 
 // BenchmarkChangeToPutEvents measures the delay from a committed change (its write returned)
 // to the PutEvents call that carries its event, through the in-process reader, over 200
