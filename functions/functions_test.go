@@ -1,6 +1,6 @@
 // Package functions_test runs every Lambda function's real binary through the in-process
 // Runtime API against DynamoDB Local, and checks template.yaml, the events and the Makefile
-// against the route table.
+// against the route table and the internal functions.
 package functions_test
 
 import (
@@ -24,13 +24,18 @@ import (
 	"aitokens/pkg/token"
 )
 
-// functionNames is every function: one per route plus the internal resolve-token.
+// internalFunctions are the functions without an API route: resolve-token (invoked directly
+// by the platform's services), publish-events (the table's stream) and sweep-expiring (a
+// schedule). The template test checks each one's trigger and permissions.
+var internalFunctions = []string{"resolve-token", "publish-events", "sweep-expiring"}
+
+// functionNames is every function: one per route plus the internal ones.
 func functionNames() []string {
 	var names []string
 	for _, r := range api.Routes {
 		names = append(names, r.Function)
 	}
-	return append(names, "resolve-token")
+	return append(names, internalFunctions...)
 }
 
 var binDir string

@@ -185,13 +185,22 @@ func TestTemplateMatchesRouteTable(t *testing.T) {
 			t.Errorf("%s has KMS permissions %v", r.Function, kms)
 		}
 	}
-	if _, kms := actionsOf(t, resources, "resolve-token"); !slices.Equal(kms, []string{"kms:Decrypt"}) {
-		t.Errorf("resolve-token KMS permissions %v, want only kms:Decrypt", kms)
+	for _, fn := range internalFunctions {
+		_, kms := actionsOf(t, resources, fn)
+		if want := map[string][]string{"resolve-token": {"kms:Decrypt"}}[fn]; !slices.Equal(kms, want) {
+			t.Errorf("%s KMS permissions %v, want %v", fn, kms, want)
+		}
+		evs, _ := dig(resources, logicalID(fn), "Properties", "Events").(map[string]any)
+		for name, ev := range evs {
+			if dig(ev, "Type") == "HttpApi" {
+				t.Errorf("%s must not be routed through API Gateway (event %s)", fn, name)
+			}
+		}
 	}
 	if dig(resources, "ResolveTokenFunction", "Properties", "Events") != nil {
-		t.Error("resolve-token must not be routed through API Gateway")
+		t.Error("resolve-token is invoked directly, by nothing in the stack")
 	}
-	// No other function directories than the route table's and resolve-token.
+	// No other function directories than the route table's and the internal ones.
 	dirs, _ := filepath.Glob("*/main.go")
 	if len(dirs) != len(functionNames()) {
 		t.Errorf("functions/ holds %v, the route table names %v", dirs, functionNames())

@@ -89,17 +89,18 @@ func (s *Sweeper) Due(expiresAt, now time.Time) (lead string, due bool) {
 
 // Result is what one sweep did, and what it read.
 type Result struct {
-	From, To        string // the window of expiry times read
-	Days            int    // index partitions (UTC days) queried
-	IndexItemsRead  int    // tokens read from the expiry index: those expiring in the window
-	MarkersRead     int    // reminders found written already
-	Due             int    // tokens with a reminder due now
-	Expiring        int    // expiring events written
-	Expired         int    // expired events written
-	AlreadyWritten  int    // due, but written by an earlier sweep
-	Gone            int    // due, not written: the token was deleted or its expiry changed meanwhile (or a concurrent sweep wrote it)
-	Failed          int    // could not be written now (the next sweep tries again)
-	DurationSeconds float64
+	From            string  `json:"from"` // the window of expiry times read
+	To              string  `json:"to"`
+	Days            int     `json:"days"`            // index partitions (UTC days) queried
+	IndexItemsRead  int     `json:"indexItemsRead"`  // tokens read from the expiry index: those expiring in the window
+	MarkersRead     int     `json:"markersRead"`     // reminders found written already
+	Due             int     `json:"due"`             // tokens with a reminder due now
+	Expiring        int     `json:"expiring"`        // expiring events written
+	Expired         int     `json:"expired"`         // expired events written
+	AlreadyWritten  int     `json:"alreadyWritten"`  // due, but written by an earlier sweep
+	Gone            int     `json:"gone"`            // due, not written: the token was deleted or its expiry changed meanwhile (or a concurrent sweep wrote it)
+	Failed          int     `json:"failed"`          // could not be written now (the next sweep tries again)
+	DurationSeconds float64 `json:"durationSeconds"` // of the sweep
 }
 
 // Sweep writes the reminders due now, recorded under requestID. It goes on past a failed write
