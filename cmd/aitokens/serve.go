@@ -39,6 +39,13 @@ func limitsFor(cfg config.Config) limits {
 }
 
 func serve(args []string) error {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	return serveUntil(ctx, args)
+}
+
+// serveUntil is serve until ctx ends (a signal, or a test).
+func serveUntil(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	dev := fs.Bool("dev", false, "development mode: DynamoDB Local (unless DYNAMODB_ENDPOINT is set), dev JWT keys and local sealer under DATA_DIR")
 	if err := fs.Parse(args); err != nil {
@@ -48,8 +55,6 @@ func serve(args []string) error {
 	if err != nil {
 		return err
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
 	log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
 	if *dev {
 		if _, err := devkeys.Ensure(cfg.DataDir); err != nil {
@@ -68,6 +73,12 @@ func serve(args []string) error {
 			return err
 		}
 		defer stopDB()
+		// The table's stream to EventBridge (or the log), as publish-events does in AWS.
+		stopEvents, err := startEventReader(ctx, log, cfg)
+		if err != nil {
+			return err
+		}
+		defer stopEvents()
 	}
 	authn, err := jwtauth.New(ctx, jwtauth.Config{JWKSFile: cfg.JWKSFile, JWKSURL: cfg.JWKSURL,
 		Issuer: cfg.JWTIssuer, Audience: cfg.JWTAudience, TenantClaim: cfg.TenantClaim,
