@@ -93,6 +93,8 @@ type Result struct {
 	To              string  `json:"to"`
 	Days            int     `json:"days"`            // index partitions (UTC days) queried
 	IndexItemsRead  int     `json:"indexItemsRead"`  // tokens read from the expiry index: those expiring in the window
+	IndexQueries    int     `json:"indexQueries"`    // Query calls (pages) on the index
+	IndexReadUnits  float64 `json:"indexReadUnits"`  // read capacity units DynamoDB reported for them
 	MarkersRead     int     `json:"markersRead"`     // reminders found written already
 	Due             int     `json:"due"`             // tokens with a reminder due now
 	Expiring        int     `json:"expiring"`        // expiring events written
@@ -117,7 +119,7 @@ func (s *Sweeper) Sweep(ctx context.Context, requestID string) (Result, error) {
 	res := Result{From: token.FormatTime(from), To: token.FormatTime(to),
 		Days: int(to.Truncate(24*time.Hour).Sub(from.Truncate(24*time.Hour))/(24*time.Hour)) + 1}
 	found, read, err := s.store.ExpiringBetween(ctx, from, to)
-	res.IndexItemsRead = read
+	res.IndexItemsRead, res.IndexQueries, res.IndexReadUnits = read.Items, read.Queries, read.Units
 	if err != nil {
 		return res, fmt.Errorf("read the expiry index: %w", err)
 	}
@@ -155,7 +157,7 @@ func (s *Sweeper) Sweep(ctx context.Context, requestID string) (Result, error) {
 	}
 	res.DurationSeconds = time.Since(start).Seconds()
 	s.log.InfoContext(ctx, "sweep", "requestId", requestID, "from", res.From, "to", res.To, "days", res.Days,
-		"indexItemsRead", res.IndexItemsRead, "due", res.Due, "expiring", res.Expiring, "expired", res.Expired,
+		"indexItemsRead", res.IndexItemsRead, "indexReadUnits", res.IndexReadUnits, "due", res.Due, "expiring", res.Expiring, "expired", res.Expired,
 		"alreadyWritten", res.AlreadyWritten, "gone", res.Gone, "failed", res.Failed)
 	if len(errs) > 0 {
 		return res, fmt.Errorf("%d reminders not written: %w", res.Failed, errors.Join(errs...))

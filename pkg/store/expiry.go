@@ -172,13 +172,21 @@ type Expiring struct {
 	ExpiresAt  time.Time
 }
 
+// IndexRead is what reading the expiry index cost: the items read and the read capacity
+// units DynamoDB reported for them.
+type IndexRead struct {
+	Items   int
+	Units   float64
+	Queries int
+}
+
 // ExpiringBetween returns the tokens whose expiresAt lies in [from, to], reading the expiry
 // index one day (partition) at a time with the exact bounds on its sort key, so it reads only
-// those tokens; and how many index items it read.
-func (s *Store) ExpiringBetween(ctx context.Context, from, to time.Time) ([]Expiring, int, error) {
+// those tokens; and what that read cost.
+func (s *Store) ExpiringBetween(ctx context.Context, from, to time.Time) ([]Expiring, IndexRead, error) {
 	from, to = from.UTC(), to.UTC()
 	var found []Expiring
-	read := 0
+	var read IndexRead
 	for day := from.Truncate(24 * time.Hour); !day.After(to); day = day.Add(24 * time.Hour) {
 		lo, hi := from, to
 		if day.After(lo) {
@@ -189,6 +197,7 @@ func (s *Store) ExpiringBetween(ctx context.Context, from, to time.Time) ([]Expi
 		}
 		pages := dynamodb.NewQueryPaginator(s.db, &dynamodb.QueryInput{TableName: aws.String(s.table), IndexName: aws.String(ExpiryIndex),
 			KeyConditionExpression: aws.String("expiryDay = :day AND expiresAt BETWEEN :lo AND :hi"),
+			ReturnConsumedCapacity: types.ReturnConsumedCapacityTotal,
 			ExpressionAttributeValues: map[string]types.AttributeValue{
 				":day": &types.AttributeValueMemberS{Value: expiryDay(day)},
 				":lo":  &types.AttributeValueMemberS{Value: token.FormatTime(lo)},
@@ -199,7 +208,11 @@ func (s *Store) ExpiringBetween(ctx context.Context, from, to time.Time) ([]Expi
 			if err != nil {
 				return nil, read, classify(err)
 			}
-			read += int(page.ScannedCount)
+			read.Items += int(page.ScannedCount)
+			read.Queries++
+			if c := page.ConsumedCapacity; c != nil {
+				read.Units += aws.ToFloat64(c.CapacityUnits)
+			}
 			for _, raw := range page.Items {
 				var it struct {
 					PK        string `dynamodbav:"pk"`
