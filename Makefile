@@ -3,7 +3,8 @@ SHELL := /bin/bash
 GO ?= go
 DDB_DIR := infra/dynamodb-local
 DDB_STAMP := $(DDB_DIR)/node_modules/.installed
-# Every functions/<name>/main.go is a function (one per route of pkg/api.Routes, plus resolve-token).
+# Every functions/<name>/main.go is a function (one per route of pkg/api.Routes, plus resolve-token,
+# publish-events and sweep-expiring).
 FUNCTIONS := $(patsubst functions/%/main.go,%,$(wildcard functions/*/main.go))
 # Lambda binaries: linux/arm64 (provided.al2023), no RPC mode, stripped.
 LAMBDA_BUILD := CGO_ENABLED=0 GOOS=linux GOARCH=arm64 $(GO) build -tags lambda.norpc -trimpath -ldflags='-s -w'

@@ -2,12 +2,15 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
+	"os"
 	"path/filepath"
 
 	"aitokens/pkg/config"
 	"aitokens/pkg/devtools/streamreader"
 	"aitokens/pkg/eventbus"
+	"aitokens/pkg/store"
 )
 
 // startEventReader reads the table's stream in this process and publishes its audit events
@@ -39,4 +42,22 @@ func startEventReader(ctx context.Context, log *slog.Logger, cfg config.Config) 
 	}
 	log.Info("publishing lifecycle events", "to", to, "source", cfg.EventSource)
 	return func() { cancel(); <-done }, nil
+}
+
+// backfillExpiryDays gives every token that has expiresAt but no expiryDay (written before the
+// expiry index existed) its index key, so that the sweeper sees it. Run once against a stack
+// deployed with the index; it writes no event and changes no version.
+func backfillExpiryDays() error {
+	ctx := context.Background()
+	cfg, err := config.Load(os.Getenv)
+	if err != nil {
+		return err
+	}
+	client, err := store.NewClient(ctx, cfg.DynamoDBEndpoint, cfg.AWS)
+	if err != nil {
+		return err
+	}
+	n, err := store.BackfillExpiryDays(ctx, client, cfg.TableName)
+	fmt.Fprintf(os.Stderr, "%s: %d tokens given their expiry day\n", cfg.TableName, n)
+	return err
 }

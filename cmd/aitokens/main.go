@@ -13,6 +13,9 @@ commands:
   serve       run the HTTP API (serve --dev: DynamoDB Local, dev keys and local sealer under .data/)
   dev-token   print a development JWT that "serve --dev" accepts
   invoke      run one Lambda function's real binary with an event (invoke get-token --event events/get-token.json)
+  backfill-expiry-days
+              once after deploying the expiry index: index the tokens that got expiresAt before it
+              (TABLE_NAME, DYNAMODB_ENDPOINT or the AWS SDK's configuration)
 `
 
 func main() {
@@ -28,6 +31,8 @@ func main() {
 		err = devToken(os.Args[2:])
 	case "invoke":
 		err = invoke(os.Args[2:])
+	case "backfill-expiry-days":
+		err = backfillExpiryDays()
 	default:
 		fmt.Fprint(os.Stderr, usage)
 		os.Exit(2)

@@ -271,3 +271,31 @@ func TestInvariantsCatchBadReminders(t *testing.T) {
 		t.Fatalf("violations:\n%s", joined)
 	}
 }
+
+// A token given its expiry before the index existed has no expiryDay: the sweep does not see
+// it until BackfillExpiryDays indexes it (what `aitokens backfill-expiry-days` runs once).
+func TestBackfillIndexesOlderTokens(t *testing.T) {
+	e := newEnv(t, defaults)
+	e.create("acme", "old", at(e.clock.now().Add(30*time.Hour)))
+	if _, err := testenv.Client().UpdateItem(e.ctx, &dynamodb.UpdateItemInput{TableName: aws.String(e.table),
+		Key:              map[string]types.AttributeValue{"pk": &types.AttributeValueMemberS{Value: "acme"}, "sk": &types.AttributeValueMemberS{Value: "token#old"}},
+		UpdateExpression: aws.String("REMOVE expiryDay")}); err != nil {
+		t.Fatal(err)
+	}
+	if res := e.sweep(); res.IndexItemsRead != 0 {
+		t.Fatalf("an unindexed token was read: %+v", res)
+	}
+	n, err := store.BackfillExpiryDays(e.ctx, testenv.Client(), e.table)
+	if err != nil || n != 1 {
+		t.Fatalf("backfill: %d %v", n, err)
+	}
+	if n, _ := store.BackfillExpiryDays(e.ctx, testenv.Client(), e.table); n != 0 {
+		t.Fatalf("a second backfill updated %d tokens", n)
+	}
+	if res := e.sweep(); res.Expiring != 1 {
+		t.Fatalf("after the backfill: %+v", res)
+	}
+	if got := strings.Join(e.trail("acme", "old"), ","); got != "create,expiring 168h" {
+		t.Fatalf("trail %q", got)
+	}
+}
