@@ -54,6 +54,12 @@ type Config struct {
 	JWTIssuer     string // JWT_ISSUER
 	JWTAudience   string // JWT_AUDIENCE
 	MaxConcurrent int    // MAX_CONCURRENT_REQUESTS: requests served at once; more get a 503
+
+	// CORSAllowedOrigins is CORS_ALLOWED_ORIGINS, checked by ParseOrigins: nil = CORS off,
+	// ["*"] = any origin, else exact origins. The local server applies it; in AWS the HTTP
+	// API's CorsConfiguration does (its stack parameter CorsAllowedOrigins), and a function
+	// given a malformed value still stops at init like for any other bad setting.
+	CORSAllowedOrigins []string
 }
 
 // Load reads the configuration through getenv (os.Getenv in a main, a map in a test) and
@@ -110,6 +116,10 @@ func Load(getenv func(string) string) (Config, error) {
 	c.ResolveCacheSize = count("RESOLVE_CACHE_SIZE", DefaultCacheSize)
 	c.ResolveCacheTTL = duration("RESOLVE_CACHE_TTL", DefaultCacheTTL)
 	c.AuditRetention = time.Duration(count("AUDIT_RETENTION_DAYS", DefaultAuditRetentionDays)) * 24 * time.Hour
+	var err error
+	if c.CORSAllowedOrigins, err = ParseOrigins(getenv("CORS_ALLOWED_ORIGINS")); err != nil {
+		errs = append(errs, err)
+	}
 	return c, errors.Join(errs...)
 }
 
