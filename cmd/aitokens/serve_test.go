@@ -11,14 +11,14 @@ import (
 	"time"
 )
 
-// startServer serves handler with limits l on a free loopback port.
-func startServer(t *testing.T, handler http.Handler, l limits) string {
+// startServer serves handler with limits l on a free loopback port, with CORS for corsOrigins.
+func startServer(t *testing.T, handler http.Handler, l limits, corsOrigins ...string) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := newHTTPServer("", handler, l)
+	srv := newHTTPServer("", handler, l, corsOrigins)
 	go srv.Serve(ln)
 	t.Cleanup(func() { srv.Close() })
 	return ln.Addr().String()
@@ -89,7 +89,8 @@ func TestServerWriteTimeout(t *testing.T) {
 	}
 }
 
-// Beyond maxConcurrent requests in flight, one more gets a JSON 503 with Retry-After at once.
+// Beyond maxConcurrent requests in flight, one more gets a JSON 503 with Retry-After at once,
+// which a page on an allowed origin can read: CORS is outside the limiter.
 func TestServerCapsConcurrentRequests(t *testing.T) {
 	release := make(chan struct{})
 	entered := make(chan struct{}, 8)
@@ -103,7 +104,8 @@ func TestServerCapsConcurrentRequests(t *testing.T) {
 	})
 	l := short
 	l.write = 10 * time.Second
-	addr := startServer(t, blocking, l)
+	const dashboard = "https://admin.example.com"
+	addr := startServer(t, blocking, l, dashboard)
 	client := &http.Client{Timeout: 10 * time.Second}
 	done := make(chan int, l.maxConcurrent)
 	for range l.maxConcurrent {
@@ -124,7 +126,9 @@ func TestServerCapsConcurrentRequests(t *testing.T) {
 			t.Fatal("the first requests did not reach the handler")
 		}
 	}
-	res, err := client.Get("http://" + addr + "/x")
+	req, _ := http.NewRequest(http.MethodGet, "http://"+addr+"/x", nil)
+	req.Header.Set("Origin", dashboard)
+	res, err := client.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -136,6 +140,9 @@ func TestServerCapsConcurrentRequests(t *testing.T) {
 	res.Body.Close()
 	if res.StatusCode != 503 || res.Header.Get("Retry-After") == "" || body.Code != 503 || !strings.Contains(body.Message, "busy") {
 		t.Fatalf("request over the cap: %d %+v (Retry-After %q)", res.StatusCode, body, res.Header.Get("Retry-After"))
+	}
+	if res.Header.Get("Access-Control-Allow-Origin") != dashboard || !strings.Contains(res.Header.Get("Access-Control-Expose-Headers"), "retry-after") {
+		t.Fatalf("the 503 over the cap is not readable from %s: %v", dashboard, res.Header)
 	}
 	close(release)
 	for range l.maxConcurrent {
