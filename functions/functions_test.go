@@ -347,6 +347,7 @@ func TestBadConfigurationFailsAtInit(t *testing.T) {
 		{"no TABLE_NAME", "TABLE_NAME=", "TABLE_NAME is not set"},
 		{"bad REQUEST_TIMEOUT", "REQUEST_TIMEOUT=soon", "REQUEST_TIMEOUT must be a positive duration"},
 		{"bad AUDIT_RETENTION_DAYS", "AUDIT_RETENTION_DAYS=0", "AUDIT_RETENTION_DAYS must be a whole number"},
+		{"malformed CORS_ALLOWED_ORIGINS", "CORS_ALLOWED_ORIGINS=https://*.example.com", "wildcard inside a host"},
 	}
 	for _, c := range cases {
 		for _, fn := range []string{"get-token", "upsert-token", "resolve-token"} {

@@ -5,13 +5,17 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
+	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
 	"gopkg.in/yaml.v3"
 
 	"aitokens/pkg/api"
+	"aitokens/pkg/config"
 )
 
 // plain turns a YAML node into maps, lists and strings, keeping CloudFormation's short tags
@@ -245,5 +249,54 @@ func TestTemplateIsSafeByDefault(t *testing.T) {
 		if !strings.Contains(string(samconfig), p) {
 			t.Errorf("samconfig.toml's parameter_overrides lack %s: a plain sam deploy would stop to ask", p)
 		}
+	}
+}
+
+// The HTTP API's CorsConfiguration is pkg/api.CORS(), the policy the local server applies, with
+// its origins from the CorsAllowedOrigins parameter (checked like CORS_ALLOWED_ORIGINS, set in
+// samconfig.toml) and no configuration at all when that is empty. A change to either side that
+// the other lacks fails here.
+func TestTemplateCORSMatchesTheServer(t *testing.T) {
+	_, tpl, resources := loadTemplate(t)
+	param := dig(tpl, "Parameters", "CorsAllowedOrigins")
+	if dig(param, "Type") != "CommaDelimitedList" || dig(param, "Default") != "" || dig(param, "AllowedPattern") != config.CloudFormationOriginPattern {
+		t.Errorf("parameter CorsAllowedOrigins %v: want a CommaDelimitedList, empty by default, with AllowedPattern %s",
+			param, config.CloudFormationOriginPattern)
+	}
+	// CORS is on exactly when the parameter is not empty.
+	want := map[string]any{"!Not": []any{map[string]any{"!Equals": []any{map[string]any{"!Join": []any{"", map[string]any{"!Ref": "CorsAllowedOrigins"}}}, ""}}}}
+	if got := dig(tpl, "Conditions", "CorsOn"); !reflect.DeepEqual(got, want) {
+		t.Errorf("condition CorsOn %v, want %v", got, want)
+	}
+	branches, _ := dig(resources, "HttpApi", "Properties", "CorsConfiguration", "!If").([]any)
+	if len(branches) != 3 || branches[0] != "CorsOn" || !reflect.DeepEqual(branches[2], map[string]any{"!Ref": "AWS::NoValue"}) {
+		t.Fatalf("HttpApi CorsConfiguration must be !If [CorsOn, {...}, !Ref AWS::NoValue]: %v", branches)
+	}
+	cors := branches[1]
+	p := api.CORS()
+	for _, c := range []struct {
+		key  string
+		want []string
+	}{{"AllowMethods", p.AllowMethods}, {"AllowHeaders", p.AllowHeaders}, {"ExposeHeaders", p.ExposeHeaders}} {
+		if got := strs(dig(cors, c.key)); !slices.Equal(got, c.want) {
+			t.Errorf("CorsConfiguration %s %q, pkg/api.CORS() %q", c.key, got, c.want)
+		}
+	}
+	if got := dig(cors, "MaxAge"); got != strconv.Itoa(p.MaxAge) {
+		t.Errorf("CorsConfiguration MaxAge %v, pkg/api.CORS() %d", got, p.MaxAge)
+	}
+	if !reflect.DeepEqual(dig(cors, "AllowOrigins"), map[string]any{"!Ref": "CorsAllowedOrigins"}) || dig(cors, "AllowCredentials") != "false" {
+		t.Errorf("CorsConfiguration: origins %v, credentials %v; want !Ref CorsAllowedOrigins and false", dig(cors, "AllowOrigins"), dig(cors, "AllowCredentials"))
+	}
+	samconfig, err := os.ReadFile("../samconfig.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`CorsAllowedOrigins=\\"([^"\\]*)\\"`).FindSubmatch(samconfig)
+	if m == nil {
+		t.Fatal("samconfig.toml's parameter_overrides lack CorsAllowedOrigins")
+	}
+	if _, err := config.ParseOrigins(string(m[1])); err != nil {
+		t.Errorf("samconfig.toml's CorsAllowedOrigins: %v", err)
 	}
 }

@@ -8,14 +8,14 @@ import (
 	"time"
 )
 
-// startServer serves handler with limits l on a free loopback port.
-func startServer(t *testing.T, handler http.Handler, l limits) string {
+// startServer serves handler with limits l on a free loopback port, with CORS for corsOrigins.
+func startServer(t *testing.T, handler http.Handler, l limits, corsOrigins ...string) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := newHTTPServer("", handler, l)
+	srv := newHTTPServer("", handler, l, corsOrigins)
 	go srv.Serve(ln)
 	t.Cleanup(func() { srv.Close() })
 	return ln.Addr().String()

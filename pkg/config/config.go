@@ -65,6 +65,12 @@ type Config struct {
 	MaxConcurrent int    // MAX_CONCURRENT_REQUESTS: requests served at once; more get a 503
 	// JWKSRefreshInterval is how old the JWKS may get before it is read again (JWKS_REFRESH_INTERVAL).
 	JWKSRefreshInterval time.Duration
+
+	// CORSAllowedOrigins is CORS_ALLOWED_ORIGINS, checked by ParseOrigins: nil = CORS off,
+	// ["*"] = any origin, else exact origins. The local server applies it; in AWS the HTTP
+	// API's CorsConfiguration does (its stack parameter CorsAllowedOrigins), and a function
+	// given a malformed value still stops at init like for any other bad setting.
+	CORSAllowedOrigins []string
 }
 
 // Load reads the configuration through getenv (os.Getenv in a main, a map in a test) and
@@ -124,6 +130,10 @@ func Load(getenv func(string) string) (Config, error) {
 	c.JWKSRefreshInterval = duration("JWKS_REFRESH_INTERVAL", DefaultJWKSRefreshInterval)
 	if d := c.JWKSRefreshInterval; d > 0 && (d < MinJWKSRefreshInterval || d > MaxJWKSRefreshInterval) {
 		errs = append(errs, fmt.Errorf("JWKS_REFRESH_INTERVAL must be from %v to %v, not %v", MinJWKSRefreshInterval, MaxJWKSRefreshInterval, d))
+	}
+	var err error
+	if c.CORSAllowedOrigins, err = ParseOrigins(getenv("CORS_ALLOWED_ORIGINS")); err != nil {
+		errs = append(errs, err)
 	}
 	return c, errors.Join(errs...)
 }
