@@ -76,9 +76,10 @@ func TestCredentialErrors(t *testing.T) {
 	t.Parallel()
 	check(t, auth.ErrInvalidToken(), &denial{token.Unauthorized, token.InvalidCredential, ""})
 	check(t, auth.ErrExpiredToken(), &denial{token.Unauthorized, token.ExpiredCredential, ""})
-	if auth.ErrInvalidToken() == auth.ErrInvalidToken() {
-		t.Error("ErrInvalidToken returns one shared value that a caller could change for all")
-	}
+	// Each call is a new value: a caller that adds to one (a cause, a detail) changes no other.
+	first := auth.ErrInvalidToken()
+	first.Reason = token.ExpiredCredential
+	check(t, auth.ErrInvalidToken(), &denial{token.Unauthorized, token.InvalidCredential, ""})
 }
 
 func TestScopesFromClaims(t *testing.T) {
