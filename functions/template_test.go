@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"gopkg.in/yaml.v3"
 
@@ -298,5 +299,119 @@ func TestTemplateCORSMatchesTheServer(t *testing.T) {
 	}
 	if _, err := config.ParseOrigins(string(m[1])); err != nil {
 		t.Errorf("samconfig.toml's CorsAllowedOrigins: %v", err)
+	}
+}
+
+// envSettings lists where the template sets a function's environment variable: in Globals or
+// in one function's properties, each with its value (a literal or {"!Ref": parameter}).
+func envSettings(tpl any, resources map[string]any) map[string][]any {
+	out := map[string][]any{}
+	add := func(vars any) {
+		m, _ := vars.(map[string]any)
+		for name, v := range m {
+			out[name] = append(out[name], v)
+		}
+	}
+	add(dig(tpl, "Globals", "Function", "Environment", "Variables"))
+	for _, res := range resources {
+		if dig(res, "Type") == "AWS::Serverless::Function" {
+			add(dig(res, "Properties", "Environment", "Variables"))
+		}
+	}
+	return out
+}
+
+// allowedPattern is CloudFormation's AllowedPattern test: the whole value must match.
+func allowedPattern(t *testing.T, pattern string) *regexp.Regexp {
+	t.Helper()
+	re, err := regexp.Compile("^(?:" + pattern + ")$")
+	if err != nil {
+		t.Fatalf("AllowedPattern %q: %v", pattern, err)
+	}
+	return re
+}
+
+// A parameter that feeds a bounded setting of pkg/config refuses at deploy what the function
+// would refuse at init: a Number carries config's floor and ceiling as MinValue/MaxValue; a
+// duration string's AllowedPattern admits, for every whole count of each unit from zero to past
+// the ceiling, exactly the values config accepts. Each parameter's default is config's default.
+func TestTemplateParametersCarryConfigBounds(t *testing.T) {
+	_, tpl, resources := loadTemplate(t)
+	params, _ := dig(tpl, "Parameters").(map[string]any)
+	settings := envSettings(tpl, resources)
+	goDefaults, err := config.Load(func(string) string { return "" })
+	if err != nil {
+		t.Fatal(err)
+	}
+	checked := map[string]bool{}
+	for _, r := range config.Ranges() {
+		for _, v := range settings[r.Name] {
+			ref, isRef := dig(v, "!Ref").(string)
+			param, isParam := params[ref]
+			if !isRef || !isParam {
+				// A literal, or a resource's name: a literal must load.
+				if s, ok := v.(string); ok {
+					if _, err := r.Parse(s); err != nil {
+						t.Errorf("template sets %s: %v", r.Name, err)
+					}
+				}
+				continue
+			}
+			checked[r.Name] = true
+			switch typ := dig(param, "Type"); {
+			case typ == "Number" && !r.Duration:
+				want := map[string]string{"MinValue": strconv.FormatInt(r.Min, 10), "MaxValue": strconv.FormatInt(r.Max, 10)}
+				for key, w := range want {
+					if got, _ := dig(param, key).(string); got != w {
+						t.Errorf("parameter %s (%s): %s %q, want %s as in pkg/config", ref, r.Name, key, got, w)
+					}
+				}
+			case typ == "String" && r.Duration:
+				pattern, _ := dig(param, "AllowedPattern").(string)
+				if pattern == "" {
+					t.Errorf("parameter %s (%s) has no AllowedPattern", ref, r.Name)
+					continue
+				}
+				re := allowedPattern(t, pattern)
+				for _, unit := range []time.Duration{time.Millisecond, time.Second, time.Minute, time.Hour} {
+					suffix := strings.TrimPrefix(unit.String(), "1")
+					for n := int64(0); n <= r.Max/int64(unit)+2; n++ {
+						value := strconv.FormatInt(n, 10) + suffix
+						_, err := r.Parse(value)
+						if accepted := re.MatchString(value); accepted != (err == nil) {
+							t.Errorf("parameter %s: AllowedPattern accepts %s: %v, pkg/config: %v", ref, value, accepted, err)
+							break
+						}
+					}
+				}
+			default:
+				t.Errorf("parameter %s of type %v feeds %s (duration %v): no rule to compare bounds", ref, typ, r.Name, r.Duration)
+			}
+		}
+	}
+	for _, name := range []string{"REQUEST_TIMEOUT", "AUDIT_RETENTION_DAYS"} {
+		if !checked[name] {
+			t.Errorf("no template parameter feeds %s", name)
+		}
+	}
+	// Every parameter that feeds a setting defaults to the Go default: loading the template's
+	// default gives the configuration that loading nothing gives.
+	for name, values := range settings {
+		for _, v := range values {
+			ref, _ := dig(v, "!Ref").(string)
+			def, ok := dig(params[ref], "Default").(string)
+			if !ok {
+				continue
+			}
+			got, err := config.Load(func(k string) string {
+				if k == name {
+					return def
+				}
+				return ""
+			})
+			if err != nil || !reflect.DeepEqual(got, goDefaults) {
+				t.Errorf("parameter %s defaults to %s=%s, pkg/config's default differs (%v)", ref, name, def, err)
+			}
+		}
 	}
 }
