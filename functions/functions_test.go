@@ -313,6 +313,11 @@ func TestWarmResolveFunctionSeesChangesAtOnce(t *testing.T) {
 		{"expiry removed", func() error {
 			return st.Update(ctx, store.Update{Tenant: "acme", ID: "bot", RemoveExpiry: true, Version: 3}, token.Event{RequestID: "r4", At: time.Now()})
 		}, `{"value":"sk-warm-resolve-value"}`},
+		{"replaced, no grace", func() error {
+			_, err := svc.Upsert(ctx, service.Upsert{Tenant: "acme", ID: "bot2", Name: new("Bot 2"), Value: new("sk-successor-value"),
+				Replaces: new("bot"), GraceSeconds: new(0), Meta: service.Meta{RequestID: "r4b"}})
+			return err
+		}, `"reason":"replaced","replacedBy":"bot2"`},
 		{"deleted", func() error { return svc.Delete(ctx, "acme", "bot", true, service.Meta{RequestID: "r5"}) }, `"reason":"not_found"`},
 	}
 	for _, s := range steps {

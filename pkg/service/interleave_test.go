@@ -94,10 +94,15 @@ var writeOps = []writeOp{
 	{"upsert", func(ctx context.Context, svc *service.Service, id, r string) error {
 		return upsert(ctx, svc, service.Upsert{Tenant: "acme", ID: id, Name: new("renamed " + r), Meta: meta(r)})
 	}},
+	{"replace", func(ctx context.Context, svc *service.Service, id, r string) error {
+		// Retires the token at once and copies its usages to its successor.
+		return upsert(ctx, svc, service.Upsert{Tenant: "acme", ID: id + "-next", Name: new("successor"), Value: new("value-of-the-successor"),
+			Replaces: &id, GraceSeconds: new(0), Meta: meta(r)})
+	}},
 }
 
 // acceptable is whether err is an answer a client may get from a write that lost a race:
-// success, not found, in use, a conflict to retry, or a body that no longer fits (an update
+// success, not found, in use, a conflict to retry (also: replaced already), or a body that no longer fits (an update
 // without a value of a token deleted meanwhile is a create without one); never a 5xx.
 func acceptable(err error) bool {
 	if err == nil {
@@ -176,7 +181,9 @@ func interleave(t *testing.T, ctx context.Context, table string, direct *service
 	case <-time.After(wait):
 		t.Fatalf("%s did not end after its release", a.name)
 	}
-	checkResolves(t, ctx, direct, id, fmt.Sprintf("%s paused at call %d (%s), %s ran", a.name, call, proxy.Calls()[call-1], b.name))
+	what := fmt.Sprintf("%s paused at call %d (%s), %s ran", a.name, call, proxy.Calls()[call-1], b.name)
+	checkResolves(t, ctx, direct, id, what)
+	checkResolves(t, ctx, direct, id+"-next", what) // a successor, if a replace made one
 	return true
 }
 
@@ -207,8 +214,12 @@ func checkResolves(t *testing.T, ctx context.Context, svc *service.Service, id, 
 			t.Errorf("%s: resolve for %s: got value %v (err %v), want %v (exists %v, restricted %v, usages %v)",
 				what, consumer.Key(), got, err, want, exists, tok.Restricted, registered)
 		}
-		if err == nil && tok.Name == "re-created" && string(value) != "value-of-the-new-token" {
+		if err == nil && tok.Name == "re-created" && string(value) != "value-of-the-new-token" ||
+			err == nil && tok.Name == "successor" && string(value) != "value-of-the-successor" {
 			t.Errorf("%s: resolve for %s gave another token's value", what, consumer.Key())
+		}
+		if want == false && exists && tok.ReplacedBy != "" && tok.Expired(time.Now()) && token.As(err).Reason != token.Replaced {
+			t.Errorf("%s: resolve of a retired, replaced token: %v, want reason replaced", what, err)
 		}
 	}
 }

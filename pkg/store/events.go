@@ -28,18 +28,20 @@ const (
 const DefaultAuditRetention = 400 * 24 * time.Hour
 
 type eventItem struct {
-	PK        string   `dynamodbav:"pk"`
-	SK        string   `dynamodbav:"sk"`
-	At        string   `dynamodbav:"at"`
-	Action    string   `dynamodbav:"action"`
-	Actor     string   `dynamodbav:"actor"`
-	RequestID string   `dynamodbav:"requestId"`
-	TokenID   string   `dynamodbav:"tokenId"`
-	Version   int      `dynamodbav:"version"`
-	Outcome   string   `dynamodbav:"outcome"`
-	Changes   []string `dynamodbav:"changes,omitempty"`
-	Usage     string   `dynamodbav:"usage,omitempty"`
-	TTL       int64    `dynamodbav:"ttl"` // epoch seconds: DynamoDB deletes the item after it
+	PK         string   `dynamodbav:"pk"`
+	SK         string   `dynamodbav:"sk"`
+	At         string   `dynamodbav:"at"`
+	Action     string   `dynamodbav:"action"`
+	Actor      string   `dynamodbav:"actor"`
+	RequestID  string   `dynamodbav:"requestId"`
+	TokenID    string   `dynamodbav:"tokenId"`
+	Version    int      `dynamodbav:"version"`
+	Outcome    string   `dynamodbav:"outcome"`
+	Changes    []string `dynamodbav:"changes,omitempty"`
+	Usage      string   `dynamodbav:"usage,omitempty"`
+	Replaces   string   `dynamodbav:"replaces,omitempty"`
+	ReplacedBy string   `dynamodbav:"replacedBy,omitempty"`
+	TTL        int64    `dynamodbav:"ttl"` // epoch seconds: DynamoDB deletes the item after it
 }
 
 func eventPrefix(tokenID string) string { return eventSKPrefix + tokenID + "#" }
@@ -58,7 +60,7 @@ func (s *Store) eventPut(tenant string, ev token.Event, part string) (types.Tran
 	}
 	av, err := attributevalue.MarshalMap(eventItem{PK: tenant, SK: sk,
 		At: at, Action: ev.Action, Actor: ev.Actor, RequestID: ev.RequestID, TokenID: ev.TokenID, Version: ev.Version,
-		Outcome: ev.Outcome, Changes: ev.Changes, Usage: ev.Usage, TTL: ev.At.Add(s.retention).Unix()})
+		Outcome: ev.Outcome, Changes: ev.Changes, Usage: ev.Usage, Replaces: ev.Replaces, ReplacedBy: ev.ReplacedBy, TTL: ev.At.Add(s.retention).Unix()})
 	if err != nil {
 		return types.TransactWriteItem{}, token.InternalError(err)
 	}
@@ -128,7 +130,7 @@ func (s *Store) Events(ctx context.Context, tenant, tokenID string, pageNumber, 
 	events := []token.Event{}
 	for _, it := range items[min(skip, len(items)):min(skip+pageSize, len(items))] {
 		ev := token.Event{Action: it.Action, Actor: it.Actor, RequestID: it.RequestID, TokenID: it.TokenID,
-			Version: it.Version, Outcome: it.Outcome, Changes: it.Changes, Usage: it.Usage}
+			Version: it.Version, Outcome: it.Outcome, Changes: it.Changes, Usage: it.Usage, Replaces: it.Replaces, ReplacedBy: it.ReplacedBy}
 		ev.At, _ = time.Parse(time.RFC3339Nano, it.At)
 		events = append(events, ev)
 	}

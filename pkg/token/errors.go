@@ -42,6 +42,9 @@ const (
 	Expired           Reason = "expired"              // ResourceID: resolve refused an expired token
 	ConsumerRefused   Reason = "consumer_not_allowed" // ResourceID: a restricted token, another consumer
 	ExpiredCredential Reason = "expired_access_token"
+	Replaced          Reason = "replaced"         // ResourceID, Successor: resolve refused a retired, replaced token
+	AlreadyReplaced   Reason = "already_replaced" // ResourceID (the old token), Successor
+	TooManyUsages     Reason = "too_many_usages"  // ResourceID, Limit: more usages than one replacement carries
 )
 
 // Detail is one entry of the error's details: which field, what kind of problem, the rule.
@@ -66,6 +69,7 @@ type Error struct {
 	Scope      string  // MissingScope
 	Code       string  // KeysRefused: the key service's error code
 	Usages     []Usage // InUse: who uses the token
+	Successor  string  // Replaced, AlreadyReplaced: the token that replaces ResourceID
 	Cause      error
 }
 

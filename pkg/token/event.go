@@ -11,7 +11,8 @@ const (
 	ActionForceDelete     = "force_delete"
 	ActionUsageRegister   = "usage_register"
 	ActionUsageUnregister = "usage_unregister"
-	ActionResolve         = "resolve" // only refused resolves are recorded
+	ActionResolve         = "resolve"  // only refused resolves are recorded
+	ActionReplaced        = "replaced" // on the old token, when a successor replaces it
 )
 
 // Outcomes of an event: a change is recorded only when it happened; a resolve only when it
@@ -30,4 +31,8 @@ type Event struct {
 	Outcome   string   // OutcomeSuccess, or the reason a resolve was refused
 	Changes   []string // what an update or patch changed: name, expiresAt, restricted
 	Usage     string   // the usage a register or unregister concerns ("agent/support")
+	// Replaces is on the create event of a token that replaces another (its id); ReplacedBy on
+	// the replaced event of the old one (its successor's id).
+	Replaces   string
+	ReplacedBy string
 }
