@@ -121,6 +121,74 @@ func TestTransactionConflictIsAConflict(t *testing.T) {
 	}
 }
 
+// A transaction that DynamoDB cancels for a conflicting one (TransactionCanceledException with
+// TransactionConflict among its reasons, as real DynamoDB answers under contention) is read
+// again and retried within the one budget of a write, WriteRounds rounds: once, it is absorbed;
+// for ever, every write path gives up after exactly WriteRounds transactions with a 409 to
+// retry, and nothing is half-written.
+func TestCancelledForAConflictIsRetriedWithinTheBudget(t *testing.T) {
+	ctx := context.Background()
+	table := testenv.NewTable(t)
+	direct := store.New(testenv.Client(), table)
+	st, proxy := viaProxy(t, table)
+	create(t, direct, "acme", "x", "r1")
+	if _, err := direct.RegisterUsage(ctx, "acme", "x", "agent", "a", token.Event{RequestID: "r2"}); err != nil {
+		t.Fatal(err)
+	}
+	transactions := func() int {
+		n := 0
+		for _, op := range proxy.Calls() {
+			if op == "TransactWriteItems" {
+				n++
+			}
+		}
+		return n
+	}
+
+	proxy.CancelNext("TransactWriteItems", 1, "None", "TransactionConflict")
+	if err := st.Update(ctx, store.Update{Tenant: "acme", ID: "x", Name: new("once")}, token.Event{RequestID: "r3"}); err != nil {
+		t.Fatalf("one cancellation for a conflict: %v", err)
+	}
+	if n := transactions(); n != 2 {
+		t.Fatalf("%d transactions for one cancellation, want 2", n)
+	}
+
+	writes := []struct {
+		name  string
+		write func() error
+	}{
+		{"create", func() error {
+			return st.Create(ctx, token.Token{Tenant: "acme", ID: "y", Name: "y"}, token.Sealed{}, token.Event{RequestID: "w1"})
+		}},
+		{"update", func() error {
+			return st.Update(ctx, store.Update{Tenant: "acme", ID: "x", Name: new("lasting")}, token.Event{RequestID: "w2"})
+		}},
+		{"register", func() error {
+			_, err := st.RegisterUsage(ctx, "acme", "x", "agent", "b", token.Event{RequestID: "w3"})
+			return err
+		}},
+		{"unregister", func() error { return st.UnregisterUsage(ctx, "acme", "x", "agent", "a", token.Event{RequestID: "w4"}) }},
+		{"forced delete", func() error { return st.ForceDelete(ctx, "acme", "x", token.Event{RequestID: "w5"}) }},
+		{"replace", func() error {
+			return st.Replace(ctx, token.Token{Tenant: "acme", ID: "z", Name: "z", Replaces: "x"}, token.Sealed{}, 0, token.Event{RequestID: "w6"})
+		}},
+	}
+	for _, w := range writes {
+		before := items(t, table, "token#", "usage#", "event#")
+		start := transactions()
+		proxy.CancelNext("TransactWriteItems", 1000, "TransactionConflict")
+		err := w.write()
+		spent := transactions() - start
+		proxy.ClearFaults()
+		if token.KindOf(err) != token.Conflict || spent != store.WriteRounds {
+			t.Errorf("%s under lasting contention: %v after %d transactions, want a conflict after %d", w.name, err, spent, store.WriteRounds)
+		}
+		if after := items(t, table, "token#", "usage#", "event#"); len(after) != len(before) {
+			t.Errorf("%s: %d items before, %d after", w.name, len(before), len(after))
+		}
+	}
+}
+
 // Each attempt of an AWS call has its own deadline, so even a caller without one (a
 // background context) gets an unavailable error from a stalled database, after the attempts.
 func TestStalledDatabaseAttemptsTimeOut(t *testing.T) {
