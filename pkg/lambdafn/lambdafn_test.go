@@ -30,6 +30,7 @@ import (
 	"aitokens/pkg/seal/kmsseal"
 	"aitokens/pkg/service"
 	"aitokens/pkg/store"
+	"aitokens/pkg/token"
 )
 
 func TestMain(m *testing.M) { os.Exit(testenv.Main(m)) }
@@ -274,4 +275,116 @@ func BenchmarkWarmResolveVersusGetItem(b *testing.B) {
 	b.ReportMetric(float64(resolve)/float64(raw), "resolve/getitem")
 	b.ReportMetric(float64(allocs)/float64(b.N), "allocs/resolve")
 	b.ReportMetric(float64(srv.Calls()["Decrypt"]-before)/float64(b.N), "kms-calls/resolve")
+}
+
+// lambdaMargin is what a request leaves free of its invocation's deadline, so that a timed-out
+// request still gets its 503 out before Lambda stops the function (README: REQUEST_TIMEOUT "in
+// Lambda also bounded by the invocation's deadline less 0.5 s").
+const lambdaMargin = 500 * time.Millisecond
+
+// deadlineCaller authenticates every request and notes the deadline of the context it came
+// with: the request's own, which every DynamoDB and KMS call of the request inherits.
+type deadlineCaller struct{ seen chan time.Time }
+
+func (c deadlineCaller) Authenticate(r *http.Request) (auth.Principal, error) {
+	d, _ := r.Context().Deadline()
+	c.seen <- d
+	return auth.Principal{Tenant: "acme", Scopes: []string{auth.ScopeRead}}, nil
+}
+
+// deadlineSealer is the local sealer noting the deadline of the context it opens a value with.
+type deadlineSealer struct {
+	seal.Sealer
+	seen chan time.Time
+}
+
+func (s deadlineSealer) Open(ctx context.Context, tenant, id string, sealed token.Sealed) ([]byte, error) {
+	d, _ := ctx.Deadline()
+	s.seen <- d
+	return s.Sealer.Open(ctx, tenant, id, sealed)
+}
+
+// A request's deadline is REQUEST_TIMEOUT or the invocation's deadline less the margin,
+// whichever comes first, for an API function (through the adapter, as lambda.Start calls it)
+// and for resolve alike.
+func TestRequestDeadlineIsClippedToTheInvocation(t *testing.T) {
+	cfg := testConfig(t)
+	local := seal.NewLocalFromKey(bytes.Repeat([]byte{7}, 32))
+	svc, err := service.New(store.New(testenv.Client(), cfg.TableName), local, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := svc.Upsert(context.Background(), service.Upsert{Tenant: "acme", ID: "openai", Name: new("OpenAI"),
+		Value: new("sk-deadline-value"), Meta: service.Meta{RequestID: "r1"}}); err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		name                string
+		timeout, invocation time.Duration // REQUEST_TIMEOUT; the invocation's time left
+		clipped             bool          // the invocation's deadline less the margin comes first
+	}{
+		{"REQUEST_TIMEOUT first", 5 * time.Second, 20 * time.Second, false},
+		{"invocation first", 20 * time.Second, 5 * time.Second, true},
+		// Without the margin REQUEST_TIMEOUT would come first here.
+		{"the margin decides", 5 * time.Second, 5*time.Second + lambdaMargin/2, true},
+	}
+	// check calls invoke with an invocation deadline and compares the deadline seen inside.
+	check := func(t *testing.T, timeout, invocation time.Duration, clipped bool, seen chan time.Time, invoke func(context.Context)) {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), invocation)
+		defer cancel()
+		invocationDeadline, _ := ctx.Deadline()
+		before := time.Now()
+		invoke(ctx)
+		after := time.Now()
+		var got time.Time
+		select {
+		case got = <-seen:
+		default:
+			t.Fatal("the request never reached the recorder")
+		}
+		if clipped {
+			if want := invocationDeadline.Add(-lambdaMargin); !got.Equal(want) {
+				t.Fatalf("deadline %v after the start, want the invocation's less %v: %v", got.Sub(before), lambdaMargin, want.Sub(before))
+			}
+			return
+		}
+		if got.Before(before.Add(timeout)) || got.After(after.Add(timeout)) {
+			t.Fatalf("deadline %v after the start, want REQUEST_TIMEOUT %v", got.Sub(before), timeout)
+		}
+	}
+	for _, c := range cases {
+		t.Run(c.name+"/api", func(t *testing.T) {
+			seen := make(chan time.Time, 1)
+			route, _ := api.RouteByFunction("get-token")
+			h, err := api.New(api.Config{Service: svc, Auth: deadlineCaller{seen}, Log: slog.New(slog.NewJSONHandler(io.Discard, nil)),
+				RequestTimeout: c.timeout, Routes: []api.Route{route}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			check(t, c.timeout, c.invocation, c.clipped, seen, func(ctx context.Context) {
+				ev := getEvent(t, map[string]string{"tenant": "acme"}, []string{auth.ScopeRead})
+				if res, err := httpadapter.NewV2(h).ProxyWithContext(ctx, ev); err != nil || res.StatusCode != 200 {
+					t.Fatalf("get: %d %s %v", res.StatusCode, res.Body, err)
+				}
+			})
+		})
+		t.Run(c.name+"/resolve", func(t *testing.T) {
+			seen := make(chan time.Time, 1)
+			rcfg := cfg
+			rcfg.RequestTimeout = c.timeout
+			r, err := lambdafn.NewResolver(context.Background(), rcfg, func(context.Context, config.Config) (seal.Sealer, error) {
+				return deadlineSealer{Sealer: local, seen: seen}, nil
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			r = r.WithLogger(slog.New(slog.NewJSONHandler(io.Discard, nil)))
+			check(t, c.timeout, c.invocation, c.clipped, seen, func(ctx context.Context) {
+				if res, err := r.Resolve(ctx, lambdafn.ResolveRequest{Tenant: "acme", TokenID: "openai"}); err != nil || res.Value != "sk-deadline-value" {
+					t.Fatalf("resolve: %+v %v", res.Error, err)
+				}
+			})
+		})
+	}
 }
