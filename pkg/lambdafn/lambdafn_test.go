@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/aws/aws-lambda-go/events"
+	"github.com/aws/aws-lambda-go/lambdacontext"
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
@@ -26,6 +27,7 @@ import (
 	"aitokens/pkg/devtools/kmstest"
 	"aitokens/pkg/devtools/testenv"
 	"aitokens/pkg/lambdafn"
+	"aitokens/pkg/query"
 	"aitokens/pkg/seal"
 	"aitokens/pkg/seal/kmsseal"
 	"aitokens/pkg/service"
@@ -385,6 +387,76 @@ func TestRequestDeadlineIsClippedToTheInvocation(t *testing.T) {
 					t.Fatalf("resolve: %+v %v", res.Error, err)
 				}
 			})
+		})
+	}
+}
+
+// A resolve with a cold cache while KMS fails or stops answering: a structured error with the
+// key service's reason, no value, one log line saying so, and one event of the failed resolve on
+// the token; once KMS is back the same warm function resolves (a failure is not cached).
+func TestResolveWhenKMSFails(t *testing.T) {
+	cases := []struct {
+		name    string
+		fault   func(*kmstest.Server)
+		code    int
+		reason  string
+		mends   bool // the fault ends within the test (a closed server does not come back)
+		message string
+	}{
+		{"throttled", func(s *kmstest.Server) { s.Throttle(-1) }, 503, "key_service_unavailable", true, "unavailable"},
+		{"stalled", func(s *kmstest.Server) { s.Stall() }, 503, "key_service_unavailable", true, "unavailable"},
+		{"unreachable", func(s *kmstest.Server) { s.Close() }, 503, "key_service_unavailable", false, "unavailable"},
+		{"access denied", func(s *kmstest.Server) { s.Refuse("AccessDeniedException") }, 502, "key_service_refused", true, "AccessDeniedException"},
+		{"disabled key", func(s *kmstest.Server) { s.Refuse("DisabledException") }, 502, "key_service_refused", true, "DisabledException"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			_, srv, cfg := kmsResolver(t)
+			// A KMS that stops answering is given up after AWS_MAX_ATTEMPTS attempts of
+			// AWS_ATTEMPT_TIMEOUT each, here well within the request's deadline.
+			policy := testenv.Policy
+			policy.AttemptTimeout, policy.MaxAttempts = 500*time.Millisecond, 2
+			logs := &bytes.Buffer{}
+			r, err := lambdafn.NewResolver(context.Background(), cfg, func(ctx context.Context, cfg config.Config) (seal.Sealer, error) {
+				client, err := kmsseal.NewClient(ctx, policy)
+				return kmsseal.New(client, cfg.KMSKeyID), err
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			r = r.WithLogger(slog.New(slog.NewJSONHandler(logs, nil)))
+			c.fault(srv)
+			consumer := &token.Consumer{Kind: "agent", ID: "support"}
+			ctx := lambdacontext.NewContext(context.Background(), &lambdacontext.LambdaContext{AwsRequestID: "kms-" + strings.ReplaceAll(c.name, " ", "-")})
+			res, err := r.Resolve(ctx, lambdafn.ResolveRequest{Tenant: "acme", TokenID: "openai", Consumer: consumer})
+			if err != nil || res.Value != "" || res.Error == nil || res.Error.Code != c.code || res.Error.Reason != c.reason ||
+				!strings.Contains(res.Error.Message, c.message) {
+				t.Fatalf("resolve: value %q, error %+v, %v", res.Value, res.Error, err)
+			}
+			if line := logs.String(); !strings.Contains(line, `"outcome":"`+c.reason+`"`) || strings.Contains(line, "sk-kms-resolve-value") {
+				t.Fatalf("log line: %s", line)
+			}
+			svc, err := service.New(store.New(testenv.Client(), cfg.TableName), nil, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			events, _, err := svc.Events(context.Background(), "acme", "openai", query.Page{Number: 1, Size: 10})
+			if err != nil || len(events) != 2 {
+				t.Fatalf("events: %+v %v, want the create and the failed resolve", events, err)
+			}
+			if e := events[0]; e.Action != token.ActionResolve || e.Outcome != c.reason || e.Actor != "agent/support" ||
+				e.RequestID != "kms-"+strings.ReplaceAll(c.name, " ", "-") || e.Version != 1 {
+				t.Fatalf("event of the failed resolve: %+v", e)
+			}
+			if !c.mends {
+				return
+			}
+			srv.Throttle(0)
+			srv.Refuse("")
+			srv.Release()
+			if res, err := r.Resolve(context.Background(), lambdafn.ResolveRequest{Tenant: "acme", TokenID: "openai", Consumer: consumer}); err != nil || res.Value != "sk-kms-resolve-value" {
+				t.Fatalf("resolve once KMS is back: %+v %v", res.Error, err)
+			}
 		})
 	}
 }

@@ -68,7 +68,7 @@ func (s *Store) eventPut(tenant string, ev token.Event, part string) (types.Tran
 		ConditionExpression: aws.String("attribute_not_exists(pk)")}}, nil
 }
 
-// RecordEvent writes an event that goes with no change (a refused resolve), once: a retry of
+// RecordEvent writes an event that goes with no change (a refused or failed resolve), once: a retry of
 // the same request finds its event there and leaves it.
 func (s *Store) RecordEvent(ctx context.Context, tenant string, ev token.Event) error {
 	put, err := s.eventPut(tenant, ev, "")
