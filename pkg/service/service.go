@@ -1,5 +1,8 @@
-// Package service is what the API does, free of HTTP: upsert, patch, delete, get and list tokens
-// on a store, sealing new values on the way in.
+// Package service is what the API does, free of HTTP: upsert (create, update, or create a
+// replacement of another token), patch, delete, get and list tokens on a store, sealing new
+// values on the way in; register, unregister and list a token's usages; read its audit trail
+// (every change carries its event); and resolve a value for the platform's own services,
+// opening it and recording refused or key-service-failed resolves.
 package service
 
 import (
