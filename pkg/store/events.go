@@ -2,7 +2,6 @@ package store
 
 import (
 	"context"
-	"strconv"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -106,7 +105,7 @@ func (s *Store) Events(ctx context.Context, tenant, tokenID string, pageNumber, 
 		return []token.Event{}, total, nil
 	}
 	if skip+pageSize > maxItems {
-		return nil, 0, token.InvalidField("pageNumber", "only the "+strconv.Itoa(maxItems)+" newest events of a token can be paged through")
+		return nil, 0, &token.Error{Kind: token.Invalid, Reason: token.TooDeepToPage, Limit: maxItems}
 	}
 	in := &dynamodb.QueryInput{TableName: aws.String(s.table), ConsistentRead: aws.Bool(true), ScanIndexForward: aws.Bool(false),
 		KeyConditionExpression: keyCond, ExpressionAttributeValues: values, Limit: aws.Int32(int32(skip + pageSize))}
