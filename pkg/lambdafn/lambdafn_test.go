@@ -124,7 +124,7 @@ func BenchmarkAdapterVersusDirect(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	in := service.Upsert{Tenant: "acme", ID: "openai", Name: ptr("OpenAI"), Value: ptr("sk-bench"), Meta: service.Meta{RequestID: "r"}}
+	in := service.Upsert{Tenant: "acme", ID: "openai", Name: new("OpenAI"), Value: new("sk-bench"), Meta: service.Meta{RequestID: "r"}}
 	if _, err := svc.Upsert(context.Background(), in); err != nil {
 		b.Fatal(err)
 	}
@@ -157,8 +157,6 @@ func BenchmarkAdapterVersusDirect(b *testing.B) {
 	b.ReportMetric(float64(viaAdapter)/float64(direct), "adapter/direct")
 }
 
-func ptr(s string) *string { return &s }
-
 // localSealer is a SealerFactory for tests: the local sealer with a fixed key.
 func localSealer(context.Context, config.Config) (seal.Sealer, error) {
 	return seal.NewLocalFromKey(bytes.Repeat([]byte{7}, 32)), nil
@@ -173,7 +171,7 @@ func TestResolveWithAStalledDatabase(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := svc.Upsert(context.Background(), service.Upsert{Tenant: "acme", ID: "openai", Name: ptr("OpenAI"), Value: ptr("sk-resolve-stall"), Meta: service.Meta{RequestID: "r1"}}); err != nil {
+	if _, err := svc.Upsert(context.Background(), service.Upsert{Tenant: "acme", ID: "openai", Name: new("OpenAI"), Value: new("sk-resolve-stall"), Meta: service.Meta{RequestID: "r1"}}); err != nil {
 		t.Fatal(err)
 	}
 	proxy := testenv.NewFaultProxy(t)
@@ -215,7 +213,7 @@ func kmsResolver(t testing.TB) (*lambdafn.Resolver, *kmstest.Server, config.Conf
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := svc.Upsert(context.Background(), service.Upsert{Tenant: "acme", ID: "openai", Name: ptr("OpenAI"), Value: ptr("sk-kms-resolve-value"), Meta: service.Meta{RequestID: "r1"}}); err != nil {
+	if _, err := svc.Upsert(context.Background(), service.Upsert{Tenant: "acme", ID: "openai", Name: new("OpenAI"), Value: new("sk-kms-resolve-value"), Meta: service.Meta{RequestID: "r1"}}); err != nil {
 		t.Fatal(err)
 	}
 	r, err := lambdafn.NewResolver(context.Background(), cfg, kmsseal.FromConfig)
