@@ -100,6 +100,8 @@ func Render(err error) (int, ErrorMessage) {
 	case token.TooManyToRead:
 		body.Message = fmt.Sprintf("The tenant has more than %d tokens, more than one list or search reads; narrow the query to ids, e.g. q=id:(a,b).", e.Limit)
 		body.Details = []Detail{{Field: "q", Type: "limit", Message: fmt.Sprintf("more than %d tokens to read", e.Limit)}}
+	case token.TooDeepToPage:
+		body.Details = []Detail{{Field: "pageNumber", Message: fmt.Sprintf("only the %d newest events of a token can be paged through", e.Limit)}}
 	case token.TimedOut:
 		body.Message = "The request was cancelled or timed out."
 	case token.StoreUnavailable:

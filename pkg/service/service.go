@@ -1,5 +1,8 @@
-// Package service is what the API does, free of HTTP: upsert, patch, delete, get and list tokens
-// on a store, sealing new values on the way in.
+// Package service is what the API does, free of HTTP: upsert (create, update, or create a
+// replacement of another token), patch, delete, get and list tokens on a store, sealing new
+// values on the way in; register, unregister and list a token's usages; read its audit trail
+// (every change carries its event); and resolve a value for the platform's own services,
+// opening it and recording refused or key-service-failed resolves.
 package service
 
 import (
@@ -348,8 +351,10 @@ const lastUsedEvery = time.Minute
 func (s *Service) Resolve(ctx context.Context, tenant, id string, consumer *token.Consumer, requestID string) ([]byte, error) {
 	value, version, err := s.resolve(ctx, tenant, id, consumer)
 	if reason := refusal(err); reason != "" {
-		// A refused resolve is recorded (who was refused what, and why); a failed one (bad
-		// input, a dependency down) is not a refusal. Losing the record must not change the answer.
+		// A refused resolve is recorded (who was refused what, and why), and so is one the key
+		// service failed (the consumer got no value: an operator wants to see it on the token).
+		// Bad input is not recorded, nor a failure of the store itself, which could not take
+		// the record either. Losing the record must not change the answer.
 		actor := "unnamed"
 		if consumer != nil {
 			actor = consumer.Kind + "/" + consumer.ID
@@ -360,7 +365,7 @@ func (s *Service) Resolve(ctx context.Context, tenant, id string, consumer *toke
 	return value, err
 }
 
-// refusal is the reason a resolve was refused, "" when it was not.
+// refusal is the reason a resolve was refused or failed on the key service, "" otherwise.
 func refusal(err error) string {
 	e := token.As(err)
 	switch {
@@ -368,7 +373,8 @@ func refusal(err error) string {
 		return ""
 	case e.Kind == token.NotFound:
 		return string(token.NotFound)
-	case e.Reason == token.Expired || e.Reason == token.ConsumerRefused || e.Reason == token.Replaced:
+	case e.Reason == token.Expired || e.Reason == token.ConsumerRefused || e.Reason == token.Replaced,
+		e.Reason == token.KeysUnavailable || e.Reason == token.KeysRefused:
 		return string(e.Reason)
 	}
 	return ""

@@ -2,7 +2,6 @@ package store
 
 import (
 	"context"
-	"strconv"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -68,7 +67,7 @@ func (s *Store) eventPut(tenant string, ev token.Event, part string) (types.Tran
 		ConditionExpression: aws.String("attribute_not_exists(pk)")}}, nil
 }
 
-// RecordEvent writes an event that goes with no change (a refused resolve), once: a retry of
+// RecordEvent writes an event that goes with no change (a refused or failed resolve), once: a retry of
 // the same request finds its event there and leaves it.
 func (s *Store) RecordEvent(ctx context.Context, tenant string, ev token.Event) error {
 	put, err := s.eventPut(tenant, ev, "")
@@ -106,7 +105,7 @@ func (s *Store) Events(ctx context.Context, tenant, tokenID string, pageNumber, 
 		return []token.Event{}, total, nil
 	}
 	if skip+pageSize > maxItems {
-		return nil, 0, token.InvalidField("pageNumber", "only the "+strconv.Itoa(maxItems)+" newest events of a token can be paged through")
+		return nil, 0, &token.Error{Kind: token.Invalid, Reason: token.TooDeepToPage, Limit: maxItems}
 	}
 	in := &dynamodb.QueryInput{TableName: aws.String(s.table), ConsistentRead: aws.Bool(true), ScanIndexForward: aws.Bool(false),
 		KeyConditionExpression: keyCond, ExpressionAttributeValues: values, Limit: aws.Int32(int32(skip + pageSize))}

@@ -108,11 +108,11 @@ func TestTransactionConflictIsAConflict(t *testing.T) {
 	create(t, direct, "acme", "x", "r1")
 
 	proxy.FailNext("TransactWriteItems", "TransactionConflictException", 1)
-	if err := st.Update(ctx, store.Update{Tenant: "acme", ID: "x", Name: ptr("once"), Version: 1}, token.Event{RequestID: "r2", At: time.Now()}); err != nil {
+	if err := st.Update(ctx, store.Update{Tenant: "acme", ID: "x", Name: new("once"), Version: 1}, token.Event{RequestID: "r2", At: time.Now()}); err != nil {
 		t.Fatalf("one conflict is retried: %v", err)
 	}
 	proxy.FailNext("TransactWriteItems", "TransactionConflictException", testenv.Policy.MaxAttempts)
-	err := st.Update(ctx, store.Update{Tenant: "acme", ID: "x", Name: ptr("lasting"), Version: 2}, token.Event{RequestID: "r3", At: time.Now()})
+	err := st.Update(ctx, store.Update{Tenant: "acme", ID: "x", Name: new("lasting"), Version: 2}, token.Event{RequestID: "r3", At: time.Now()})
 	if token.KindOf(err) != token.Conflict {
 		t.Fatalf("a lasting transaction conflict: %v, want a conflict", err)
 	}

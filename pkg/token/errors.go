@@ -32,6 +32,7 @@ const (
 	UsagesKeepMoving  Reason = "usages_keep_changing" // ResourceID
 	InUse             Reason = "in_use"               // ResourceID, Usages
 	TooManyToRead     Reason = "too_many_to_read"     // Limit
+	TooDeepToPage     Reason = "too_deep_to_page"     // Limit: only the Limit newest events of a token can be paged through
 	TimedOut          Reason = "timed_out"            // the request's deadline passed or it was cancelled
 	StoreUnavailable  Reason = "store_unavailable"
 	KeysUnavailable   Reason = "key_service_unavailable"
