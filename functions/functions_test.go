@@ -318,6 +318,11 @@ func TestWarmResolveFunctionSeesChangesAtOnce(t *testing.T) {
 		{"expiry removed", func() error {
 			return st.Update(ctx, store.Update{Tenant: "acme", ID: "bot", RemoveExpiry: true, Version: 3}, token.Event{RequestID: "r4", At: time.Now()})
 		}, `{"value":"sk-warm-resolve-value"}`},
+		{"replaced, no grace", func() error {
+			_, err := svc.Upsert(ctx, service.Upsert{Tenant: "acme", ID: "bot2", Name: new("Bot 2"), Value: new("sk-successor-value"),
+				Replaces: new("bot"), GraceSeconds: new(0), Meta: service.Meta{RequestID: "r4b"}})
+			return err
+		}, `"reason":"replaced","replacedBy":"bot2"`},
 		{"deleted", func() error { return svc.Delete(ctx, "acme", "bot", true, service.Meta{RequestID: "r5"}) }, `"reason":"not_found"`},
 	}
 	for _, s := range steps {
@@ -352,6 +357,7 @@ func TestBadConfigurationFailsAtInit(t *testing.T) {
 		{"no TABLE_NAME", "TABLE_NAME=", "TABLE_NAME is not set"},
 		{"bad REQUEST_TIMEOUT", "REQUEST_TIMEOUT=soon", "REQUEST_TIMEOUT must be a positive duration"},
 		{"bad AUDIT_RETENTION_DAYS", "AUDIT_RETENTION_DAYS=0", "AUDIT_RETENTION_DAYS must be a whole number"},
+		{"malformed CORS_ALLOWED_ORIGINS", "CORS_ALLOWED_ORIGINS=https://*.example.com", "wildcard inside a host"},
 	}
 	for _, c := range cases {
 		for _, fn := range []string{"get-token", "upsert-token", "resolve-token"} {

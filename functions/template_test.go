@@ -5,13 +5,18 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
+	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"gopkg.in/yaml.v3"
 
 	"aitokens/pkg/api"
+	"aitokens/pkg/config"
 )
 
 // plain turns a YAML node into maps, lists and strings, keeping CloudFormation's short tags
@@ -253,6 +258,169 @@ func TestTemplateIsSafeByDefault(t *testing.T) {
 	for _, p := range []string{"JwtIssuer=", "JwtAudience="} {
 		if !strings.Contains(string(samconfig), p) {
 			t.Errorf("samconfig.toml's parameter_overrides lack %s: a plain sam deploy would stop to ask", p)
+		}
+	}
+}
+
+// The HTTP API's CorsConfiguration is pkg/api.CORS(), the policy the local server applies, with
+// its origins from the CorsAllowedOrigins parameter (checked like CORS_ALLOWED_ORIGINS, set in
+// samconfig.toml) and no configuration at all when that is empty. A change to either side that
+// the other lacks fails here.
+func TestTemplateCORSMatchesTheServer(t *testing.T) {
+	_, tpl, resources := loadTemplate(t)
+	param := dig(tpl, "Parameters", "CorsAllowedOrigins")
+	if dig(param, "Type") != "CommaDelimitedList" || dig(param, "Default") != "" || dig(param, "AllowedPattern") != config.CloudFormationOriginPattern {
+		t.Errorf("parameter CorsAllowedOrigins %v: want a CommaDelimitedList, empty by default, with AllowedPattern %s",
+			param, config.CloudFormationOriginPattern)
+	}
+	// CORS is on exactly when the parameter is not empty.
+	want := map[string]any{"!Not": []any{map[string]any{"!Equals": []any{map[string]any{"!Join": []any{"", map[string]any{"!Ref": "CorsAllowedOrigins"}}}, ""}}}}
+	if got := dig(tpl, "Conditions", "CorsOn"); !reflect.DeepEqual(got, want) {
+		t.Errorf("condition CorsOn %v, want %v", got, want)
+	}
+	branches, _ := dig(resources, "HttpApi", "Properties", "CorsConfiguration", "!If").([]any)
+	if len(branches) != 3 || branches[0] != "CorsOn" || !reflect.DeepEqual(branches[2], map[string]any{"!Ref": "AWS::NoValue"}) {
+		t.Fatalf("HttpApi CorsConfiguration must be !If [CorsOn, {...}, !Ref AWS::NoValue]: %v", branches)
+	}
+	cors := branches[1]
+	p := api.CORS()
+	for _, c := range []struct {
+		key  string
+		want []string
+	}{{"AllowMethods", p.AllowMethods}, {"AllowHeaders", p.AllowHeaders}, {"ExposeHeaders", p.ExposeHeaders}} {
+		if got := strs(dig(cors, c.key)); !slices.Equal(got, c.want) {
+			t.Errorf("CorsConfiguration %s %q, pkg/api.CORS() %q", c.key, got, c.want)
+		}
+	}
+	if got := dig(cors, "MaxAge"); got != strconv.Itoa(p.MaxAge) {
+		t.Errorf("CorsConfiguration MaxAge %v, pkg/api.CORS() %d", got, p.MaxAge)
+	}
+	if !reflect.DeepEqual(dig(cors, "AllowOrigins"), map[string]any{"!Ref": "CorsAllowedOrigins"}) || dig(cors, "AllowCredentials") != "false" {
+		t.Errorf("CorsConfiguration: origins %v, credentials %v; want !Ref CorsAllowedOrigins and false", dig(cors, "AllowOrigins"), dig(cors, "AllowCredentials"))
+	}
+	samconfig, err := os.ReadFile("../samconfig.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`CorsAllowedOrigins=\\"([^"\\]*)\\"`).FindSubmatch(samconfig)
+	if m == nil {
+		t.Fatal("samconfig.toml's parameter_overrides lack CorsAllowedOrigins")
+	}
+	if _, err := config.ParseOrigins(string(m[1])); err != nil {
+		t.Errorf("samconfig.toml's CorsAllowedOrigins: %v", err)
+	}
+}
+
+// envSettings lists where the template sets a function's environment variable: in Globals or
+// in one function's properties, each with its value (a literal or {"!Ref": parameter}).
+func envSettings(tpl any, resources map[string]any) map[string][]any {
+	out := map[string][]any{}
+	add := func(vars any) {
+		m, _ := vars.(map[string]any)
+		for name, v := range m {
+			out[name] = append(out[name], v)
+		}
+	}
+	add(dig(tpl, "Globals", "Function", "Environment", "Variables"))
+	for _, res := range resources {
+		if dig(res, "Type") == "AWS::Serverless::Function" {
+			add(dig(res, "Properties", "Environment", "Variables"))
+		}
+	}
+	return out
+}
+
+// allowedPattern is CloudFormation's AllowedPattern test: the whole value must match.
+func allowedPattern(t *testing.T, pattern string) *regexp.Regexp {
+	t.Helper()
+	re, err := regexp.Compile("^(?:" + pattern + ")$")
+	if err != nil {
+		t.Fatalf("AllowedPattern %q: %v", pattern, err)
+	}
+	return re
+}
+
+// A parameter that feeds a bounded setting of pkg/config refuses at deploy what the function
+// would refuse at init: a Number carries config's floor and ceiling as MinValue/MaxValue; a
+// duration string's AllowedPattern admits, for every whole count of each unit from zero to past
+// the ceiling, exactly the values config accepts. Each parameter's default is config's default.
+func TestTemplateParametersCarryConfigBounds(t *testing.T) {
+	_, tpl, resources := loadTemplate(t)
+	params, _ := dig(tpl, "Parameters").(map[string]any)
+	settings := envSettings(tpl, resources)
+	goDefaults, err := config.Load(func(string) string { return "" })
+	if err != nil {
+		t.Fatal(err)
+	}
+	checked := map[string]bool{}
+	for _, r := range config.Ranges() {
+		for _, v := range settings[r.Name] {
+			ref, isRef := dig(v, "!Ref").(string)
+			param, isParam := params[ref]
+			if !isRef || !isParam {
+				// A literal, or a resource's name: a literal must load.
+				if s, ok := v.(string); ok {
+					if _, err := r.Parse(s); err != nil {
+						t.Errorf("template sets %s: %v", r.Name, err)
+					}
+				}
+				continue
+			}
+			checked[r.Name] = true
+			switch typ := dig(param, "Type"); {
+			case typ == "Number" && !r.Duration:
+				want := map[string]string{"MinValue": strconv.FormatInt(r.Min, 10), "MaxValue": strconv.FormatInt(r.Max, 10)}
+				for key, w := range want {
+					if got, _ := dig(param, key).(string); got != w {
+						t.Errorf("parameter %s (%s): %s %q, want %s as in pkg/config", ref, r.Name, key, got, w)
+					}
+				}
+			case typ == "String" && r.Duration:
+				pattern, _ := dig(param, "AllowedPattern").(string)
+				if pattern == "" {
+					t.Errorf("parameter %s (%s) has no AllowedPattern", ref, r.Name)
+					continue
+				}
+				re := allowedPattern(t, pattern)
+				for _, unit := range []time.Duration{time.Millisecond, time.Second, time.Minute, time.Hour} {
+					suffix := strings.TrimPrefix(unit.String(), "1")
+					for n := int64(0); n <= r.Max/int64(unit)+2; n++ {
+						value := strconv.FormatInt(n, 10) + suffix
+						_, err := r.Parse(value)
+						if accepted := re.MatchString(value); accepted != (err == nil) {
+							t.Errorf("parameter %s: AllowedPattern accepts %s: %v, pkg/config: %v", ref, value, accepted, err)
+							break
+						}
+					}
+				}
+			default:
+				t.Errorf("parameter %s of type %v feeds %s (duration %v): no rule to compare bounds", ref, typ, r.Name, r.Duration)
+			}
+		}
+	}
+	for _, name := range []string{"REQUEST_TIMEOUT", "AUDIT_RETENTION_DAYS"} {
+		if !checked[name] {
+			t.Errorf("no template parameter feeds %s", name)
+		}
+	}
+	// Every parameter that feeds a setting defaults to the Go default: loading the template's
+	// default gives the configuration that loading nothing gives.
+	for name, values := range settings {
+		for _, v := range values {
+			ref, _ := dig(v, "!Ref").(string)
+			def, ok := dig(params[ref], "Default").(string)
+			if !ok {
+				continue
+			}
+			got, err := config.Load(func(k string) string {
+				if k == name {
+					return def
+				}
+				return ""
+			})
+			if err != nil || !reflect.DeepEqual(got, goDefaults) {
+				t.Errorf("parameter %s defaults to %s=%s, pkg/config's default differs (%v)", ref, name, def, err)
+			}
 		}
 	}
 }

@@ -8,14 +8,14 @@ import (
 	"time"
 )
 
-// startServer serves handler with limits l on a free loopback port.
-func startServer(t *testing.T, handler http.Handler, l limits) string {
+// startServer serves handler with limits l on a free loopback port, with CORS for corsOrigins.
+func startServer(t *testing.T, handler http.Handler, l limits, corsOrigins ...string) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := newHTTPServer("", handler, l)
+	srv := newHTTPServer("", handler, l, corsOrigins)
 	go srv.Serve(ln)
 	t.Cleanup(func() { srv.Close() })
 	return ln.Addr().String()
@@ -51,20 +51,34 @@ func readsBody(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
-var short = limits{readHeader: 200 * time.Millisecond, read: 300 * time.Millisecond, write: 300 * time.Millisecond,
-	idle: 300 * time.Millisecond}
+// short are limits small enough to wait for, and apart by more than TestServerCutsOffSlowClients'
+// tolerance: net/http uses ReadTimeout for a ReadHeaderTimeout or IdleTimeout left unset, and
+// the test must see which limit acted.
+var short = limits{readHeader: 200 * time.Millisecond, read: 800 * time.Millisecond, write: 300 * time.Millisecond,
+	idle: 1400 * time.Millisecond}
 
-// Each connection limit cuts off the client that would otherwise hold a goroutine forever.
+// Each connection limit cuts off the client that would otherwise hold a goroutine forever, at
+// that limit: not before it (so it is this limit that acts), and not much after it.
 func TestServerCutsOffSlowClients(t *testing.T) {
+	// early is how much sooner than the client's clock the server's may start (it starts at the
+	// accept, the client's after its dial returns); late is room for timers and the race
+	// detector on a busy 2-core machine.
+	const early, late = 50 * time.Millisecond, 500 * time.Millisecond
 	addr := startServer(t, http.HandlerFunc(readsBody), short)
-	cases := []struct{ name, raw string }{
-		{"headers never finished", "PUT /x HTTP/1.1\r\nHost: x\r\nContent-Le"},
-		{"a body declared and never sent", "PUT /x HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"na"},
-		{"idle after one request", "GET /x HTTP/1.1\r\nHost: x\r\n\r\n"},
+	cases := []struct {
+		name, raw string
+		limit     time.Duration
+	}{
+		{"headers never finished", "PUT /x HTTP/1.1\r\nHost: x\r\nContent-Le", short.readHeader},
+		{"a body declared and never sent", "PUT /x HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"na", short.read},
+		{"idle after one request", "GET /x HTTP/1.1\r\nHost: x\r\n\r\n", short.idle},
 	}
 	for _, c := range cases {
-		took := closedWithin(t, addr, c.raw, 5*time.Second)
-		t.Logf("%s: closed after %v", c.name, took.Round(time.Millisecond))
+		took := closedWithin(t, addr, c.raw, c.limit+late)
+		if took < c.limit-early {
+			t.Errorf("%s: closed after %v, before its limit %v", c.name, took.Round(time.Millisecond), c.limit)
+		}
+		t.Logf("%s: closed after %v (limit %v)", c.name, took.Round(time.Millisecond), c.limit)
 	}
 }
 

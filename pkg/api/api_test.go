@@ -462,9 +462,9 @@ func TestOpenAPIStatesTheLimits(t *testing.T) {
 		{"tenant pattern", param("tenant").Pattern, token.TenantPattern},
 		{"tokenId pattern", param("tokenId").Pattern, token.IDPattern},
 		{"refId pattern", usagePath.Parameters.GetByInAndName("path", "refId").Schema.Value.Pattern, token.RefIDPattern},
-		{"q maxLength", param("q").MaxLength, ptrTo(uint64(query.MaxQueryLength))},
-		{"name maxLength", request["name"].Value.MaxLength, ptrTo(uint64(token.MaxNameLength))},
-		{"value maxLength", request["value"].Value.MaxLength, ptrTo(uint64(token.MaxValueLength))},
+		{"q maxLength", param("q").MaxLength, new(uint64(query.MaxQueryLength))},
+		{"name maxLength", request["name"].Value.MaxLength, new(uint64(token.MaxNameLength))},
+		{"value maxLength", request["value"].Value.MaxLength, new(uint64(token.MaxValueLength))},
 	}
 	for _, c := range checks {
 		if !reflect.DeepEqual(c.got, c.want) {
@@ -472,8 +472,6 @@ func TestOpenAPIStatesTheLimits(t *testing.T) {
 		}
 	}
 }
-
-func ptrTo[T any](v T) *T { return &v }
 
 func deref(v any) any {
 	if p, ok := v.(*uint64); ok && p != nil {

@@ -252,7 +252,9 @@ func TestEventsPagingBound(t *testing.T) {
 		t.Fatalf("within the bound: %d %s", res.status, res.body)
 	}
 	res := h.do("GET", base+"/openai/events?pageSize=3&pageNumber=2", "", mgr)
-	if e := res.errorBody(t); res.status != 400 || e.Details[0].Field != "pageNumber" || !strings.Contains(e.Details[0].Message, "3 newest") {
+	const want = `{"code":400,"status":"Bad Request","message":"Validation problem with request.",` +
+		`"details":[{"field":"pageNumber","message":"only the 3 newest events of a token can be paged through"}]}`
+	if res.status != 400 || strings.TrimSpace(string(res.body)) != want {
 		t.Fatalf("past the bound: %d %s", res.status, res.body)
 	}
 }

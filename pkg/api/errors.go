@@ -100,6 +100,8 @@ func Render(err error) (int, ErrorMessage) {
 	case token.TooManyToRead:
 		body.Message = fmt.Sprintf("The tenant has more than %d tokens, more than one list or search reads; narrow the query to ids, e.g. q=id:(a,b).", e.Limit)
 		body.Details = []Detail{{Field: "q", Type: "limit", Message: fmt.Sprintf("more than %d tokens to read", e.Limit)}}
+	case token.TooDeepToPage:
+		body.Details = []Detail{{Field: "pageNumber", Message: fmt.Sprintf("only the %d newest events of a token can be paged through", e.Limit)}}
 	case token.TimedOut:
 		body.Message = "The request was cancelled or timed out."
 	case token.StoreUnavailable:
@@ -115,6 +117,15 @@ func Render(err error) (int, ErrorMessage) {
 		body.Message = "The token " + e.ResourceID + " has expired."
 	case token.ConsumerRefused:
 		body.Message = "The token " + e.ResourceID + " is restricted to its registered usages, and this consumer is not one of them."
+	case token.Replaced:
+		body.Message = "The token " + e.ResourceID + " was replaced by " + e.Successor + " and has retired; resolve " + e.Successor + "."
+		body.Details = []Detail{{Field: "replacedBy", Type: "replaced", Message: e.Successor}}
+	case token.AlreadyReplaced:
+		body.Message = "The token " + e.ResourceID + " has been replaced already, by " + e.Successor + "; replace that one instead."
+		body.Details = []Detail{{Field: "replaces", Type: "already_replaced", Message: e.ResourceID + " is replaced by " + e.Successor}}
+	case token.TooManyUsages:
+		body.Message = fmt.Sprintf("The token %s has more usages than one replacement carries (%d); unregister some, or create the new token and move them yourself.", e.ResourceID, e.Limit)
+		body.Details = []Detail{{Field: "replaces", Type: "limit", Message: fmt.Sprintf("at most %d usages", e.Limit)}}
 	case token.OtherTenant:
 		body.Message = forbidden
 		body.Details = []Detail{{Type: "tenant", Message: "the access token is not for this tenant"}}

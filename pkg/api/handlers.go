@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"math"
 	"mime"
@@ -99,6 +100,22 @@ type upsertBody struct {
 	Restricted *bool           `json:"restricted"`
 	Generate   *bool           `json:"generate"`
 	Prefix     *string         `json:"prefix"`
+	Replaces   *string         `json:"replaces"`
+	// A float for the same reason as metadata.version.
+	GraceSeconds *float64 `json:"graceSeconds"`
+}
+
+// graceSeconds is graceSeconds as a whole number, nil when absent.
+func (b upsertBody) graceSeconds() (*int, error) {
+	if b.GraceSeconds == nil {
+		return nil, nil
+	}
+	f := *b.GraceSeconds
+	if f != math.Trunc(f) || f < 0 || f > token.MaxGraceSeconds {
+		return nil, token.InvalidField("graceSeconds", fmt.Sprintf("graceSeconds must be a whole number from 0 to %d", token.MaxGraceSeconds))
+	}
+	g := int(f)
+	return &g, nil
 }
 
 // expiresAt is the body's expiresAt: nil when absent or null, remove when null.
@@ -147,7 +164,10 @@ func (s *Server) upsert(w http.ResponseWriter, r *http.Request) error {
 	}
 	in := service.Upsert{Tenant: r.PathValue("tenant"), ID: r.PathValue("tokenId"), Name: body.Name, Value: body.Value,
 		Generate: body.Generate != nil && *body.Generate, Prefix: body.Prefix, Restricted: body.Restricted,
-		Meta: meta(r)}
+		Replaces: body.Replaces, Meta: meta(r)}
+	if in.GraceSeconds, err = body.graceSeconds(); err != nil {
+		return err
+	}
 	if in.Version, err = body.version(); err != nil {
 		return err
 	}
@@ -233,17 +253,19 @@ func (s *Server) listUsages(w http.ResponseWriter, r *http.Request) error {
 
 // eventJSON is an audit event as the API shows it.
 type eventJSON struct {
-	At        string   `json:"at"`
-	Action    string   `json:"action"`
-	Actor     string   `json:"actor"`
-	RequestID string   `json:"requestId"`
-	TokenID   string   `json:"tokenId"`
-	Version   int      `json:"version"`
-	Outcome   string   `json:"outcome"`
-	Changes   []string `json:"changes,omitempty"`
-	Usage     string   `json:"usage,omitempty"`
-	Lead      string   `json:"lead,omitempty"`      // expiring: the lead time announced
-	ExpiresAt string   `json:"expiresAt,omitempty"` // expiring, expired: the expiry concerned
+	At         string   `json:"at"`
+	Action     string   `json:"action"`
+	Actor      string   `json:"actor"`
+	RequestID  string   `json:"requestId"`
+	TokenID    string   `json:"tokenId"`
+	Version    int      `json:"version"`
+	Outcome    string   `json:"outcome"`
+	Changes    []string `json:"changes,omitempty"`
+	Usage      string   `json:"usage,omitempty"`
+	Replaces   string   `json:"replaces,omitempty"`
+	ReplacedBy string   `json:"replacedBy,omitempty"`
+	Lead       string   `json:"lead,omitempty"`      // expiring: the lead time announced
+	ExpiresAt  string   `json:"expiresAt,omitempty"` // expiring, expired: the expiry concerned
 }
 
 // listEvents is a token's audit trail, newest first, paged like the list; it answers for a
@@ -260,7 +282,8 @@ func (s *Server) listEvents(w http.ResponseWriter, r *http.Request) error {
 	docs := make([]eventJSON, len(events))
 	for i, e := range events {
 		docs[i] = eventJSON{At: token.FormatTime(e.At), Action: e.Action, Actor: e.Actor, RequestID: e.RequestID,
-			TokenID: e.TokenID, Version: e.Version, Outcome: e.Outcome, Changes: e.Changes, Usage: e.Usage, Lead: e.Lead}
+			TokenID: e.TokenID, Version: e.Version, Outcome: e.Outcome, Changes: e.Changes, Usage: e.Usage,
+			Replaces: e.Replaces, ReplacedBy: e.ReplacedBy, Lead: e.Lead}
 		if e.ExpiresAt != nil {
 			docs[i].ExpiresAt = token.FormatTime(*e.ExpiresAt)
 		}

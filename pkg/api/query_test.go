@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"aitokens/pkg/auth"
+	"aitokens/pkg/devtools/testenv"
 	"aitokens/pkg/query"
 	"aitokens/pkg/service"
 )
@@ -221,4 +222,39 @@ func TestIDQueriesReadOnlyTheirKeys(t *testing.T) {
 			t.Errorf("%s: read %d items, want %d (%v)", c.q, res.ItemsRead, c.itemsRead, err)
 		}
 	}
+}
+
+// A tenant whose tokens fill more than one DynamoDB page (a Query answers at most 1 MB of items
+// read, before the projection) is listed whole: the store follows LastEvaluatedKey to the end.
+func TestListReadsEveryPage(t *testing.T) {
+	h, proxy := proxiedHarness(t, testenv.Policy.AttemptTimeout, testRequestTimeout)
+	// 300 items of about 4 KB: 1.2 MB, so at least two pages.
+	const tokens = 300
+	seedSizedTokens(t, h.table, tokens, 4096)
+	before := len(proxy.Calls())
+	res := h.do(http.MethodGet, base+"?pageSize=1000&fields=id", "", h.jwt("acme", auth.ScopeRead), "X-Total-Count", "true")
+	var docs []map[string]any
+	res.json(t, &docs)
+	seen := map[string]bool{}
+	for _, d := range docs {
+		seen[d["id"].(string)] = true
+	}
+	for i := range tokens {
+		if id := fmt.Sprintf("token-%05d", i); !seen[id] {
+			t.Errorf("%s is missing from the list", id)
+		}
+	}
+	if res.status != http.StatusOK || len(docs) != tokens || res.header.Get("X-Total-Count") != fmt.Sprint(tokens) {
+		t.Fatalf("list of %d tokens: %d, %d tokens, X-Total-Count %q", tokens, res.status, len(docs), res.header.Get("X-Total-Count"))
+	}
+	queries := 0
+	for _, op := range proxy.Calls()[before:] {
+		if op == "Query" {
+			queries++
+		}
+	}
+	if queries < 2 {
+		t.Fatalf("the list read the partition in %d Query call(s): the seeded items do not span pages, so the test proves nothing", queries)
+	}
+	t.Logf("%d tokens of ~4 KB listed whole in %d Query pages", tokens, queries)
 }

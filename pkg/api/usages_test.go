@@ -2,6 +2,7 @@ package api_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"reflect"
 	"strings"
@@ -303,4 +304,29 @@ func raceRegisterUnregister(t *testing.T, h *harness, id string, registrars int)
 	}
 	close(start)
 	wg.Wait()
+}
+
+// infra/openapi.yaml shows the 409 of deleting a token in use as the service renders it, force
+// entry included, so a client generated from it knows the answer a dashboard's force dialog needs.
+func TestOpenAPIDocumentsTheInUseConflict(t *testing.T) {
+	h := newHarness(t)
+	h.create("openai", "OpenAI", "sk-in-use-value-0123456789")
+	if res := h.do("PUT", base+"/openai/usages/agent/support-agent", "", h.manager()); res.status != 201 {
+		t.Fatalf("register: %d %s", res.status, res.body)
+	}
+	res := h.do("DELETE", base+"/openai", "", h.manager())
+	if res.status != 409 {
+		t.Fatalf("delete of a token in use: %d %s", res.status, res.body)
+	}
+	response := specDoc.Paths.Find("/ai-service/{tenant}/agentic/tokens/{tokenId}").Delete.Responses.Status(409)
+	if response == nil || response.Ref != "#/components/responses/TokenInUse" {
+		t.Fatalf("infra/openapi.yaml: DELETE of a token lists no TokenInUse 409: %+v", response)
+	}
+	example := response.Value.Content.Get("application/json").Examples["inUse"].Value.Value
+	var got any
+	res.json(t, &got)
+	if !reflect.DeepEqual(got, example) {
+		want, _ := json.Marshal(example)
+		t.Errorf("the documented 409 drifted from the service's:\n doc  %s\n code %s", want, res.body)
+	}
 }

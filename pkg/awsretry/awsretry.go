@@ -57,8 +57,15 @@ func (p Policy) LoadOptions() []func(*config.LoadOptions) error {
 // NoBackoff is a Backoff that retries at once.
 var NoBackoff = retry.BackoffDelayerFunc(func(int, error) (time.Duration, error) { return 0, nil })
 
-// Cancelled reports whether err is the caller's context ending.
+// Cancelled reports whether err is the caller's context ending. An attempt cut by
+// AttemptTimeout ends in a context deadline too, but once the SDK has spent every attempt on
+// such timeouts (a MaxAttemptsError) the dependency is what failed, not the caller: that error
+// is Unavailable and not Cancelled.
 func Cancelled(err error) bool {
+	var spent *retry.MaxAttemptsError
+	if errors.As(err, &spent) {
+		return false
+	}
 	return errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
 }
 

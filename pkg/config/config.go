@@ -13,18 +13,22 @@ import (
 	"strings"
 	"time"
 
+	"aitokens/pkg/auth"
 	"aitokens/pkg/awsretry"
+	"aitokens/pkg/store"
 )
 
-// Defaults of what may be left unset.
+// Defaults of what may be left unset. The tenant claim and the audit retention are defaults of
+// the packages that fall back on them too (pkg/auth, pkg/store), so they are written there once.
 const (
 	DefaultTableName          = "ai-tokens"
-	DefaultTenantClaim        = "tenant"
+	DefaultTenantClaim        = auth.DefaultTenantClaim
 	DefaultRequestTimeout     = 5 * time.Second
 	DefaultMaxConcurrent      = 64
 	DefaultCacheSize          = 1000
 	DefaultCacheTTL           = 5 * time.Minute
-	DefaultAuditRetentionDays = 400
+	DefaultAuditRetentionDays = int(store.DefaultAuditRetention / day)
+	DefaultPort               = "8080"
 )
 
 // JWKS_REFRESH_INTERVAL (the local server only): how old the JWKS may get before it is read
@@ -35,6 +39,111 @@ const (
 	MinJWKSRefreshInterval     = time.Second
 	MaxJWKSRefreshInterval     = time.Hour
 )
+
+const day = 24 * time.Hour
+
+// Floors and ceilings of the numeric settings. Load refuses a value outside them with an error
+// that names the variable, the value and the range; template.yaml's parameters carry the same
+// bounds (functions/template_test.go reads them from Ranges).
+const (
+	// A request needs a DynamoDB and often a KMS round trip; API Gateway's HTTP API drops an
+	// integration after 30 s, so a longer deadline would only keep a request nobody awaits.
+	MinRequestTimeout = 100 * time.Millisecond
+	MaxRequestTimeout = 30 * time.Second
+	// One attempt of one AWS call: a round trip at the least, never longer than a whole request.
+	MinAttemptTimeout = 50 * time.Millisecond
+	MaxAttemptTimeout = MaxRequestTimeout
+	// Attempts per AWS call: 1 is no retry; more than 10 only burns the request's deadline.
+	MinAttempts = 1
+	MaxAttempts = 10
+	// At least a day; at most ten years. Far larger values overflowed time.Duration (200000
+	// days came out negative and would have given every event a TTL in the past).
+	MinAuditRetentionDays = 1
+	MaxAuditRetentionDays = 3653
+	// Opened values one resolve function keeps: 10,000 values of at most token.MaxValueLength
+	// (16 KiB) are 160 MiB, within the function's 256 MB.
+	MinCacheSize = 1
+	MaxCacheSize = 10_000
+	// How long an opened value stays in memory: at most an hour, so that a disabled KMS key
+	// stops a warm function's resolves within the hour too.
+	MinCacheTTL = time.Second
+	MaxCacheTTL = time.Hour
+	// Requests the local server serves at once.
+	MinConcurrent = 1
+	MaxConcurrent = 10_000
+	// A TCP port (0, "any free port", would leave the logged address wrong).
+	MinPort = 1
+	MaxPort = 65535
+)
+
+// Range is the floor and ceiling of one numeric setting, named by its environment variable: a
+// whole number as it is, a duration (Duration set) in nanoseconds.
+type Range struct {
+	Name     string
+	Min, Max int64
+	Duration bool
+}
+
+var ranges = []Range{
+	{Name: "REQUEST_TIMEOUT", Min: int64(MinRequestTimeout), Max: int64(MaxRequestTimeout), Duration: true},
+	{Name: "AWS_ATTEMPT_TIMEOUT", Min: int64(MinAttemptTimeout), Max: int64(MaxAttemptTimeout), Duration: true},
+	{Name: "AWS_MAX_ATTEMPTS", Min: MinAttempts, Max: MaxAttempts},
+	{Name: "AUDIT_RETENTION_DAYS", Min: MinAuditRetentionDays, Max: MaxAuditRetentionDays},
+	{Name: "RESOLVE_CACHE_SIZE", Min: MinCacheSize, Max: MaxCacheSize},
+	{Name: "RESOLVE_CACHE_TTL", Min: int64(MinCacheTTL), Max: int64(MaxCacheTTL), Duration: true},
+	{Name: "MAX_CONCURRENT_REQUESTS", Min: MinConcurrent, Max: MaxConcurrent},
+	{Name: "PORT", Min: MinPort, Max: MaxPort},
+	{Name: "JWKS_REFRESH_INTERVAL", Min: int64(MinJWKSRefreshInterval), Max: int64(MaxJWKSRefreshInterval), Duration: true},
+}
+
+// Ranges lists every bounded setting.
+func Ranges() []Range { return slices.Clone(ranges) }
+
+// Parse reads raw as the setting's value (a Go duration or a whole number) and checks it
+// against the range; the error names the variable, the value and the range.
+func (r Range) Parse(raw string) (int64, error) {
+	var n int64
+	var err error
+	if r.Duration {
+		var d time.Duration
+		d, err = time.ParseDuration(raw)
+		n = int64(d)
+	} else {
+		n, err = strconv.ParseInt(raw, 10, 64)
+	}
+	if err != nil || n < r.Min || n > r.Max {
+		return 0, fmt.Errorf("%s must be %s, not %q", r.Name, r.describe(), raw)
+	}
+	return n, nil
+}
+
+// describe is the rule in words: "a whole number from 1 to 10".
+func (r Range) describe() string {
+	if r.Duration {
+		return fmt.Sprintf("a positive duration from %s to %s (Go syntax: ms, s, m, h)", short(r.Min), short(r.Max))
+	}
+	return fmt.Sprintf("a whole number from %d to %d", r.Min, r.Max)
+}
+
+// short writes a duration as a reader would: 1h, not 1h0m0s.
+func short(n int64) string {
+	s := time.Duration(n).String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
+}
+
+func rangeOf(name string) Range {
+	i := slices.IndexFunc(ranges, func(r Range) bool { return r.Name == name })
+	if i < 0 {
+		panic("config: no range for " + name) // a setting read without a bound: a bug, caught by the tests
+	}
+	return ranges[i]
+}
 
 // Config is every setting of the service. The names of the environment variables are in the
 // README's configuration table.
@@ -56,7 +165,7 @@ type Config struct {
 	// in memory (RESOLVE_CACHE_SIZE, RESOLVE_CACHE_TTL).
 	ResolveCacheSize int
 	ResolveCacheTTL  time.Duration
-	// AuditRetention is how long audit events are kept (AUDIT_RETENTION_DAYS, default 400).
+	// AuditRetention is how long audit events are kept (AUDIT_RETENTION_DAYS).
 	AuditRetention time.Duration
 
 	// The local server only.
@@ -69,6 +178,12 @@ type Config struct {
 	MaxConcurrent int    // MAX_CONCURRENT_REQUESTS: requests served at once; more get a 503
 	// JWKSRefreshInterval is how old the JWKS may get before it is read again (JWKS_REFRESH_INTERVAL).
 	JWKSRefreshInterval time.Duration
+
+	// CORSAllowedOrigins is CORS_ALLOWED_ORIGINS, checked by ParseOrigins: nil = CORS off,
+	// ["*"] = any origin, else exact origins. The local server applies it; in AWS the HTTP
+	// API's CorsConfiguration does (its stack parameter CorsAllowedOrigins), and a function
+	// given a malformed value still stops at init like for any other bad setting.
+	CORSAllowedOrigins []string
 
 	Events
 }
@@ -105,7 +220,7 @@ func Load(getenv func(string) string) (Config, error) {
 		MasterKeyFile:    getenv("MASTER_KEY_FILE"),
 		DynamoDBLocalJar: getenv("DYNAMODB_LOCAL_JAR"),
 		AWS:              awsretry.DefaultPolicy,
-		Port:             or("PORT", "8080"),
+		Port:             or("PORT", DefaultPort),
 		DataDir:          or("DATA_DIR", ".data"),
 		JWKSFile:         getenv("JWKS_FILE"),
 		JWKSURL:          getenv("JWKS_URL"),
@@ -113,38 +228,36 @@ func Load(getenv func(string) string) (Config, error) {
 		JWTAudience:      getenv("JWT_AUDIENCE"),
 	}
 	var errs []error
-	duration := func(name string, fallback time.Duration) time.Duration {
+	// bounded parses a set variable against its range; unset, it keeps the default.
+	bounded := func(name string, fallback int64) int64 {
 		raw := getenv(name)
 		if raw == "" {
 			return fallback
 		}
-		d, err := time.ParseDuration(raw)
-		if err != nil || d <= 0 {
-			errs = append(errs, fmt.Errorf("%s must be a positive duration such as 5s, not %q", name, raw))
-		}
-		return d
-	}
-	count := func(name string, fallback int) int {
-		raw := getenv(name)
-		if raw == "" {
-			return fallback
-		}
-		n, err := strconv.Atoi(raw)
-		if err != nil || n < 1 {
-			errs = append(errs, fmt.Errorf("%s must be a whole number of 1 or more, not %q", name, raw))
+		n, err := rangeOf(name).Parse(raw)
+		if err != nil {
+			errs = append(errs, err)
 		}
 		return n
 	}
+	duration := func(name string, fallback time.Duration) time.Duration {
+		return time.Duration(bounded(name, int64(fallback)))
+	}
+	count := func(name string, fallback int) int { return int(bounded(name, int64(fallback))) }
 	c.RequestTimeout = duration("REQUEST_TIMEOUT", DefaultRequestTimeout)
 	c.AWS.AttemptTimeout = duration("AWS_ATTEMPT_TIMEOUT", c.AWS.AttemptTimeout)
 	c.AWS.MaxAttempts = count("AWS_MAX_ATTEMPTS", c.AWS.MaxAttempts)
 	c.MaxConcurrent = count("MAX_CONCURRENT_REQUESTS", DefaultMaxConcurrent)
 	c.ResolveCacheSize = count("RESOLVE_CACHE_SIZE", DefaultCacheSize)
 	c.ResolveCacheTTL = duration("RESOLVE_CACHE_TTL", DefaultCacheTTL)
-	c.AuditRetention = time.Duration(count("AUDIT_RETENTION_DAYS", DefaultAuditRetentionDays)) * 24 * time.Hour
+	c.AuditRetention = time.Duration(count("AUDIT_RETENTION_DAYS", DefaultAuditRetentionDays)) * day
 	c.JWKSRefreshInterval = duration("JWKS_REFRESH_INTERVAL", DefaultJWKSRefreshInterval)
-	if d := c.JWKSRefreshInterval; d > 0 && (d < MinJWKSRefreshInterval || d > MaxJWKSRefreshInterval) {
-		errs = append(errs, fmt.Errorf("JWKS_REFRESH_INTERVAL must be from %v to %v, not %v", MinJWKSRefreshInterval, MaxJWKSRefreshInterval, d))
+	var err error
+	if c.CORSAllowedOrigins, err = ParseOrigins(getenv("CORS_ALLOWED_ORIGINS")); err != nil {
+		errs = append(errs, err)
+	}
+	if _, err := rangeOf("PORT").Parse(c.Port); err != nil {
+		errs = append(errs, err)
 	}
 	c.Events, errs = loadEvents(getenv, c.AuditRetention, errs)
 	return c, errors.Join(errs...)

@@ -29,7 +29,7 @@ var DetailTypes = map[string]string{
 	token.ActionResolve:         "AI Token Resolve Refused", // only refused resolves are recorded
 	token.ActionExpiring:        "AI Token Expiring",
 	token.ActionExpired:         "AI Token Expired",
-	"replaced":                  "AI Token Replaced", // issue 21's replace write path
+	token.ActionReplaced:        "AI Token Replaced", // on the old token; the new one's create carries replaces
 }
 
 // DetailTypeOther is the detail-type of an action this publisher does not know (one written by
@@ -65,19 +65,21 @@ func Publishable(r events.DynamoDBEventRecord) bool {
 type Detail struct {
 	// ID is the event item's key, "<tenant>/<sort key>": the same on every delivery of the
 	// event, and unique per event. Consumers drop repeats by it.
-	ID        string   `json:"id"`
-	Tenant    string   `json:"tenant"`
-	TokenID   string   `json:"tokenId"`
-	At        string   `json:"at"`
-	Action    string   `json:"action"`
-	Actor     string   `json:"actor"`
-	RequestID string   `json:"requestId"`
-	Version   int      `json:"version"`
-	Outcome   string   `json:"outcome"`
-	Changes   []string `json:"changes,omitempty"`
-	Usage     string   `json:"usage,omitempty"`
-	Lead      string   `json:"lead,omitempty"`
-	ExpiresAt string   `json:"expiresAt,omitempty"`
+	ID         string   `json:"id"`
+	Tenant     string   `json:"tenant"`
+	TokenID    string   `json:"tokenId"`
+	At         string   `json:"at"`
+	Action     string   `json:"action"`
+	Actor      string   `json:"actor"`
+	RequestID  string   `json:"requestId"`
+	Version    int      `json:"version"`
+	Outcome    string   `json:"outcome"`
+	Changes    []string `json:"changes,omitempty"`
+	Usage      string   `json:"usage,omitempty"`
+	Replaces   string   `json:"replaces,omitempty"`   // a create that replaced another token: its id
+	ReplacedBy string   `json:"replacedBy,omitempty"` // replaced: the successor's id
+	Lead       string   `json:"lead,omitempty"`
+	ExpiresAt  string   `json:"expiresAt,omitempty"`
 }
 
 // DetailOf reads the detail of a new audit event item's stream record.
@@ -90,7 +92,8 @@ func DetailOf(r events.DynamoDBEventRecord) (Detail, error) {
 		return ""
 	}
 	d := Detail{Tenant: str("pk"), TokenID: str("tokenId"), At: str("at"), Action: str("action"), Actor: str("actor"),
-		RequestID: str("requestId"), Outcome: str("outcome"), Usage: str("usage"), Lead: str("lead"), ExpiresAt: str("expiresAt")}
+		RequestID: str("requestId"), Outcome: str("outcome"), Usage: str("usage"), Replaces: str("replaces"), ReplacedBy: str("replacedBy"),
+		Lead: str("lead"), ExpiresAt: str("expiresAt")}
 	sk := str("sk")
 	if d.Tenant == "" || !strings.HasPrefix(sk, eventSKPrefix) || d.Action == "" || d.TokenID == "" || d.At == "" {
 		return Detail{}, errors.New("eventbus: the record's new image is not an audit event item (no NEW_IMAGE, or pk, sk, action, tokenId or at missing)")

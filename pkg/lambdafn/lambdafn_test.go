@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/aws/aws-lambda-go/events"
+	"github.com/aws/aws-lambda-go/lambdacontext"
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
@@ -26,10 +27,12 @@ import (
 	"aitokens/pkg/devtools/kmstest"
 	"aitokens/pkg/devtools/testenv"
 	"aitokens/pkg/lambdafn"
+	"aitokens/pkg/query"
 	"aitokens/pkg/seal"
 	"aitokens/pkg/seal/kmsseal"
 	"aitokens/pkg/service"
 	"aitokens/pkg/store"
+	"aitokens/pkg/token"
 )
 
 func TestMain(m *testing.M) { os.Exit(testenv.Main(m)) }
@@ -121,7 +124,7 @@ func BenchmarkAdapterVersusDirect(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	in := service.Upsert{Tenant: "acme", ID: "openai", Name: ptr("OpenAI"), Value: ptr("sk-bench"), Meta: service.Meta{RequestID: "r"}}
+	in := service.Upsert{Tenant: "acme", ID: "openai", Name: new("OpenAI"), Value: new("sk-bench"), Meta: service.Meta{RequestID: "r"}}
 	if _, err := svc.Upsert(context.Background(), in); err != nil {
 		b.Fatal(err)
 	}
@@ -154,8 +157,6 @@ func BenchmarkAdapterVersusDirect(b *testing.B) {
 	b.ReportMetric(float64(viaAdapter)/float64(direct), "adapter/direct")
 }
 
-func ptr(s string) *string { return &s }
-
 // localSealer is a SealerFactory for tests: the local sealer with a fixed key.
 func localSealer(context.Context, config.Config) (seal.Sealer, error) {
 	return seal.NewLocalFromKey(bytes.Repeat([]byte{7}, 32)), nil
@@ -170,7 +171,7 @@ func TestResolveWithAStalledDatabase(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := svc.Upsert(context.Background(), service.Upsert{Tenant: "acme", ID: "openai", Name: ptr("OpenAI"), Value: ptr("sk-resolve-stall"), Meta: service.Meta{RequestID: "r1"}}); err != nil {
+	if _, err := svc.Upsert(context.Background(), service.Upsert{Tenant: "acme", ID: "openai", Name: new("OpenAI"), Value: new("sk-resolve-stall"), Meta: service.Meta{RequestID: "r1"}}); err != nil {
 		t.Fatal(err)
 	}
 	proxy := testenv.NewFaultProxy(t)
@@ -212,7 +213,7 @@ func kmsResolver(t testing.TB) (*lambdafn.Resolver, *kmstest.Server, config.Conf
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := svc.Upsert(context.Background(), service.Upsert{Tenant: "acme", ID: "openai", Name: ptr("OpenAI"), Value: ptr("sk-kms-resolve-value"), Meta: service.Meta{RequestID: "r1"}}); err != nil {
+	if _, err := svc.Upsert(context.Background(), service.Upsert{Tenant: "acme", ID: "openai", Name: new("OpenAI"), Value: new("sk-kms-resolve-value"), Meta: service.Meta{RequestID: "r1"}}); err != nil {
 		t.Fatal(err)
 	}
 	r, err := lambdafn.NewResolver(context.Background(), cfg, kmsseal.FromConfig)
@@ -274,4 +275,186 @@ func BenchmarkWarmResolveVersusGetItem(b *testing.B) {
 	b.ReportMetric(float64(resolve)/float64(raw), "resolve/getitem")
 	b.ReportMetric(float64(allocs)/float64(b.N), "allocs/resolve")
 	b.ReportMetric(float64(srv.Calls()["Decrypt"]-before)/float64(b.N), "kms-calls/resolve")
+}
+
+// lambdaMargin is what a request leaves free of its invocation's deadline, so that a timed-out
+// request still gets its 503 out before Lambda stops the function (README: REQUEST_TIMEOUT "in
+// Lambda also bounded by the invocation's deadline less 0.5 s").
+const lambdaMargin = 500 * time.Millisecond
+
+// deadlineCaller authenticates every request and notes the deadline of the context it came
+// with: the request's own, which every DynamoDB and KMS call of the request inherits.
+type deadlineCaller struct{ seen chan time.Time }
+
+func (c deadlineCaller) Authenticate(r *http.Request) (auth.Principal, error) {
+	d, _ := r.Context().Deadline()
+	c.seen <- d
+	return auth.Principal{Tenant: "acme", Scopes: []string{auth.ScopeRead}}, nil
+}
+
+// deadlineSealer is the local sealer noting the deadline of the context it opens a value with.
+type deadlineSealer struct {
+	seal.Sealer
+	seen chan time.Time
+}
+
+func (s deadlineSealer) Open(ctx context.Context, tenant, id string, sealed token.Sealed) ([]byte, error) {
+	d, _ := ctx.Deadline()
+	s.seen <- d
+	return s.Sealer.Open(ctx, tenant, id, sealed)
+}
+
+// A request's deadline is REQUEST_TIMEOUT or the invocation's deadline less the margin,
+// whichever comes first, for an API function (through the adapter, as lambda.Start calls it)
+// and for resolve alike.
+func TestRequestDeadlineIsClippedToTheInvocation(t *testing.T) {
+	cfg := testConfig(t)
+	local := seal.NewLocalFromKey(bytes.Repeat([]byte{7}, 32))
+	svc, err := service.New(store.New(testenv.Client(), cfg.TableName), local, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := svc.Upsert(context.Background(), service.Upsert{Tenant: "acme", ID: "openai", Name: new("OpenAI"),
+		Value: new("sk-deadline-value"), Meta: service.Meta{RequestID: "r1"}}); err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		name                string
+		timeout, invocation time.Duration // REQUEST_TIMEOUT; the invocation's time left
+		clipped             bool          // the invocation's deadline less the margin comes first
+	}{
+		{"REQUEST_TIMEOUT first", 5 * time.Second, 20 * time.Second, false},
+		{"invocation first", 20 * time.Second, 5 * time.Second, true},
+		// Without the margin REQUEST_TIMEOUT would come first here.
+		{"the margin decides", 5 * time.Second, 5*time.Second + lambdaMargin/2, true},
+	}
+	// check calls invoke with an invocation deadline and compares the deadline seen inside.
+	check := func(t *testing.T, timeout, invocation time.Duration, clipped bool, seen chan time.Time, invoke func(context.Context)) {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), invocation)
+		defer cancel()
+		invocationDeadline, _ := ctx.Deadline()
+		before := time.Now()
+		invoke(ctx)
+		after := time.Now()
+		var got time.Time
+		select {
+		case got = <-seen:
+		default:
+			t.Fatal("the request never reached the recorder")
+		}
+		if clipped {
+			if want := invocationDeadline.Add(-lambdaMargin); !got.Equal(want) {
+				t.Fatalf("deadline %v after the start, want the invocation's less %v: %v", got.Sub(before), lambdaMargin, want.Sub(before))
+			}
+			return
+		}
+		if got.Before(before.Add(timeout)) || got.After(after.Add(timeout)) {
+			t.Fatalf("deadline %v after the start, want REQUEST_TIMEOUT %v", got.Sub(before), timeout)
+		}
+	}
+	for _, c := range cases {
+		t.Run(c.name+"/api", func(t *testing.T) {
+			seen := make(chan time.Time, 1)
+			route, _ := api.RouteByFunction("get-token")
+			h, err := api.New(api.Config{Service: svc, Auth: deadlineCaller{seen}, Log: slog.New(slog.NewJSONHandler(io.Discard, nil)),
+				RequestTimeout: c.timeout, Routes: []api.Route{route}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			check(t, c.timeout, c.invocation, c.clipped, seen, func(ctx context.Context) {
+				ev := getEvent(t, map[string]string{"tenant": "acme"}, []string{auth.ScopeRead})
+				if res, err := httpadapter.NewV2(h).ProxyWithContext(ctx, ev); err != nil || res.StatusCode != 200 {
+					t.Fatalf("get: %d %s %v", res.StatusCode, res.Body, err)
+				}
+			})
+		})
+		t.Run(c.name+"/resolve", func(t *testing.T) {
+			seen := make(chan time.Time, 1)
+			rcfg := cfg
+			rcfg.RequestTimeout = c.timeout
+			r, err := lambdafn.NewResolver(context.Background(), rcfg, func(context.Context, config.Config) (seal.Sealer, error) {
+				return deadlineSealer{Sealer: local, seen: seen}, nil
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			r = r.WithLogger(slog.New(slog.NewJSONHandler(io.Discard, nil)))
+			check(t, c.timeout, c.invocation, c.clipped, seen, func(ctx context.Context) {
+				if res, err := r.Resolve(ctx, lambdafn.ResolveRequest{Tenant: "acme", TokenID: "openai"}); err != nil || res.Value != "sk-deadline-value" {
+					t.Fatalf("resolve: %+v %v", res.Error, err)
+				}
+			})
+		})
+	}
+}
+
+// A resolve with a cold cache while KMS fails or stops answering: a structured error with the
+// key service's reason, no value, one log line saying so, and one event of the failed resolve on
+// the token; once KMS is back the same warm function resolves (a failure is not cached).
+func TestResolveWhenKMSFails(t *testing.T) {
+	cases := []struct {
+		name    string
+		fault   func(*kmstest.Server)
+		code    int
+		reason  string
+		mends   bool // the fault ends within the test (a closed server does not come back)
+		message string
+	}{
+		{"throttled", func(s *kmstest.Server) { s.Throttle(-1) }, 503, "key_service_unavailable", true, "unavailable"},
+		{"stalled", func(s *kmstest.Server) { s.Stall() }, 503, "key_service_unavailable", true, "unavailable"},
+		{"unreachable", func(s *kmstest.Server) { s.Close() }, 503, "key_service_unavailable", false, "unavailable"},
+		{"access denied", func(s *kmstest.Server) { s.Refuse("AccessDeniedException") }, 502, "key_service_refused", true, "AccessDeniedException"},
+		{"disabled key", func(s *kmstest.Server) { s.Refuse("DisabledException") }, 502, "key_service_refused", true, "DisabledException"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			_, srv, cfg := kmsResolver(t)
+			// A KMS that stops answering is given up after AWS_MAX_ATTEMPTS attempts of
+			// AWS_ATTEMPT_TIMEOUT each, here well within the request's deadline.
+			policy := testenv.Policy
+			policy.AttemptTimeout, policy.MaxAttempts = 500*time.Millisecond, 2
+			logs := &bytes.Buffer{}
+			r, err := lambdafn.NewResolver(context.Background(), cfg, func(ctx context.Context, cfg config.Config) (seal.Sealer, error) {
+				client, err := kmsseal.NewClient(ctx, policy)
+				return kmsseal.New(client, cfg.KMSKeyID), err
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			r = r.WithLogger(slog.New(slog.NewJSONHandler(logs, nil)))
+			c.fault(srv)
+			consumer := &token.Consumer{Kind: "agent", ID: "support"}
+			ctx := lambdacontext.NewContext(context.Background(), &lambdacontext.LambdaContext{AwsRequestID: "kms-" + strings.ReplaceAll(c.name, " ", "-")})
+			res, err := r.Resolve(ctx, lambdafn.ResolveRequest{Tenant: "acme", TokenID: "openai", Consumer: consumer})
+			if err != nil || res.Value != "" || res.Error == nil || res.Error.Code != c.code || res.Error.Reason != c.reason ||
+				!strings.Contains(res.Error.Message, c.message) {
+				t.Fatalf("resolve: value %q, error %+v, %v", res.Value, res.Error, err)
+			}
+			if line := logs.String(); !strings.Contains(line, `"outcome":"`+c.reason+`"`) || strings.Contains(line, "sk-kms-resolve-value") {
+				t.Fatalf("log line: %s", line)
+			}
+			svc, err := service.New(store.New(testenv.Client(), cfg.TableName), nil, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			events, _, err := svc.Events(context.Background(), "acme", "openai", query.Page{Number: 1, Size: 10})
+			if err != nil || len(events) != 2 {
+				t.Fatalf("events: %+v %v, want the create and the failed resolve", events, err)
+			}
+			if e := events[0]; e.Action != token.ActionResolve || e.Outcome != c.reason || e.Actor != "agent/support" ||
+				e.RequestID != "kms-"+strings.ReplaceAll(c.name, " ", "-") || e.Version != 1 {
+				t.Fatalf("event of the failed resolve: %+v", e)
+			}
+			if !c.mends {
+				return
+			}
+			srv.Throttle(0)
+			srv.Refuse("")
+			srv.Release()
+			if res, err := r.Resolve(context.Background(), lambdafn.ResolveRequest{Tenant: "acme", TokenID: "openai", Consumer: consumer}); err != nil || res.Value != "sk-kms-resolve-value" {
+				t.Fatalf("resolve once KMS is back: %+v %v", res.Error, err)
+			}
+		})
+	}
 }

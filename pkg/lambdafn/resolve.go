@@ -40,8 +40,10 @@ type ResolveError struct {
 	Code    int    `json:"code"`
 	Status  string `json:"status"`
 	Message string `json:"message"`
-	// Reason tells refusals apart: not_found, expired, consumer_not_allowed, invalid, ...
+	// Reason tells refusals apart: not_found, expired, consumer_not_allowed, replaced, invalid, ...
 	Reason string `json:"reason,omitempty"`
+	// ReplacedBy is, with reason replaced, the token to resolve instead.
+	ReplacedBy string `json:"replacedBy,omitempty"`
 }
 
 // Resolver answers resolve events.
@@ -102,7 +104,8 @@ func (r *Resolver) Resolve(ctx context.Context, req ResolveRequest) (ResolveResp
 		if reason == "" {
 			reason = string(e.Kind)
 		}
-		res = ResolveResponse{Error: &ResolveError{Code: body.Code, Status: body.Status, Message: body.Message, Reason: reason}}
+		res = ResolveResponse{Error: &ResolveError{Code: body.Code, Status: body.Status, Message: body.Message, Reason: reason,
+			ReplacedBy: e.Successor}}
 	}
 	attrs := []any{"requestId", rid, "route", "resolve-token", "tenant", req.Tenant, "tokenId", req.TokenID, "status", status,
 		"durationMs", float64(time.Since(start).Microseconds()) / 1000}

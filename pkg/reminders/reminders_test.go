@@ -90,8 +90,6 @@ func (e *env) trail(tenant, id string) []string {
 	return out
 }
 
-func at(t time.Time) *time.Time { return &t }
-
 // With the clock stepped through a token's life: exactly one reminder per lead time, then one
 // expired, each in its window; repeated sweeps write nothing more; a PATCH of expiresAt re-arms
 // them all; nothing after the lookback.
@@ -99,7 +97,7 @@ func TestOneReminderPerLeadAndRearmedByANewExpiry(t *testing.T) {
 	e := newEnv(t, defaults)
 	start := e.clock.now()
 	exp := start.Add(40 * 24 * time.Hour)
-	e.create("acme", "openai", at(exp))
+	e.create("acme", "openai", new(exp))
 	steps := []struct {
 		at    time.Duration // before (negative: after) the expiry
 		trail string        // the reminders so far
@@ -152,9 +150,9 @@ func TestOneReminderPerLeadAndRearmedByANewExpiry(t *testing.T) {
 func TestMissedWindowsAreSkipped(t *testing.T) {
 	e := newEnv(t, defaults)
 	now := e.clock.now()
-	e.create("acme", "soon", at(now.Add(48*time.Hour)))
-	e.create("acme", "tomorrow", at(now.Add(3*time.Hour)))
-	e.create("acme", "later", at(now.Add(60*24*time.Hour)))
+	e.create("acme", "soon", new(now.Add(48*time.Hour)))
+	e.create("acme", "tomorrow", new(now.Add(3*time.Hour)))
+	e.create("acme", "later", new(now.Add(60*24*time.Hour)))
 	e.create("acme", "never", nil)
 	res := e.sweep()
 	if res.IndexItemsRead != 2 || res.Expiring != 2 || res.Expired != 0 {
@@ -163,7 +161,7 @@ func TestMissedWindowsAreSkipped(t *testing.T) {
 	e.clock.add(5 * 24 * time.Hour) // "soon" and "tomorrow" expired while nobody swept
 	e.sweep()
 	e.clock.add(200 * time.Hour) // beyond the lookback: no expired for anything new
-	e.create("acme", "unseen", at(e.clock.now().Add(time.Hour)))
+	e.create("acme", "unseen", new(e.clock.now().Add(time.Hour)))
 	e.clock.add(200 * time.Hour)
 	e.sweep()
 	for id, want := range map[string]string{
@@ -184,8 +182,8 @@ func TestMissedWindowsAreSkipped(t *testing.T) {
 func TestNoReminderAfterADelete(t *testing.T) {
 	e := newEnv(t, defaults)
 	exp := e.clock.now().Add(20 * time.Hour)
-	e.create("acme", "gone", at(exp))
-	e.create("acme", "back", at(exp))
+	e.create("acme", "gone", new(exp))
+	e.create("acme", "back", new(exp))
 	found, _, err := e.st.ExpiringBetween(e.ctx, e.clock.now(), exp)
 	if err != nil || len(found) != 2 {
 		t.Fatalf("%v %v", found, err)
@@ -207,7 +205,7 @@ func TestNoReminderAfterADelete(t *testing.T) {
 		t.Fatalf("sweep after the deletes: %+v", res)
 	}
 	e.clock.add(time.Minute)
-	e.create("acme", "back", at(exp))
+	e.create("acme", "back", new(exp))
 	if res := e.sweep(); res.Expiring != 1 {
 		t.Fatalf("the token created again: %+v", res)
 	}
@@ -220,7 +218,7 @@ func TestNoReminderAfterADelete(t *testing.T) {
 func TestConcurrentSweepsWriteOnce(t *testing.T) {
 	e := newEnv(t, defaults)
 	for i := range 8 {
-		e.create("acme", fmt.Sprintf("t%d", i), at(e.clock.now().Add(time.Duration(i+1)*time.Hour)))
+		e.create("acme", fmt.Sprintf("t%d", i), new(e.clock.now().Add(time.Duration(i+1)*time.Hour)))
 	}
 	var wg sync.WaitGroup
 	results := make([]reminders.Result, 3)
@@ -276,7 +274,7 @@ func TestInvariantsCatchBadReminders(t *testing.T) {
 // it until BackfillExpiryDays indexes it (what `aitokens backfill-expiry-days` runs once).
 func TestBackfillIndexesOlderTokens(t *testing.T) {
 	e := newEnv(t, defaults)
-	e.create("acme", "old", at(e.clock.now().Add(30*time.Hour)))
+	e.create("acme", "old", new(e.clock.now().Add(30*time.Hour)))
 	if _, err := testenv.Client().UpdateItem(e.ctx, &dynamodb.UpdateItemInput{TableName: aws.String(e.table),
 		Key:              map[string]types.AttributeValue{"pk": &types.AttributeValueMemberS{Value: "acme"}, "sk": &types.AttributeValueMemberS{Value: "token#old"}},
 		UpdateExpression: aws.String("REMOVE expiryDay")}); err != nil {

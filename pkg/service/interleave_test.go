@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"os"
 	"strings"
-	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"golang.org/x/sync/errgroup"
 
 	"aitokens/pkg/devtools/testenv"
 	"aitokens/pkg/query"
@@ -94,10 +96,15 @@ var writeOps = []writeOp{
 	{"upsert", func(ctx context.Context, svc *service.Service, id, r string) error {
 		return upsert(ctx, svc, service.Upsert{Tenant: "acme", ID: id, Name: new("renamed " + r), Meta: meta(r)})
 	}},
+	{"replace", func(ctx context.Context, svc *service.Service, id, r string) error {
+		// Retires the token at once and copies its usages to its successor.
+		return upsert(ctx, svc, service.Upsert{Tenant: "acme", ID: id + "-next", Name: new("successor"), Value: new("value-of-the-successor"),
+			Replaces: &id, GraceSeconds: new(0), Meta: meta(r)})
+	}},
 }
 
 // acceptable is whether err is an answer a client may get from a write that lost a race:
-// success, not found, in use, a conflict to retry, or a body that no longer fits (an update
+// success, not found, in use, a conflict to retry (also: replaced already), or a body that no longer fits (an update
 // without a value of a token deleted meanwhile is a create without one); never a 5xx.
 func acceptable(err error) bool {
 	if err == nil {
@@ -119,36 +126,42 @@ func TestInterleavedWritesKeepTheInvariants(t *testing.T) {
 	ctx := context.Background()
 	table := testenv.NewTable(t)
 	direct := newService(t, store.New(testenv.Client(), table))
-	var mu sync.Mutex
-	cases := 0
+	// Each pair works on its own tokens, so pairs run side by side: the cost is DynamoDB Local's
+	// round trips, not this machine's cores.
+	var cases atomic.Int64
+	var g errgroup.Group
+	g.SetLimit(interleaveWorkers)
 	for _, a := range writeOps {
 		for _, b := range writeOps {
-			t.Run(a.name+" vs "+b.name, func(t *testing.T) {
-				t.Parallel()
+			g.Go(func() error {
 				for call := 1; ; call++ {
 					id := strings.NewReplacer(" ", "-").Replace(fmt.Sprintf("%s_%s_%d", a.name, b.name, call))
 					if !interleave(t, ctx, table, direct, a, b, id, call) {
-						return // A makes fewer calls than this
+						return nil // A makes fewer calls than this
 					}
-					mu.Lock()
-					cases++
-					mu.Unlock()
+					cases.Add(1)
 				}
 			})
 		}
 	}
-	t.Cleanup(func() { t.Logf("%d interleavings of %d write operations", cases, len(writeOps)) })
+	g.Wait()
+	t.Logf("%d interleavings of %d write operations", cases.Load(), len(writeOps))
 }
+
+// interleaveWorkers is how many pairs run at once.
+const interleaveWorkers = 8
 
 // interleave runs one case and reports whether A reached call.
 func interleave(t *testing.T, ctx context.Context, table string, direct *service.Service, a, b writeOp, id string, call int) bool {
 	t.Helper()
 	if err := upsert(ctx, direct, service.Upsert{Tenant: "acme", ID: id, Name: new("n"), Value: new("value-of-the-old-token"),
 		Restricted: new(true), Meta: meta(id + "-setup")}); err != nil {
-		t.Fatal(err)
+		t.Errorf("%s: setup: %v", id, err)
+		return false
 	}
 	if _, err := direct.RegisterUsage(ctx, "acme", id, "agent", "a", meta(id+"-setup-usage")); err != nil {
-		t.Fatal(err)
+		t.Errorf("%s: setup: %v", id, err)
+		return false
 	}
 	viaA, proxy := viaProxy(t, table)
 	pause := proxy.PauseCall(call)
@@ -162,7 +175,8 @@ func interleave(t *testing.T, ctx context.Context, table string, direct *service
 		}
 		return false
 	case <-time.After(wait):
-		t.Fatalf("%s reached neither its call %d nor its end", a.name, call)
+		t.Errorf("%s reached neither its call %d nor its end", a.name, call)
+		return false
 	}
 	if err := b.run(ctx, direct, id, id+"-B"); !acceptable(err) {
 		t.Errorf("%s while %s waits at call %d (%s): %v", b.name, a.name, call, proxy.Calls()[call-1], err)
@@ -174,9 +188,14 @@ func interleave(t *testing.T, ctx context.Context, table string, direct *service
 			t.Errorf("%s released at call %d (%s) after %s: %v", a.name, call, proxy.Calls()[call-1], b.name, err)
 		}
 	case <-time.After(wait):
-		t.Fatalf("%s did not end after its release", a.name)
+		t.Errorf("%s did not end after its release", a.name)
+		return false
 	}
-	checkResolves(t, ctx, direct, id, fmt.Sprintf("%s paused at call %d (%s), %s ran", a.name, call, proxy.Calls()[call-1], b.name))
+	what := fmt.Sprintf("%s paused at call %d (%s), %s ran", a.name, call, proxy.Calls()[call-1], b.name)
+	checkResolves(t, ctx, direct, id, what)
+	if a.name == "replace" || b.name == "replace" {
+		checkResolves(t, ctx, direct, id+"-next", what) // the successor a replace made, if it did
+	}
 	return true
 }
 
@@ -188,13 +207,15 @@ func checkResolves(t *testing.T, ctx context.Context, svc *service.Service, id, 
 	tok, err := svc.Get(ctx, "acme", id)
 	exists := err == nil
 	if err != nil && token.KindOf(err) != token.NotFound {
-		t.Fatal(err)
+		t.Errorf("%s: get %s: %v", what, id, err)
+		return
 	}
 	registered := map[string]bool{}
 	if exists {
 		usages, _, err := svc.Usages(ctx, "acme", id, query.Page{Number: 1, Size: query.MaxPageSize})
 		if err != nil {
-			t.Fatal(err)
+			t.Errorf("%s: usages of %s: %v", what, id, err)
+			return
 		}
 		for _, u := range usages {
 			registered[u.Key()] = true
@@ -207,8 +228,12 @@ func checkResolves(t *testing.T, ctx context.Context, svc *service.Service, id, 
 			t.Errorf("%s: resolve for %s: got value %v (err %v), want %v (exists %v, restricted %v, usages %v)",
 				what, consumer.Key(), got, err, want, exists, tok.Restricted, registered)
 		}
-		if err == nil && tok.Name == "re-created" && string(value) != "value-of-the-new-token" {
+		if err == nil && tok.Name == "re-created" && string(value) != "value-of-the-new-token" ||
+			err == nil && tok.Name == "successor" && string(value) != "value-of-the-successor" {
 			t.Errorf("%s: resolve for %s gave another token's value", what, consumer.Key())
+		}
+		if want == false && exists && tok.ReplacedBy != "" && tok.Expired(time.Now()) && token.As(err).Reason != token.Replaced {
+			t.Errorf("%s: resolve of a retired, replaced token: %v, want reason replaced", what, err)
 		}
 	}
 }

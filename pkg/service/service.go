@@ -1,5 +1,8 @@
-// Package service is what the API does, free of HTTP: upsert, patch, delete, get and list tokens
-// on a store, sealing new values on the way in.
+// Package service is what the API does, free of HTTP: upsert (create, update, or create a
+// replacement of another token), patch, delete, get and list tokens on a store, sealing new
+// values on the way in; register, unregister and list a token's usages; read its audit trail
+// (every change carries its event); and resolve a value for the platform's own services,
+// opening it and recording refused or key-service-failed resolves.
 package service
 
 import (
@@ -7,6 +10,7 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"time"
@@ -25,6 +29,7 @@ type Store interface {
 	GetMany(ctx context.Context, tenant string, ids []string) (store.ListResult, error)
 	List(ctx context.Context, tenant string, maxItems int) (store.ListResult, error)
 	Create(ctx context.Context, t token.Token, sealed token.Sealed, ev token.Event) error
+	Replace(ctx context.Context, t token.Token, sealed token.Sealed, grace time.Duration, ev token.Event) error
 	Update(ctx context.Context, u store.Update, ev token.Event) error
 	TouchLastUsed(ctx context.Context, tenant, id string, now time.Time) error
 	DeleteUnused(ctx context.Context, tenant, id string, ev token.Event) error
@@ -91,6 +96,10 @@ type Upsert struct {
 	// RemoveExpiry is JSON null: the token no longer expires (refused on create).
 	RemoveExpiry bool
 	Restricted   *bool
+	// Replaces names the token this create replaces (its usages are copied, it retires after
+	// GraceSeconds: token.DefaultGraceSeconds when nil).
+	Replaces     *string
+	GraceSeconds *int
 	Meta
 }
 
@@ -107,7 +116,7 @@ func (s *Service) Upsert(ctx context.Context, in Upsert) (UpsertResult, error) {
 	if err := checkUpsert(in); err != nil {
 		return UpsertResult{}, err
 	}
-	_, digest, err := s.store.GetDigest(ctx, in.Tenant, in.ID)
+	current, digest, err := s.store.GetDigest(ctx, in.Tenant, in.ID)
 	switch {
 	case token.KindOf(err) == token.NotFound:
 		if in.Version != nil {
@@ -122,6 +131,15 @@ func (s *Service) Upsert(ctx context.Context, in Upsert) (UpsertResult, error) {
 		// generated and stored by the first request and is never shown again.
 		return UpsertResult{}, token.InvalidField("generate", "generate makes the value of a new token only; this token exists, "+
 			"and a generated value is shown once: delete the token and create it again for a new value")
+	}
+	// A replacement links tokens at their creation only. The link read back and sent again
+	// unchanged (a client that PUTs what it read, or repeats a replacing create whose answer it
+	// lost) is a read-only field and ignored.
+	if in.Replaces != nil && *in.Replaces != current.Replaces {
+		return UpsertResult{}, token.InvalidField("replaces", "replaces goes with the creation of a token; "+in.ID+" exists already")
+	}
+	if in.GraceSeconds != nil {
+		return UpsertResult{}, token.InvalidField("graceSeconds", "graceSeconds goes with replaces, when a token is created")
 	}
 	if in.Value != nil && !seal.DigestMatches(digest, []byte(*in.Value)) {
 		return UpsertResult{}, token.InvalidField("value", "value cannot be changed once the token is created; create a new token to rotate it")
@@ -160,6 +178,19 @@ func checkUpsert(in Upsert) error {
 	}
 	if in.Version != nil && *in.Version < 1 {
 		return token.InvalidField("metadata.version", "metadata.version must be 1 or more")
+	}
+	switch {
+	case in.Replaces != nil && *in.Replaces == in.ID:
+		return token.InvalidField("replaces", "a token cannot replace itself")
+	case in.Replaces != nil:
+		if err := token.ValidateID(*in.Replaces); err != nil {
+			return token.InvalidField("replaces", "replaces must be a token id matching "+token.IDPattern)
+		}
+	case in.GraceSeconds != nil:
+		return token.InvalidField("graceSeconds", "graceSeconds goes with replaces")
+	}
+	if in.GraceSeconds != nil && (*in.GraceSeconds < 0 || *in.GraceSeconds > token.MaxGraceSeconds) {
+		return token.InvalidField("graceSeconds", fmt.Sprintf("graceSeconds must be a whole number from 0 to %d", token.MaxGraceSeconds))
 	}
 	return nil
 }
@@ -202,8 +233,17 @@ func (s *Service) create(ctx context.Context, in Upsert) (UpsertResult, error) {
 	// A retry of this very request (the SDK's, after a lost DynamoDB response) stores the
 	// same sealed value under the same request id: the value returned is the value stored.
 	ev := s.event(token.ActionCreate, in.Meta)
-	ev.At = now
-	if err := s.store.Create(ctx, t, sealed, ev); err != nil {
+	if in.Replaces != nil {
+		t.Replaces = *in.Replaces
+		grace := token.DefaultGraceSeconds
+		if in.GraceSeconds != nil {
+			grace = *in.GraceSeconds
+		}
+		err = s.store.Replace(ctx, t, sealed, time.Duration(grace)*time.Second, ev)
+	} else {
+		err = s.store.Create(ctx, t, sealed, ev)
+	}
+	if err != nil {
 		return res, err
 	}
 	res.Created = true
@@ -311,8 +351,10 @@ const lastUsedEvery = time.Minute
 func (s *Service) Resolve(ctx context.Context, tenant, id string, consumer *token.Consumer, requestID string) ([]byte, error) {
 	value, version, err := s.resolve(ctx, tenant, id, consumer)
 	if reason := refusal(err); reason != "" {
-		// A refused resolve is recorded (who was refused what, and why); a failed one (bad
-		// input, a dependency down) is not a refusal. Losing the record must not change the answer.
+		// A refused resolve is recorded (who was refused what, and why), and so is one the key
+		// service failed (the consumer got no value: an operator wants to see it on the token).
+		// Bad input is not recorded, nor a failure of the store itself, which could not take
+		// the record either. Losing the record must not change the answer.
 		actor := "unnamed"
 		if consumer != nil {
 			actor = consumer.Kind + "/" + consumer.ID
@@ -323,7 +365,7 @@ func (s *Service) Resolve(ctx context.Context, tenant, id string, consumer *toke
 	return value, err
 }
 
-// refusal is the reason a resolve was refused, "" when it was not.
+// refusal is the reason a resolve was refused or failed on the key service, "" otherwise.
 func refusal(err error) string {
 	e := token.As(err)
 	switch {
@@ -331,7 +373,8 @@ func refusal(err error) string {
 		return ""
 	case e.Kind == token.NotFound:
 		return string(token.NotFound)
-	case e.Reason == token.Expired || e.Reason == token.ConsumerRefused:
+	case e.Reason == token.Expired || e.Reason == token.ConsumerRefused || e.Reason == token.Replaced,
+		e.Reason == token.KeysUnavailable || e.Reason == token.KeysRefused:
 		return string(e.Reason)
 	}
 	return ""
@@ -355,6 +398,9 @@ func (s *Service) resolve(ctx context.Context, tenant, id string, consumer *toke
 	}
 	version := t.Version
 	now := s.now()
+	if t.Expired(now) && t.ReplacedBy != "" {
+		return nil, version, &token.Error{Kind: token.Forbidden, Reason: token.Replaced, ResourceID: id, Successor: t.ReplacedBy}
+	}
 	if t.Expired(now) {
 		return nil, version, &token.Error{Kind: token.Forbidden, Reason: token.Expired, ResourceID: id}
 	}

@@ -34,7 +34,7 @@ func BenchmarkWriteWithEventVersusPlain(b *testing.B) {
 		if err := st.Create(ctx, token.Token{Tenant: "acme", ID: id, Name: "n", CreatedAt: now, ModifiedAt: now}, sealed, token.Event{At: now, RequestID: "c" + id}); err != nil {
 			b.Fatal(err)
 		}
-		if err := st.Update(ctx, store.Update{Tenant: "acme", ID: id, Name: ptr("m"), Version: 1}, token.Event{At: now, RequestID: "u" + id}); err != nil {
+		if err := st.Update(ctx, store.Update{Tenant: "acme", ID: id, Name: new("m"), Version: 1}, token.Event{At: now, RequestID: "u" + id}); err != nil {
 			b.Fatal(err)
 		}
 		withEvent += time.Since(start)

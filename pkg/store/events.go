@@ -2,7 +2,6 @@ package store
 
 import (
 	"context"
-	"strconv"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -28,20 +27,22 @@ const (
 const DefaultAuditRetention = 400 * 24 * time.Hour
 
 type eventItem struct {
-	PK        string   `dynamodbav:"pk"`
-	SK        string   `dynamodbav:"sk"`
-	At        string   `dynamodbav:"at"`
-	Action    string   `dynamodbav:"action"`
-	Actor     string   `dynamodbav:"actor"`
-	RequestID string   `dynamodbav:"requestId"`
-	TokenID   string   `dynamodbav:"tokenId"`
-	Version   int      `dynamodbav:"version"`
-	Outcome   string   `dynamodbav:"outcome"`
-	Changes   []string `dynamodbav:"changes,omitempty"`
-	Usage     string   `dynamodbav:"usage,omitempty"`
-	Lead      string   `dynamodbav:"lead,omitempty"`      // reminders: the lead time announced
-	ExpiresAt string   `dynamodbav:"expiresAt,omitempty"` // reminders: the expiry they are about
-	TTL       int64    `dynamodbav:"ttl"`                 // epoch seconds: DynamoDB deletes the item after it
+	PK         string   `dynamodbav:"pk"`
+	SK         string   `dynamodbav:"sk"`
+	At         string   `dynamodbav:"at"`
+	Action     string   `dynamodbav:"action"`
+	Actor      string   `dynamodbav:"actor"`
+	RequestID  string   `dynamodbav:"requestId"`
+	TokenID    string   `dynamodbav:"tokenId"`
+	Version    int      `dynamodbav:"version"`
+	Outcome    string   `dynamodbav:"outcome"`
+	Changes    []string `dynamodbav:"changes,omitempty"`
+	Usage      string   `dynamodbav:"usage,omitempty"`
+	Replaces   string   `dynamodbav:"replaces,omitempty"`
+	ReplacedBy string   `dynamodbav:"replacedBy,omitempty"`
+	Lead       string   `dynamodbav:"lead,omitempty"`      // reminders: the lead time announced
+	ExpiresAt  string   `dynamodbav:"expiresAt,omitempty"` // reminders: the expiry they are about
+	TTL        int64    `dynamodbav:"ttl"`                 // epoch seconds: DynamoDB deletes the item after it
 }
 
 func eventPrefix(tokenID string) string { return eventSKPrefix + tokenID + "#" }
@@ -60,7 +61,8 @@ func (s *Store) eventPut(tenant string, ev token.Event, part string) (types.Tran
 	}
 	it := eventItem{PK: tenant, SK: sk,
 		At: at, Action: ev.Action, Actor: ev.Actor, RequestID: ev.RequestID, TokenID: ev.TokenID, Version: ev.Version,
-		Outcome: ev.Outcome, Changes: ev.Changes, Usage: ev.Usage, Lead: ev.Lead, TTL: ev.At.Add(s.retention).Unix()}
+		Outcome: ev.Outcome, Changes: ev.Changes, Usage: ev.Usage, Replaces: ev.Replaces, ReplacedBy: ev.ReplacedBy, Lead: ev.Lead,
+		TTL: ev.At.Add(s.retention).Unix()}
 	if ev.ExpiresAt != nil {
 		it.ExpiresAt = token.FormatTime(*ev.ExpiresAt)
 	}
@@ -72,7 +74,7 @@ func (s *Store) eventPut(tenant string, ev token.Event, part string) (types.Tran
 		ConditionExpression: aws.String("attribute_not_exists(pk)")}}, nil
 }
 
-// RecordEvent writes an event that goes with no change (a refused resolve), once: a retry of
+// RecordEvent writes an event that goes with no change (a refused or failed resolve), once: a retry of
 // the same request finds its event there and leaves it.
 func (s *Store) RecordEvent(ctx context.Context, tenant string, ev token.Event) error {
 	put, err := s.eventPut(tenant, ev, "")
@@ -110,7 +112,7 @@ func (s *Store) Events(ctx context.Context, tenant, tokenID string, pageNumber, 
 		return []token.Event{}, total, nil
 	}
 	if skip+pageSize > maxItems {
-		return nil, 0, token.InvalidField("pageNumber", "only the "+strconv.Itoa(maxItems)+" newest events of a token can be paged through")
+		return nil, 0, &token.Error{Kind: token.Invalid, Reason: token.TooDeepToPage, Limit: maxItems}
 	}
 	in := &dynamodb.QueryInput{TableName: aws.String(s.table), ConsistentRead: aws.Bool(true), ScanIndexForward: aws.Bool(false),
 		KeyConditionExpression: keyCond, ExpressionAttributeValues: values, Limit: aws.Int32(int32(skip + pageSize))}
@@ -134,7 +136,8 @@ func (s *Store) Events(ctx context.Context, tenant, tokenID string, pageNumber, 
 	events := []token.Event{}
 	for _, it := range items[min(skip, len(items)):min(skip+pageSize, len(items))] {
 		ev := token.Event{Action: it.Action, Actor: it.Actor, RequestID: it.RequestID, TokenID: it.TokenID,
-			Version: it.Version, Outcome: it.Outcome, Changes: it.Changes, Usage: it.Usage, Lead: it.Lead}
+			Version: it.Version, Outcome: it.Outcome, Changes: it.Changes, Usage: it.Usage, Replaces: it.Replaces, ReplacedBy: it.ReplacedBy,
+			Lead: it.Lead}
 		ev.At, _ = time.Parse(time.RFC3339Nano, it.At)
 		if it.ExpiresAt != "" {
 			exp, _ := time.Parse(time.RFC3339Nano, it.ExpiresAt)

@@ -108,16 +108,84 @@ func TestTransactionConflictIsAConflict(t *testing.T) {
 	create(t, direct, "acme", "x", "r1")
 
 	proxy.FailNext("TransactWriteItems", "TransactionConflictException", 1)
-	if err := st.Update(ctx, store.Update{Tenant: "acme", ID: "x", Name: ptr("once"), Version: 1}, token.Event{RequestID: "r2", At: time.Now()}); err != nil {
+	if err := st.Update(ctx, store.Update{Tenant: "acme", ID: "x", Name: new("once"), Version: 1}, token.Event{RequestID: "r2", At: time.Now()}); err != nil {
 		t.Fatalf("one conflict is retried: %v", err)
 	}
 	proxy.FailNext("TransactWriteItems", "TransactionConflictException", testenv.Policy.MaxAttempts)
-	err := st.Update(ctx, store.Update{Tenant: "acme", ID: "x", Name: ptr("lasting"), Version: 2}, token.Event{RequestID: "r3", At: time.Now()})
+	err := st.Update(ctx, store.Update{Tenant: "acme", ID: "x", Name: new("lasting"), Version: 2}, token.Event{RequestID: "r3", At: time.Now()})
 	if token.KindOf(err) != token.Conflict {
 		t.Fatalf("a lasting transaction conflict: %v, want a conflict", err)
 	}
 	if got, _ := direct.Get(ctx, "acme", "x"); got.Name != "once" || got.Version != 2 {
 		t.Fatalf("stored %+v", got)
+	}
+}
+
+// A transaction that DynamoDB cancels for a conflicting one (TransactionCanceledException with
+// TransactionConflict among its reasons, as real DynamoDB answers under contention) is read
+// again and retried within the one budget of a write, WriteRounds rounds: once, it is absorbed;
+// for ever, every write path gives up after exactly WriteRounds transactions with a 409 to
+// retry, and nothing is half-written.
+func TestCancelledForAConflictIsRetriedWithinTheBudget(t *testing.T) {
+	ctx := context.Background()
+	table := testenv.NewTable(t)
+	direct := store.New(testenv.Client(), table)
+	st, proxy := viaProxy(t, table)
+	create(t, direct, "acme", "x", "r1")
+	if _, err := direct.RegisterUsage(ctx, "acme", "x", "agent", "a", token.Event{RequestID: "r2"}); err != nil {
+		t.Fatal(err)
+	}
+	transactions := func() int {
+		n := 0
+		for _, op := range proxy.Calls() {
+			if op == "TransactWriteItems" {
+				n++
+			}
+		}
+		return n
+	}
+
+	proxy.CancelNext("TransactWriteItems", 1, "None", "TransactionConflict")
+	if err := st.Update(ctx, store.Update{Tenant: "acme", ID: "x", Name: new("once")}, token.Event{RequestID: "r3"}); err != nil {
+		t.Fatalf("one cancellation for a conflict: %v", err)
+	}
+	if n := transactions(); n != 2 {
+		t.Fatalf("%d transactions for one cancellation, want 2", n)
+	}
+
+	writes := []struct {
+		name  string
+		write func() error
+	}{
+		{"create", func() error {
+			return st.Create(ctx, token.Token{Tenant: "acme", ID: "y", Name: "y"}, token.Sealed{}, token.Event{RequestID: "w1"})
+		}},
+		{"update", func() error {
+			return st.Update(ctx, store.Update{Tenant: "acme", ID: "x", Name: new("lasting")}, token.Event{RequestID: "w2"})
+		}},
+		{"register", func() error {
+			_, err := st.RegisterUsage(ctx, "acme", "x", "agent", "b", token.Event{RequestID: "w3"})
+			return err
+		}},
+		{"unregister", func() error { return st.UnregisterUsage(ctx, "acme", "x", "agent", "a", token.Event{RequestID: "w4"}) }},
+		{"forced delete", func() error { return st.ForceDelete(ctx, "acme", "x", token.Event{RequestID: "w5"}) }},
+		{"replace", func() error {
+			return st.Replace(ctx, token.Token{Tenant: "acme", ID: "z", Name: "z", Replaces: "x"}, token.Sealed{}, 0, token.Event{RequestID: "w6"})
+		}},
+	}
+	for _, w := range writes {
+		before := items(t, table, "token#", "usage#", "event#")
+		start := transactions()
+		proxy.CancelNext("TransactWriteItems", 1000, "TransactionConflict")
+		err := w.write()
+		spent := transactions() - start
+		proxy.ClearFaults()
+		if token.KindOf(err) != token.Conflict || spent != store.WriteRounds {
+			t.Errorf("%s under lasting contention: %v after %d transactions, want a conflict after %d", w.name, err, spent, store.WriteRounds)
+		}
+		if after := items(t, table, "token#", "usage#", "event#"); len(after) != len(before) {
+			t.Errorf("%s: %d items before, %d after", w.name, len(before), len(after))
+		}
 	}
 }
 

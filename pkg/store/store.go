@@ -54,6 +54,9 @@ type item struct {
 	// Consumers mirrors the usage items as "kind#refId", changed in the same transactions, so
 	// that the one consistent read of resolve can check a restricted token's consumer.
 	Consumers []string `dynamodbav:"consumers,stringset,omitempty"`
+	// Replaces and ReplacedBy link a token and its successor (Replace writes both at once).
+	Replaces   string `dynamodbav:"replaces,omitempty"`
+	ReplacedBy string `dynamodbav:"replacedBy,omitempty"`
 
 	SealKeyID      string `dynamodbav:"sealKeyId,omitempty"`
 	SealAlgorithm  string `dynamodbav:"sealAlgorithm,omitempty"`
@@ -66,7 +69,7 @@ type item struct {
 // publicAttributes are the attributes every read for showing or listing fetches: never the
 // sealed value.
 var publicAttributes = []string{"id", "name", "version", "createdAt", "modifiedAt", "lastUsedAt", "usageCount",
-	"expiresAt", "restricted", "hint"}
+	"expiresAt", "restricted", "hint", "replaces", "replacedBy"}
 
 // projectionExpr is a ProjectionExpression and its attribute names, built once: the GET path
 // runs on every request and need not rebuild the same expression.
@@ -98,7 +101,7 @@ var (
 
 func (it item) token(tenant string) token.Token {
 	t := token.Token{Tenant: tenant, ID: it.ID, Name: it.Name, Version: it.Version, UsageCount: it.UsageCount,
-		Restricted: it.Restricted, Hint: it.Hint, Consumers: it.Consumers}
+		Restricted: it.Restricted, Hint: it.Hint, Consumers: it.Consumers, Replaces: it.Replaces, ReplacedBy: it.ReplacedBy}
 	t.CreatedAt, _ = time.Parse(time.RFC3339Nano, it.CreatedAt)
 	t.ModifiedAt, _ = time.Parse(time.RFC3339Nano, it.ModifiedAt)
 	if it.LastUsedAt != "" {

@@ -46,7 +46,7 @@ func TestRetriedWritesAreRecognised(t *testing.T) {
 	if err := st.Create(ctx, token.Token{Tenant: "acme", ID: "x", Name: "n", CreatedAt: time.Now()}, sealed, token.Event{RequestID: "req-2", At: time.Now()}); token.KindOf(err) != token.Conflict {
 		t.Fatalf("create by another request: %v, want conflict", err)
 	}
-	r := store.Update{Tenant: "acme", ID: "x", Name: ptr("m"), Version: 1}
+	r := store.Update{Tenant: "acme", ID: "x", Name: new("m"), Version: 1}
 	ev3 := token.Event{RequestID: "req-3", At: time.Now()}
 	for attempt := range 2 {
 		if err := st.Update(ctx, r, ev3); err != nil {
@@ -58,18 +58,18 @@ func TestRetriedWritesAreRecognised(t *testing.T) {
 		t.Fatalf("after a retried rename: %+v %v, want version 2", got, err)
 	}
 	// Without a version a retry is recognised too: applied once.
-	r2 := store.Update{Tenant: "acme", ID: "x", Name: ptr("k"), Version: 2}
+	r2 := store.Update{Tenant: "acme", ID: "x", Name: new("k"), Version: 2}
 	ev4 := token.Event{RequestID: "req-4", At: time.Now()}
 	st.Update(ctx, r2, ev4)
 	st.Update(ctx, r2, ev4)
 	if got, _ := st.Get(ctx, "acme", "x"); got.Version != 3 {
 		t.Fatalf("version %d after a retried unversioned rename, want 3", got.Version)
 	}
-	stale := store.Update{Tenant: "acme", ID: "x", Name: ptr("z"), Version: 1}
+	stale := store.Update{Tenant: "acme", ID: "x", Name: new("z"), Version: 1}
 	if err := st.Update(ctx, stale, token.Event{RequestID: "req-5", At: time.Now()}); token.KindOf(err) != token.Conflict {
 		t.Fatalf("stale version: %v", err)
 	}
-	missing := store.Update{Tenant: "acme", ID: "nope", Name: ptr("z"), Version: 1}
+	missing := store.Update{Tenant: "acme", ID: "nope", Name: new("z"), Version: 1}
 	if err := st.Update(ctx, missing, token.Event{RequestID: "req-6", At: time.Now()}); token.KindOf(err) != token.NotFound {
 		t.Fatalf("missing: %v", err)
 	}
@@ -191,4 +191,3 @@ func TestTouchLastUsedAtMostOncePerMinute(t *testing.T) {
 		t.Fatal("touching a missing token created it")
 	}
 }
-func ptr[T any](v T) *T { return &v }

@@ -79,11 +79,14 @@ type state struct {
 	version    int
 	usageCount int
 	modifiedAt time.Time
-	requestID  string // the request that wrote the token last
+	requestID  string     // the request that wrote the token last
+	expiresAt  *time.Time // nil: never
+	replacedBy string
 }
 
-var stateProjection = projectionExpr{expr: aws.String("#v, #c, #u, #m, #r"), names: map[string]string{
-	"#v": attrVersion, "#c": "usageCount", "#u": attrUID, "#m": "modifiedAt", "#r": attrRequestID}}
+var stateProjection = projectionExpr{expr: aws.String("#v, #c, #u, #m, #r, #e, #rb"), names: map[string]string{
+	"#v": attrVersion, "#c": "usageCount", "#u": attrUID, "#m": "modifiedAt", "#r": attrRequestID,
+	"#e": "expiresAt", "#rb": "replacedBy"}}
 
 func (s *Store) state(ctx context.Context, tenant, id string) (state, error) {
 	it, err := s.getItem(ctx, tenant, id, stateProjection)
@@ -93,8 +96,13 @@ func (s *Store) state(ctx context.Context, tenant, id string) (state, error) {
 	if err != nil {
 		return state{}, err
 	}
-	st := state{found: true, uid: it.UID, version: it.Version, usageCount: it.UsageCount, requestID: it.RequestID}
+	st := state{found: true, uid: it.UID, version: it.Version, usageCount: it.UsageCount, requestID: it.RequestID,
+		replacedBy: it.ReplacedBy}
 	st.modifiedAt, _ = time.Parse(time.RFC3339Nano, it.ModifiedAt)
+	if it.ExpiresAt != "" {
+		at, _ := time.Parse(time.RFC3339Nano, it.ExpiresAt)
+		st.expiresAt = &at
+	}
 	return st, nil
 }
 

@@ -32,6 +32,7 @@ const (
 	UsagesKeepMoving  Reason = "usages_keep_changing" // ResourceID
 	InUse             Reason = "in_use"               // ResourceID, Usages
 	TooManyToRead     Reason = "too_many_to_read"     // Limit
+	TooDeepToPage     Reason = "too_deep_to_page"     // Limit: only the Limit newest events of a token can be paged through
 	TimedOut          Reason = "timed_out"            // the request's deadline passed or it was cancelled
 	StoreUnavailable  Reason = "store_unavailable"
 	KeysUnavailable   Reason = "key_service_unavailable"
@@ -42,6 +43,9 @@ const (
 	Expired           Reason = "expired"              // ResourceID: resolve refused an expired token
 	ConsumerRefused   Reason = "consumer_not_allowed" // ResourceID: a restricted token, another consumer
 	ExpiredCredential Reason = "expired_access_token"
+	Replaced          Reason = "replaced"         // ResourceID, Successor: resolve refused a retired, replaced token
+	AlreadyReplaced   Reason = "already_replaced" // ResourceID (the old token), Successor
+	TooManyUsages     Reason = "too_many_usages"  // ResourceID, Limit: more usages than one replacement carries
 )
 
 // Detail is one entry of the error's details: which field, what kind of problem, the rule.
@@ -66,6 +70,7 @@ type Error struct {
 	Scope      string  // MissingScope
 	Code       string  // KeysRefused: the key service's error code
 	Usages     []Usage // InUse: who uses the token
+	Successor  string  // Replaced, AlreadyReplaced: the token that replaces ResourceID
 	Cause      error
 }
 

@@ -49,7 +49,17 @@ type Token struct {
 	// Consumers are the usages (as Usage.Key) that may resolve a restricted token; only the
 	// resolve read fills it.
 	Consumers []string
+	// Replaces and ReplacedBy link a token and its successor (read-only, set by a replacing
+	// create): the old one retires at its expiresAt, after which resolve names the successor.
+	Replaces   string
+	ReplacedBy string
 }
+
+// Replacement bounds: the grace an old token keeps resolving after its successor is created.
+const (
+	MaxGraceSeconds     = 90 * 24 * 3600 // 7,776,000
+	DefaultGraceSeconds = 7 * 24 * 3600  // 604,800
+)
 
 // Expired reports whether the token has expired at now.
 func (t Token) Expired(now time.Time) bool { return t.ExpiresAt != nil && !now.Before(*t.ExpiresAt) }
@@ -104,6 +114,12 @@ func (t Token) Document() map[string]any {
 	if t.Restricted {
 		doc["restricted"] = true
 	}
+	if t.Replaces != "" {
+		doc["replaces"] = t.Replaces
+	}
+	if t.ReplacedBy != "" {
+		doc["replacedBy"] = t.ReplacedBy
+	}
 	return doc
 }
 
@@ -119,6 +135,8 @@ var Fields = map[string]FieldType{
 	"metadata.hint":       String,
 	"expiresAt":           Date,
 	"restricted":          Bool, // absent reads as false
+	"replaces":            String,
+	"replacedBy":          String,
 }
 
 // FieldType is the type of a document field, used to type-check queries and sorts.

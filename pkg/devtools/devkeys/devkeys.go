@@ -21,6 +21,8 @@ import (
 
 	"github.com/MicahParks/jwkset"
 	"github.com/golang-jwt/jwt/v5"
+
+	"aitokens/pkg/auth"
 )
 
 // What the development server and dev-token agree on.
@@ -117,7 +119,7 @@ type Claims struct {
 // Mint signs a development JWT that the dev server accepts.
 func Mint(key *rsa.PrivateKey, c Claims) (string, error) {
 	if c.TenantClaim == "" {
-		c.TenantClaim = "tenant"
+		c.TenantClaim = auth.DefaultTenantClaim
 	}
 	if c.TTL == 0 {
 		c.TTL = time.Hour

@@ -1,7 +1,7 @@
 // Package kmstest is a test AWS KMS: an httptest server that answers KMS's JSON protocol
 // (X-Amz-Target: TrentService.GenerateDataKey and TrentService.Decrypt), makes real random data
 // keys, wraps them with its own key bound to the encryption context, and refuses a Decrypt
-// whose context differs, as KMS does. It can throttle or refuse on demand and counts calls.
+// whose context differs, as KMS does. It can throttle, refuse or stall on demand and counts calls.
 package kmstest
 
 import (
@@ -33,6 +33,7 @@ type Server struct {
 	dataKeys [][]byte
 	contexts []map[string]string
 	onCall   func(op string)
+	stall    chan struct{} // non-nil: every call waits for it to close, or for its client to go
 }
 
 // OnCall runs f at the start of every call (before answering), e.g. to cancel a request.
@@ -54,6 +55,32 @@ func (s *Server) Throttle(n int) { s.mu.Lock(); s.throttle = n; s.mu.Unlock() }
 
 // Refuse makes every call fail with the given KMS error type ("" to stop).
 func (s *Server) Refuse(errorType string) { s.mu.Lock(); s.refuse = errorType; s.mu.Unlock() }
+
+// Stall holds every call from now on (as a KMS that stopped answering would) until Release; a
+// held call ends early only when its client gives up, and then answers nothing.
+func (s *Server) Stall() {
+	s.mu.Lock()
+	if s.stall == nil {
+		s.stall = make(chan struct{})
+	}
+	s.mu.Unlock()
+}
+
+// Release ends a stall.
+func (s *Server) Release() {
+	s.mu.Lock()
+	if s.stall != nil {
+		close(s.stall)
+		s.stall = nil
+	}
+	s.mu.Unlock()
+}
+
+// Close releases a stall and stops the server (httptest's Close waits for held calls).
+func (s *Server) Close() {
+	s.Release()
+	s.Server.Close()
+}
 
 // Calls returns how many calls each operation got ("GenerateDataKey", "Decrypt").
 func (s *Server) Calls() map[string]int {
@@ -120,9 +147,19 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	}
 	refuse := s.refuse
 	onCall := s.onCall
+	stall := s.stall
 	s.mu.Unlock()
 	if onCall != nil {
 		onCall(op)
+	}
+	if stall != nil {
+		// The body is read, so net/http watches the connection and ends r's context when the
+		// client gives up.
+		select {
+		case <-stall:
+		case <-r.Context().Done():
+			return
+		}
 	}
 	switch {
 	case throttled:

@@ -340,13 +340,15 @@ func (r *Reader) setCheckpoint(shardID, seq string) {
 	}
 	raw, _ := json.Marshal(checkpointFile{StreamArn: r.arn, Shards: r.checkpoints})
 	tmp := r.opts.Checkpoint + ".tmp"
-	if err := os.MkdirAll(filepath.Dir(tmp), 0o700); err == nil {
-		if err := os.WriteFile(tmp, raw, 0o600); err == nil {
-			err = os.Rename(tmp, r.opts.Checkpoint)
-		}
-		if err != nil {
-			r.opts.Log.Warn("stream: cannot write the checkpoint", "file", r.opts.Checkpoint, "error", err.Error())
-		}
+	err := os.MkdirAll(filepath.Dir(tmp), 0o700)
+	if err == nil {
+		err = os.WriteFile(tmp, raw, 0o600)
+	}
+	if err == nil {
+		err = os.Rename(tmp, r.opts.Checkpoint) // whole or not at all: a crash leaves the last one
+	}
+	if err != nil {
+		r.opts.Log.Warn("stream: cannot write the checkpoint", "file", r.opts.Checkpoint, "error", err.Error())
 	}
 }
 

@@ -124,7 +124,7 @@ func unique(entries []ebtest.Entry) []string {
 }
 
 // detailFields are the only fields a detail may have.
-var detailFields = []string{"id", "tenant", "tokenId", "at", "action", "actor", "requestId", "version", "outcome", "changes", "usage", "lead", "expiresAt"}
+var detailFields = []string{"id", "tenant", "tokenId", "at", "action", "actor", "requestId", "version", "outcome", "changes", "usage", "replaces", "replacedBy", "lead", "expiresAt"}
 
 // Every kind of change, made through the service with a real sealer, reaches EventBridge as
 // exactly one entry with its audit event's key as id and the action's detail-type, and no entry

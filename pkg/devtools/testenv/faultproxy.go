@@ -129,6 +129,33 @@ func (p *FaultProxy) FailNext(operation, errorType string, times int) {
 	p.mu.Unlock()
 }
 
+// CancelNext answers the next times requests of operation (a TransactWriteItems) as DynamoDB
+// cancels a transaction, with one cancellation reason per code (e.g. "None",
+// "TransactionConflict": what real DynamoDB returns under contention and DynamoDB Local never
+// does), without reaching DynamoDB Local.
+func (p *FaultProxy) CancelNext(operation string, times int, codes ...string) {
+	reasons := make([]string, len(codes))
+	for i, c := range codes {
+		reasons[i] = `{"Code":"` + c + `"}`
+	}
+	body := `{"__type":"com.amazonaws.dynamodb.v20120810#TransactionCanceledException","Message":"Transaction cancelled, ` +
+		`please refer cancellation reasons for specific reasons [` + strings.Join(codes, ", ") + `]","CancellationReasons":[` +
+		strings.Join(reasons, ",") + `]}`
+	p.mu.Lock()
+	for range times {
+		p.errors[operation] = append(p.errors[operation], "TransactionCanceledException\n"+body)
+	}
+	p.mu.Unlock()
+}
+
+// ClearFaults forgets the errors, cancellations and dropped responses still queued.
+func (p *FaultProxy) ClearFaults() {
+	p.mu.Lock()
+	clear(p.errors)
+	clear(p.drops)
+	p.mu.Unlock()
+}
+
 // DropNextResponse lets the next n requests of operation reach DynamoDB Local (so a write is
 // done) and then closes the connection without answering: the response is lost.
 func (p *FaultProxy) DropNextResponse(operation string, n int) {
@@ -196,10 +223,14 @@ func (p *FaultProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if errType != "" {
+		errType, body, hasBody := strings.Cut(errType, "\n")
+		if !hasBody {
+			body = `{"__type":"com.amazonaws.dynamodb.v20120810#` + errType + `","message":"injected by the test proxy"}`
+		}
 		w.Header().Set("Content-Type", "application/x-amz-json-1.0")
 		w.Header().Set("X-Amzn-ErrorType", errType)
 		w.WriteHeader(http.StatusBadRequest)
-		w.Write([]byte(`{"__type":"com.amazonaws.dynamodb.v20120810#` + errType + `","message":"injected by the test proxy"}`))
+		w.Write([]byte(body))
 		return
 	}
 	p.forward.ServeHTTP(w, r)

@@ -21,7 +21,7 @@ import (
 //  1. every usage item has its token, of the same identity (uid);
 //  2. a token's usageCount equals its usage items, and its consumers are exactly their keys;
 //  3. a token's audit trail, in key order, is a sequence of lives: a create at version 1, one
-//     update or patch per later version (in that order: versions commit in time order), usage
+//     update, patch or replaced per later version (in that order: versions commit in time order), usage
 //     events at the version they saw, ending in a
 //     delete or forced delete at the last version; every usage change of a life has its
 //     event (registers less unregisters = usageCount); the live token is at the trail's
@@ -214,7 +214,7 @@ func trailViolations(tokens map[string]rawToken, id string, events []rawEvent) [
 			}
 			alive, version, usages, lastChange = true, 1, 0, e.At
 			continue
-		case "update", "patch":
+		case "update", "patch", "replaced":
 			if alive && e.Version != version+1 {
 				bad("%s at %s records version %d after version %d (events out of commit order, or a change without its event)", e.Action, e.At, e.Version, version)
 			}

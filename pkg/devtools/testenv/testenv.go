@@ -6,7 +6,9 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"flag"
 	"fmt"
+	"io"
 	"os"
 	"sync"
 	"testing"
@@ -24,32 +26,62 @@ var (
 	uncheckedMu sync.Mutex
 	endpoint    string
 	client      *dynamodb.Client
+	// unavailable is why DynamoDB Local could not start in a -short run; the tests that need it
+	// skip with it, the others run.
+	unavailable error
+	// stderr is where Main reports; its own test reads it.
+	stderr io.Writer = os.Stderr
 )
 
 // Main runs a package's tests with DynamoDB Local started once (or the one at
 // $DYNAMODB_ENDPOINT). Use it as: func TestMain(m *testing.M) { os.Exit(testenv.Main(m)) }.
+//
+// When DynamoDB Local cannot start (no Java, no jar) the run fails with the reason, so that CI
+// never passes by skipping; only `go test -short` runs the package anyway, and then every test
+// that asks for a table (NewTable, Require) skips with the reason.
 func Main(m interface{ Run() int }) int {
 	ctx := context.Background()
+	if !flag.Parsed() {
+		flag.Parse() // testing.Short reads the flags; m.Run would parse them only later
+	}
+	unavailable = nil
 	cfg, err := config.Load(os.Getenv)
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "testenv:", err)
+		fmt.Fprintln(stderr, "testenv:", err)
 		return 1
 	}
 	endpoint = cfg.DynamoDBEndpoint
 	if endpoint == "" {
 		inst, err := ddblocal.Start(ctx, ddblocal.Options{Jar: cfg.DynamoDBLocalJar})
+		if err != nil && testing.Short() {
+			unavailable = err
+			fmt.Fprintln(stderr, "testenv: -short: DynamoDB Local cannot start, the tests that need it skip:", err)
+			return m.Run()
+		}
 		if err != nil {
-			fmt.Fprintln(os.Stderr, "testenv: cannot start DynamoDB Local for the tests:", err)
+			fmt.Fprintln(stderr, "testenv: cannot start DynamoDB Local for the tests:", err)
+			fmt.Fprintln(stderr, "testenv: run `make deps` (Java 17 and the jar), or set DYNAMODB_ENDPOINT; `go test -short` runs only the tests that need no database")
 			return 1
 		}
 		defer inst.Stop()
 		endpoint = inst.Endpoint
 	}
 	if client, err = store.NewClient(ctx, endpoint, Policy); err != nil {
-		fmt.Fprintln(os.Stderr, "testenv:", err)
+		fmt.Fprintln(stderr, "testenv:", err)
 		return 1
 	}
 	return m.Run()
+}
+
+// Require skips t when this -short run has no DynamoDB Local, and stops it when Main did not run.
+func Require(t testing.TB) {
+	t.Helper()
+	if unavailable != nil {
+		t.Skip("no DynamoDB Local in this -short run:", unavailable)
+	}
+	if client == nil {
+		t.Fatal("testenv: call testenv.Main from TestMain")
+	}
 }
 
 // Policy is the AWS client policy of tests: the production attempts without the real backoff
@@ -63,14 +95,12 @@ func Endpoint() string { return endpoint }
 // Client is a DynamoDB client for Endpoint.
 func Client() *dynamodb.Client { return client }
 
-// NewTable creates an empty table with a unique name and returns its name. When the test
-// ends, the table's invariants are checked (CheckInvariants), unless the test said
-// LeaveInvariants.
+// NewTable creates an empty table with a unique name and returns its name; without DynamoDB
+// Local in a -short run it skips t (see Require). When the test ends, the table's invariants
+// are checked (CheckInvariants), unless the test said LeaveInvariants.
 func NewTable(t testing.TB) string {
 	t.Helper()
-	if client == nil {
-		t.Fatal("testenv: call testenv.Main from TestMain")
-	}
+	Require(t)
 	b := make([]byte, 6)
 	rand.Read(b)
 	name := "test-" + hex.EncodeToString(b)

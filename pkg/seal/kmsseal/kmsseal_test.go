@@ -20,7 +20,7 @@ func newSealer(t *testing.T) (*kmsseal.KMS, *kmstest.Server) {
 	t.Cleanup(srv.Close)
 	srv.UseFromEnv(t)
 	t.Setenv("KMS_KEY_ID", "alias/ai-tokens")
-	s, err := kmsseal.FromConfig(context.Background(), testConfig(t))
+	s, err := kmsseal.FromConfig(context.Background(), envConfig(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -118,8 +118,8 @@ func TestFaults(t *testing.T) {
 	}
 }
 
-// testConfig is the configuration the environment gives, with the test policy (no backoff).
-func testConfig(t testing.TB) config.Config {
+// envConfig is the configuration the environment gives, with the test policy (no backoff).
+func envConfig(t testing.TB) config.Config {
 	t.Helper()
 	cfg, err := config.Load(os.Getenv)
 	if err != nil {
@@ -132,7 +132,7 @@ func testConfig(t testing.TB) config.Config {
 func TestFromConfigWithoutKMSUsesLocalSealer(t *testing.T) {
 	t.Setenv("KMS_KEY_ID", "")
 	t.Setenv("MASTER_KEY_FILE", t.TempDir()+"/master.key")
-	s, err := kmsseal.FromConfig(context.Background(), testConfig(t))
+	s, err := kmsseal.FromConfig(context.Background(), envConfig(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -140,7 +140,7 @@ func TestFromConfigWithoutKMSUsesLocalSealer(t *testing.T) {
 		t.Fatal("KMS sealer without KMS_KEY_ID")
 	}
 	t.Setenv("MASTER_KEY_FILE", "")
-	if _, err := kmsseal.FromConfig(context.Background(), testConfig(t)); err == nil {
+	if _, err := kmsseal.FromConfig(context.Background(), envConfig(t)); err == nil {
 		t.Fatal("no sealer configured, no error")
 	}
 }
@@ -149,7 +149,7 @@ func BenchmarkSealWithTestKMS(b *testing.B) {
 	srv := kmstest.New()
 	defer srv.Close()
 	srv.UseFromEnv(b)
-	client, _ := kmsseal.NewClient(context.Background(), testConfig(b).AWS)
+	client, _ := kmsseal.NewClient(context.Background(), envConfig(b).AWS)
 	k := kmsseal.New(client, "alias/x")
 	b.ReportAllocs()
 	for b.Loop() {
@@ -165,7 +165,7 @@ func TestStalledKMSIsUnavailableInTime(t *testing.T) {
 	srv := kmstest.New()
 	t.Cleanup(srv.Close)
 	srv.UseFromEnv(t)
-	policy := testConfig(t).AWS
+	policy := envConfig(t).AWS
 	policy.AttemptTimeout, policy.MaxAttempts = 200*time.Millisecond, 2
 	client, err := kmsseal.NewClient(context.Background(), policy)
 	if err != nil {

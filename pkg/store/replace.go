@@ -1,0 +1,144 @@
+package store
+
+import (
+	"context"
+	"strconv"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/feature/dynamodb/attributevalue"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+
+	"aitokens/pkg/token"
+)
+
+// MaxReplaceUsages is the most usages a replacement carries over in its one transaction: the new
+// token, its create event, the old token's update and its event (4 items), and per usage its
+// copy, the copy's usage_register event and the check that the old usage is still there (3).
+const MaxReplaceUsages = (maxTransactionItems - 4) / 3
+
+// Replace creates t as the successor of the token t.Replaces, in one transaction: t with a
+// copy of every usage (and so every consumer) of the old token, each with its usage_register
+// event; the old token linked to t by replacedBy and set to expire at the earlier of its own
+// expiry and now + grace; and a create event on t and a replaced event on the old one. It is
+// conditioned on the old token being exactly what it read (identity, version, not replaced yet,
+// its usages the set copied), so it copies all of them or writes nothing. The old value is
+// never touched. A retry of the same request whose response was lost is recognised.
+func (s *Store) Replace(ctx context.Context, t token.Token, sealed token.Sealed, grace time.Duration, ev token.Event) error {
+	uid, old := newUID(), t.Replaces
+	return s.rounds(ctx, func() error {
+		st, err := s.state(ctx, t.Tenant, old)
+		switch {
+		case err != nil:
+			return err
+		case !st.found:
+			return token.ErrNotFound(old)
+		case st.replacedBy == t.ID && st.requestID == ev.RequestID:
+			return nil // our own earlier attempt went through and its response was lost
+		case st.replacedBy != "":
+			return &token.Error{Kind: token.Conflict, Reason: token.AlreadyReplaced, ResourceID: old, Successor: st.replacedBy}
+		}
+		usages, err := s.Usages(ctx, t.Tenant, old)
+		switch {
+		case err != nil:
+			return err
+		case len(usages) != st.usageCount:
+			return errMoved // a usage came or went between the two reads
+		case len(usages) > MaxReplaceUsages:
+			return &token.Error{Kind: token.Conflict, Reason: token.TooManyUsages, ResourceID: old, Limit: MaxReplaceUsages}
+		}
+		at := s.stamp(st)
+		retire := at.Add(grace)
+		changes := []string{"replacedBy"}
+		if st.expiresAt != nil && st.expiresAt.Before(retire) {
+			retire = *st.expiresAt // it retires earlier by itself
+		} else {
+			changes = append([]string{"expiresAt"}, changes...)
+		}
+
+		keys := make([]string, len(usages))
+		for i, u := range usages {
+			keys[i] = u.Key()
+		}
+		now := token.FormatTime(at)
+		it := item{PK: t.Tenant, SK: tokenSKPrefix + t.ID, ID: t.ID, Name: t.Name, Version: 1, CreatedAt: now, ModifiedAt: now,
+			RequestID: ev.RequestID, UID: uid, Restricted: t.Restricted, Hint: t.Hint, Replaces: old,
+			UsageCount: len(usages), Consumers: keys, SealKeyID: sealed.KeyID, SealAlgorithm: sealed.Algorithm,
+			SealWrappedKey: sealed.WrappedKey, SealNonce: sealed.Nonce, SealCiphertext: sealed.Ciphertext, SealDigest: sealed.Digest}
+		if t.ExpiresAt != nil {
+			it.ExpiresAt, it.ExpiryDay = token.FormatTime(*t.ExpiresAt), expiryDay(*t.ExpiresAt)
+		}
+		av, err := attributevalue.MarshalMap(it)
+		if err != nil {
+			return token.InternalError(err)
+		}
+		created := ev
+		created.At, created.Action, created.TokenID, created.Version, created.Replaces = at, token.ActionCreate, t.ID, 1, old
+		createdEvent, err := s.eventPut(t.Tenant, created, "")
+		if err != nil {
+			return err
+		}
+		replaced := ev
+		replaced.At, replaced.Action, replaced.TokenID, replaced.Version = at, token.ActionReplaced, old, st.version+1
+		replaced.ReplacedBy, replaced.Changes = t.ID, changes
+		replacedEvent, err := s.eventPut(t.Tenant, replaced, "")
+		if err != nil {
+			return err
+		}
+		cond, values := st.sameToken()
+		values[":n"] = &types.AttributeValueMemberN{Value: strconv.Itoa(len(usages))}
+		values[":exp"] = &types.AttributeValueMemberS{Value: token.FormatTime(retire)}
+		values[":day"] = &types.AttributeValueMemberS{Value: expiryDay(retire)}
+		values[":new"] = &types.AttributeValueMemberS{Value: t.ID}
+		values[":now"] = &types.AttributeValueMemberS{Value: now}
+		values[":req"] = &types.AttributeValueMemberS{Value: ev.RequestID}
+		values[":one"] = &types.AttributeValueMemberN{Value: "1"}
+		items := []types.TransactWriteItem{
+			{Put: &types.Put{TableName: aws.String(s.table), Item: av, ConditionExpression: aws.String("attribute_not_exists(pk)")}},
+			createdEvent,
+			{Update: &types.Update{TableName: aws.String(s.table), Key: key(t.Tenant, old),
+				UpdateExpression: aws.String("SET expiresAt = :exp, expiryDay = :day, replacedBy = :new, modifiedAt = :now, requestId = :req ADD version :one"),
+				ConditionExpression: aws.String(cond + " AND attribute_not_exists(replacedBy)" +
+					" AND (attribute_not_exists(usageCount) OR usageCount = :n)"),
+				ExpressionAttributeValues: values}},
+			replacedEvent,
+		}
+		usageCond, usageValues := usageOf(st)
+		for _, u := range usages {
+			copied, err := attributevalue.MarshalMap(usageItem{PK: t.Tenant, SK: usageSKPrefix + t.ID + "#" + u.Kind + "#" + u.RefID,
+				TokenID: t.ID, TokenUID: uid, Kind: u.Kind, RefID: u.RefID, CreatedAt: now})
+			if err != nil {
+				return token.InternalError(err)
+			}
+			registered := ev
+			registered.At, registered.Action, registered.TokenID, registered.Version = at, token.ActionUsageRegister, t.ID, 1
+			registered.Usage = u.Kind + "/" + u.RefID
+			registeredEvent, err := s.eventPut(t.Tenant, registered, u.Key())
+			if err != nil {
+				return err
+			}
+			items = append(items,
+				types.TransactWriteItem{Put: &types.Put{TableName: aws.String(s.table), Item: copied,
+					ConditionExpression: aws.String("attribute_not_exists(pk)")}},
+				registeredEvent,
+				types.TransactWriteItem{ConditionCheck: &types.ConditionCheck{TableName: aws.String(s.table),
+					Key: usageKey(t.Tenant, old, u.Kind, u.RefID), ConditionExpression: aws.String(usageCond),
+					ExpressionAttributeValues: usageValues}})
+		}
+		failed, err := s.transact(ctx, items)
+		if err != nil || failed == nil {
+			return err
+		}
+		if failed[0] {
+			writer, _, err := s.lastWriter(ctx, t.Tenant, t.ID)
+			switch {
+			case err != nil:
+				return err
+			case writer == ev.RequestID:
+				return nil // our own earlier attempt went through and its response was lost
+			}
+			return &token.Error{Kind: token.Conflict, Reason: token.AlreadyExists, ResourceID: t.ID}
+		}
+		return errMoved // the old token or its usages changed: read again
+	})
+}
