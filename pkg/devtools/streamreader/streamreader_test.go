@@ -290,7 +290,10 @@ func TestStalledEventBridgeReportsInTimeThenDelivers(t *testing.T) {
 	}
 	r.eb.Release()
 	waitFor(t, 30*time.Second, "the records delivered after the stall", func() bool { return len(unique(r.eb.Entries())) == 3 })
-	t.Logf("stalled invocation answered after %v; %d invocations in all", first.took.Round(time.Millisecond), len(answers))
+	mu.Lock()
+	n := len(answers)
+	mu.Unlock()
+	t.Logf("stalled invocation answered after %v; %d invocations in all", first.took.Round(time.Millisecond), n)
 }
 
 // The reader killed while a PutEvents call was in flight (EventBridge took its entries, the
