@@ -297,3 +297,24 @@ func TestBackfillIndexesOlderTokens(t *testing.T) {
 		t.Fatalf("trail %q", got)
 	}
 }
+
+// A replace retires the old token at now + grace: that expiry is indexed like any other, so the
+// old token's reminders come, and the successor's own expiry has its own.
+func TestReplacedTokenGetsItsRetirementReminders(t *testing.T) {
+	e := newEnv(t, defaults)
+	e.create("acme", "old", nil)
+	e.clock.add(time.Minute)
+	successorExp := e.clock.now().Add(20 * 24 * time.Hour)
+	if err := e.st.Replace(e.ctx, token.Token{Tenant: "acme", ID: "new", Name: "new", Replaces: "old", ExpiresAt: &successorExp}, token.Sealed{},
+		3*24*time.Hour, token.Event{RequestID: "replace", Actor: "tester"}); err != nil {
+		t.Fatal(err)
+	}
+	e.sweep()
+	e.clock.add(3*24*time.Hour + time.Hour)
+	e.sweep()
+	for id, want := range map[string]string{"old": "create,replaced,expiring 168h,expired", "new": "create,expiring 720h"} {
+		if got := strings.Join(e.trail("acme", id), ","); got != want {
+			t.Errorf("%s: %q, want %q", id, got, want)
+		}
+	}
+}

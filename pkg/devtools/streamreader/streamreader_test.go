@@ -126,7 +126,7 @@ func unique(entries []ebtest.Entry) []string {
 // detailFields are the only fields a detail may have.
 var detailFields = []string{"id", "tenant", "tokenId", "at", "action", "actor", "requestId", "version", "outcome", "changes", "usage", "replaces", "replacedBy", "lead", "expiresAt"}
 
-// Every kind of change, made through the service with a real sealer, reaches EventBridge as
+// Every kind of change (a replace too), made through the service with a real sealer, reaches EventBridge as
 // exactly one entry with its audit event's key as id and the action's detail-type, and no entry
 // holds the value, its hint or anything sealed.
 func TestEveryChangeIsPublishedOnce(t *testing.T) {
@@ -138,7 +138,7 @@ func TestEveryChangeIsPublishedOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx, m := r.ctx, service.Meta{RequestID: "r1", Actor: "admin-ui"}
-	value, name, renamed := "sk-stream-secret-value-abcdWXYZ", "OpenAI", "OpenAI (prod)"
+	value, newValue, name, renamed := "sk-stream-secret-value-abcdWXYZ", "sk-stream-successor-value-efghQRST", "OpenAI", "OpenAI (prod)"
 	exp := time.Now().Add(30 * time.Hour).UTC().Truncate(time.Second)
 	restricted := true
 	steps := []func() error{
@@ -179,7 +179,12 @@ func TestEveryChangeIsPublishedOnce(t *testing.T) {
 			return err
 		},
 		func() error {
-			return svc.Delete(ctx, "acme", "openai", true, service.Meta{RequestID: "r9", Actor: "admin-ui"})
+			_, err := svc.Upsert(ctx, service.Upsert{Tenant: "acme", ID: "openai-v2", Name: &name, Value: &newValue, Replaces: new("openai"),
+				Meta: service.Meta{RequestID: "r9", Actor: "admin-ui"}})
+			return err
+		},
+		func() error {
+			return svc.Delete(ctx, "acme", "openai", true, service.Meta{RequestID: "r10", Actor: "admin-ui"})
 		},
 	}
 	for i, step := range steps {
@@ -188,8 +193,8 @@ func TestEveryChangeIsPublishedOnce(t *testing.T) {
 		}
 	}
 	keys := testenv.EventKeys(t, r.table)
-	if len(keys) != 9 {
-		t.Fatalf("%d audit events, want 9: %v", len(keys), keys)
+	if len(keys) != 12 {
+		t.Fatalf("%d audit events, want 12: %v", len(keys), keys)
 	}
 	waitFor(t, 30*time.Second, "every event on the bus", func() bool { return len(r.eb.Entries()) >= len(keys) })
 	time.Sleep(300 * time.Millisecond) // and nothing more comes
@@ -205,8 +210,14 @@ func TestEveryChangeIsPublishedOnce(t *testing.T) {
 			t.Fatal(err)
 		}
 		if e.Source != "aitokens" || e.EventBusName != ebtest.Bus || eventbus.DetailType(d["action"].(string)) != e.DetailType ||
-			d["tenant"] != "acme" || d["tokenId"] != "openai" {
+			d["tenant"] != "acme" || (d["tokenId"] != "openai" && d["tokenId"] != "openai-v2") {
 			t.Errorf("entry %+v", e)
+		}
+		switch {
+		case d["action"] == "replaced" && (d["tokenId"] != "openai" || d["replacedBy"] != "openai-v2"):
+			t.Errorf("the replaced event: %s", e.Detail)
+		case d["action"] == "create" && d["tokenId"] == "openai-v2" && d["replaces"] != "openai":
+			t.Errorf("the successor's create: %s", e.Detail)
 		}
 		for k := range d {
 			if !slices.Contains(detailFields, k) {
@@ -214,15 +225,16 @@ func TestEveryChangeIsPublishedOnce(t *testing.T) {
 			}
 		}
 		raw := strings.ToLower(e.Source + e.DetailType + e.Detail)
-		for _, secret := range []string{strings.ToLower(value), "wxyz", "…", "seal", "digest", "cipher", "hint", "value", "eyj", "bearer"} {
+		for _, secret := range []string{strings.ToLower(value), strings.ToLower(newValue), "wxyz", "qrst", "…", "seal", "digest", "cipher", "hint", "value", "eyj", "bearer"} {
 			if strings.Contains(raw, secret) {
 				t.Errorf("entry holds %q: %s", secret, e.Detail)
 			}
 		}
 	}
 	// (The forced delete removes tool/rag in its one transaction, recorded by its own event.)
-	want := map[string]int{"AI Token Created": 1, "AI Token Updated": 2, "AI Token Usage Registered": 2, "AI Token Resolve Refused": 1,
-		"AI Token Expiring": 1, "AI Token Usage Unregistered": 1, "AI Token Deleted": 1}
+	// (The replace is the successor's create, the old token's replaced, and the copy of tool/rag.)
+	want := map[string]int{"AI Token Created": 2, "AI Token Updated": 2, "AI Token Usage Registered": 3, "AI Token Resolve Refused": 1,
+		"AI Token Expiring": 1, "AI Token Usage Unregistered": 1, "AI Token Deleted": 1, "AI Token Replaced": 1}
 	if !maps.Equal(types, want) {
 		t.Fatalf("detail-types %v, want %v", types, want)
 	}
