@@ -10,11 +10,11 @@ import (
 	"fmt"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/kms"
 	kmstypes "github.com/aws/aws-sdk-go-v2/service/kms/types"
 	smithy "github.com/aws/smithy-go"
 
+	"aitokens/pkg/awsconf"
 	"aitokens/pkg/awsretry"
 	appconfig "aitokens/pkg/config"
 	"aitokens/pkg/seal"
@@ -33,11 +33,12 @@ type KMS struct {
 // New seals with keyID (a key id, ARN or alias) through client.
 func New(client *kms.Client, keyID string) *KMS { return &KMS{client: client, keyID: keyID} }
 
-// NewClient makes a KMS client from the SDK's standard configuration (so AWS_ENDPOINT_URL_KMS
-// can point it at another endpoint), retrying throttling and 5xx a few times with a short
-// backoff (awsretry): a request should fail with a clear 503 well within API Gateway's 30 s.
+// NewClient makes a KMS client from awsconf's configuration (in Lambda: the credentials and
+// region Lambda provides; AWS_ENDPOINT_URL_KMS can point it at another endpoint), retrying
+// throttling and 5xx a few times with a short backoff (awsretry): a request should fail with a
+// clear 503 well within API Gateway's 30 s.
 func NewClient(ctx context.Context, policy awsretry.Policy) (*kms.Client, error) {
-	cfg, err := config.LoadDefaultConfig(ctx, policy.LoadOptions()...)
+	cfg, err := awsconf.Load(ctx, policy)
 	if err != nil {
 		return nil, err
 	}

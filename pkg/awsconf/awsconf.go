@@ -1,0 +1,139 @@
+// Package awsconf makes the aws.Config of the service's AWS clients (DynamoDB, KMS).
+//
+// A Lambda function takes it from the environment Lambda gives it: the execution role's
+// credentials in AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_SESSION_TOKEN, the region in
+// AWS_REGION. That is the first link of the SDK's default chain, the one that answers in
+// Lambda, read here the way the SDK reads it (FromEnv), so that the functions do not link the
+// SDK's configuration loader: its SSO, SSO-OIDC, STS and sign-in clients cost every cold start
+// their package initialisation (docs/benchmarks.md). The local server, which may run with a
+// profile, SSO or an assumed role, sets the whole chain with SetLoader(sdkchain.Load).
+package awsconf
+
+import (
+	"context"
+	"errors"
+	"os"
+	"strings"
+	"sync"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/smithy-go/logging"
+
+	"aitokens/pkg/awsretry"
+)
+
+// Loader makes the aws.Config of a client that talks to AWS, with policy applied.
+type Loader func(ctx context.Context, policy awsretry.Policy) (aws.Config, error)
+
+var (
+	mu     sync.Mutex
+	loader Loader = func(_ context.Context, policy awsretry.Policy) (aws.Config, error) {
+		return FromEnv(os.Getenv, policy)
+	}
+)
+
+// SetLoader replaces FromEnv as the source of Load; a main calls it once, before any client
+// is made.
+func SetLoader(l Loader) {
+	mu.Lock()
+	defer mu.Unlock()
+	loader = l
+}
+
+// Load makes the aws.Config of a client that talks to AWS: FromEnv, or what SetLoader set.
+func Load(ctx context.Context, policy awsretry.Policy) (aws.Config, error) {
+	mu.Lock()
+	l := loader
+	mu.Unlock()
+	return l(ctx, policy)
+}
+
+// credentialsSource names the credentials as the SDK's loader names those it reads from the
+// environment (the SDK reports the source in its user agent).
+const credentialsSource = "EnvConfigCredentials"
+
+// FromEnv is the configuration the SDK's default loader makes in Lambda, read from the same
+// variables: credentials from AWS_ACCESS_KEY_ID (or AWS_ACCESS_KEY), AWS_SECRET_ACCESS_KEY (or
+// AWS_SECRET_KEY), AWS_SESSION_TOKEN and AWS_ACCOUNT_ID; the region from AWS_REGION (or
+// AWS_DEFAULT_REGION); endpoints from AWS_ENDPOINT_URL and AWS_ENDPOINT_URL_<SERVICE> unless
+// AWS_IGNORE_CONFIGURED_ENDPOINT_URLS is true. Missing credentials or region are an error
+// (at init), never a client that fails on its first call.
+func FromEnv(getenv func(string) string, policy awsretry.Policy) (aws.Config, error) {
+	first := func(names ...string) string {
+		for _, n := range names {
+			if v := getenv(n); v != "" {
+				return v
+			}
+		}
+		return ""
+	}
+	creds := aws.Credentials{
+		AccessKeyID:     first("AWS_ACCESS_KEY_ID", "AWS_ACCESS_KEY"),
+		SecretAccessKey: first("AWS_SECRET_ACCESS_KEY", "AWS_SECRET_KEY"),
+		Source:          credentialsSource,
+	}
+	if !creds.HasKeys() {
+		return aws.Config{}, errors.New("awsconf: no AWS credentials in AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY " +
+			"(a function takes the credentials Lambda puts in its environment)")
+	}
+	creds.SessionToken, creds.AccountID = getenv("AWS_SESSION_TOKEN"), getenv("AWS_ACCOUNT_ID")
+	region := first("AWS_REGION", "AWS_DEFAULT_REGION")
+	if region == "" {
+		return aws.Config{}, errors.New("awsconf: no AWS region in AWS_REGION (Lambda sets it)")
+	}
+	e := endpoints{getenv}
+	cfg := base(policy, region, e)
+	cfg.Credentials = aws.NewCredentialsCache(credentials.StaticCredentialsProvider{Value: creds})
+	if v := getenv("AWS_ENDPOINT_URL"); v != "" && !e.ignored() {
+		cfg.BaseEndpoint = aws.String(v)
+	}
+	return cfg, nil
+}
+
+// Local is the configuration of a client of DynamoDB Local, which takes any credentials: the
+// region from AWS_REGION or AWS_DEFAULT_REGION, else us-east-1.
+func Local(getenv func(string) string, policy awsretry.Policy) aws.Config {
+	region := getenv("AWS_REGION")
+	if region == "" {
+		region = getenv("AWS_DEFAULT_REGION")
+	}
+	if region == "" {
+		region = "us-east-1"
+	}
+	cfg := base(policy, region)
+	cfg.Credentials = aws.NewCredentialsCache(credentials.NewStaticCredentialsProvider("local", "local", ""))
+	return cfg
+}
+
+// base is what the SDK's loader sets whatever the source: its logger, the legacy defaults
+// mode, and the sources a client asks for its own endpoint.
+func base(policy awsretry.Policy, region string, sources ...any) aws.Config {
+	return aws.Config{
+		Region:        region,
+		Retryer:       policy.NewRetryer,
+		HTTPClient:    policy.HTTPClient(),
+		Logger:        logging.NewStandardLogger(os.Stderr),
+		DefaultsMode:  aws.DefaultsModeLegacy,
+		ConfigSources: sources,
+	}
+}
+
+// endpoints answers a client's question for its own endpoint (AWS_ENDPOINT_URL_KMS for the KMS
+// client) as the SDK's environment configuration does; the client finds it in ConfigSources.
+type endpoints struct{ getenv func(string) string }
+
+func (e endpoints) ignored() bool {
+	return strings.EqualFold(e.getenv("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS"), "true")
+}
+
+// GetIgnoreConfiguredEndpoints implements the SDK's IgnoreConfiguredEndpointsProvider.
+func (e endpoints) GetIgnoreConfiguredEndpoints(context.Context) (bool, bool, error) {
+	return e.ignored(), e.getenv("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS") != "", nil
+}
+
+// GetServiceBaseEndpoint implements the SDK's ServiceBaseEndpointProvider.
+func (e endpoints) GetServiceBaseEndpoint(_ context.Context, sdkID string) (string, bool, error) {
+	v := e.getenv("AWS_ENDPOINT_URL_" + strings.ReplaceAll(strings.ToUpper(sdkID), " ", "_"))
+	return v, v != "", nil
+}
