@@ -12,14 +12,18 @@ import (
 	"aitokens/pkg/devtools/runtimeapi"
 )
 
-// helloWorld builds functions/testdata/helloworld, the smallest aws-lambda-go function, with
-// the same flags as the functions (see buildFirst), once.
-var helloWorld = sync.OnceValues(func() (string, error) {
-	bin := filepath.Join(binDir, "helloworld")
-	if out, err := exec.Command("go", "build", "-tags", "lambda.norpc", "-o", bin, "./testdata/helloworld").CombinedOutput(); err != nil {
-		return "", fmt.Errorf("build helloworld: %v\n%s", err, out)
+// floors builds, once and with the same flags as the functions (see buildFirst), the
+// hello-world aws-lambda-go function and the same with a DynamoDB client
+// (functions/testdata/helloworld and dynamodbfloor).
+var floors = sync.OnceValues(func() ([2]string, error) {
+	var bins [2]string
+	for i, name := range []string{"helloworld", "dynamodbfloor"} {
+		bins[i] = filepath.Join(binDir, name)
+		if out, err := exec.Command("go", "build", "-tags", "lambda.norpc", "-o", bins[i], "./testdata/"+name).CombinedOutput(); err != nil {
+			return bins, fmt.Errorf("build %s: %v\n%s", name, err, out)
+		}
 	}
-	return bin, nil
+	return bins, nil
 })
 
 // lambdaEnv is the environment of a function as the template and Lambda set it in AWS: the
@@ -56,20 +60,25 @@ func initOf(b *testing.B, binary, function string, env []string) (wall, cpu time
 // (process start to its first poll for an event, configured as in AWS) with the init of the
 // hello-world aws-lambda-go function, so both see the same load of the machine. It reports both
 // inits and their ratio, in wall-clock time and in the CPU time the process used (the steadier
-// figure on a busy machine).
+// figure on a busy machine). "dynamodb-floor" is the hello-world with a DynamoDB client: the
+// part of any function's ratio that is the SDK's.
 func BenchmarkColdStartVersusHelloWorld(b *testing.B) {
-	hello, err := helloWorld()
+	bins, err := floors()
 	if err != nil {
 		b.Fatal(err)
 	}
-	for _, fn := range []string{"get-token", "upsert-token", "resolve-token"} {
+	hello := bins[0]
+	for _, fn := range []string{"get-token", "upsert-token", "resolve-token", "dynamodb-floor"} {
 		b.Run(fn, func(b *testing.B) {
-			env := lambdaEnv(fn)
+			env, binary := lambdaEnv(fn), filepath.Join(binDir, fn)
+			if fn == "dynamodb-floor" {
+				binary = bins[1]
+			}
 			var fnWall, fnCPU, helloWall, helloCPU time.Duration
 			for b.Loop() {
 				w, c := initOf(b, hello, "helloworld", env)
 				helloWall, helloCPU = helloWall+w, helloCPU+c
-				w, c = initOf(b, filepath.Join(binDir, fn), fn, env)
+				w, c = initOf(b, binary, fn, env)
 				fnWall, fnCPU = fnWall+w, fnCPU+c
 			}
 			ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 / float64(b.N) }
