@@ -28,6 +28,7 @@ const prefix = "/2018-06-01/runtime"
 // Result is what one invocation produced.
 type Result struct {
 	RequestID string
+	TraceID   string // the X-Ray trace id handed out with the event (the Root of its trace header)
 	Response  []byte // the function's response payload, if it answered
 	Error     []byte // the error payload, if it reported an invocation error
 	InitError []byte // the error payload, if it reported an init error
@@ -46,6 +47,7 @@ type outcome struct {
 // pending is an event handed to the process, waiting for its answer.
 type pending struct {
 	requestID string
+	traceID   string
 	event     []byte
 	handedOut time.Time
 	done      chan outcome
@@ -85,7 +87,7 @@ func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Lambda-Runtime-Aws-Request-Id", p.requestID)
 		w.Header().Set("Lambda-Runtime-Deadline-Ms", strconv.FormatInt(time.Now().Add(s.deadline).UnixMilli(), 10))
 		w.Header().Set("Lambda-Runtime-Invoked-Function-Arn", "arn:aws:lambda:us-east-1:000000000000:function:local")
-		w.Header().Set("Lambda-Runtime-Trace-Id", "Root=1-00000000-000000000000000000000000;Sampled=0")
+		w.Header().Set("Lambda-Runtime-Trace-Id", "Root="+p.traceID+";Parent=0000000000000001;Sampled=0")
 		w.Header().Set("Content-Type", "application/json")
 		w.Write(p.event)
 	case r.Method == http.MethodPost && r.URL.Path == prefix+"/init/error":
@@ -196,10 +198,12 @@ func Start(inv Invocation) (*Process, error) {
 
 // Invoke hands the running process one event and waits for its answer.
 func (p *Process) Invoke(ctx context.Context, event []byte) (Result, error) {
-	id := make([]byte, 8)
+	id := make([]byte, 8+12)
 	rand.Read(id)
-	pe := &pending{requestID: hex.EncodeToString(id), event: event, done: make(chan outcome, 1)}
-	res := Result{RequestID: pe.requestID}
+	// An X-Ray trace id: version 1, the time in hex seconds, 96 random bits.
+	trace := fmt.Sprintf("1-%08x-%s", time.Now().Unix(), hex.EncodeToString(id[8:]))
+	pe := &pending{requestID: hex.EncodeToString(id[:8]), traceID: trace, event: event, done: make(chan outcome, 1)}
+	res := Result{RequestID: pe.requestID, TraceID: trace}
 	timer := time.NewTimer(p.timeout + 10*time.Second)
 	defer timer.Stop()
 	select {

@@ -17,6 +17,7 @@ import (
 	"aitokens/pkg/awsconf"
 	"aitokens/pkg/awsretry"
 	appconfig "aitokens/pkg/config"
+	"aitokens/pkg/metrics"
 	"aitokens/pkg/seal"
 	"aitokens/pkg/token"
 )
@@ -62,6 +63,7 @@ func FromConfig(ctx context.Context, cfg appconfig.Config) (seal.Sealer, error) 
 }
 
 func (k *KMS) Seal(ctx context.Context, tenant, id string, value []byte) (token.Sealed, error) {
+	metrics.FromContext(ctx).Add(metrics.KMSCalls, 1)
 	out, err := k.client.GenerateDataKey(ctx, &kms.GenerateDataKeyInput{
 		KeyId:             aws.String(k.keyID),
 		KeySpec:           kmstypes.DataKeySpecAes256,
@@ -82,6 +84,7 @@ func (k *KMS) Open(ctx context.Context, tenant, id string, s token.Sealed) ([]by
 	if s.Algorithm != Algorithm {
 		return nil, token.InternalError(fmt.Errorf("kmsseal: cannot open a value sealed with %q", s.Algorithm))
 	}
+	metrics.FromContext(ctx).Add(metrics.KMSCalls, 1)
 	out, err := k.client.Decrypt(ctx, &kms.DecryptInput{
 		CiphertextBlob:    s.WrappedKey,
 		KeyId:             aws.String(s.KeyID),
