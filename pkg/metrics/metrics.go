@@ -35,8 +35,8 @@ type Metric struct {
 	Unit Unit
 }
 
-// The metrics of the service. A new one (e.g. events published) is one more line here and an
-// Add where it happens.
+// The metrics of the service. A new one (e.g. events published) is one more line here, in All,
+// an Add where it happens, and a figure on the template's dashboard.
 var (
 	Requests     = Metric{"Requests", Count}
 	ClientErrors = Metric{"4xx", Count}
@@ -50,6 +50,9 @@ var (
 	// RefusedResolves is broken down by the Reason dimension (not_found, expired, ...).
 	RefusedResolves = Metric{"RefusedResolves", Count}
 )
+
+// All is every metric of the service: the template's dashboard shows each (a test checks).
+var All = []Metric{Requests, ClientErrors, ServerErrors, Latency, ColdStarts, KMSCalls, CacheHits, CacheMisses, RefusedResolves}
 
 // Dimension is a dimension's name and value, or a property's: a member of the line that is
 // not a metric.
