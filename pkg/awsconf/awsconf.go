@@ -11,12 +11,17 @@ package awsconf
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
+	"fmt"
+	"net/http"
 	"os"
 	"strings"
 	"sync"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/smithy-go/logging"
 
@@ -53,13 +58,29 @@ func Load(ctx context.Context, policy awsretry.Policy) (aws.Config, error) {
 // environment (the SDK reports the source in its user agent).
 const credentialsSource = "EnvConfigCredentials"
 
+// unsupported are the SDK's environment settings that would change how a client calls AWS and
+// that FromEnv does not read: set on a function, they stop it at init rather than being
+// ignored (Lambda sets none of them; with a profile the SDK's loader fails in Lambda too, for
+// want of its files). The retry settings are the policy's; the other credential sources never
+// count when the environment holds credentials.
+var unsupported = []string{"AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_USE_FIPS_ENDPOINT", "AWS_USE_DUALSTACK_ENDPOINT", "AWS_DEFAULTS_MODE",
+	"AWS_ENABLE_ENDPOINT_DISCOVERY", "AWS_ACCOUNT_ID_ENDPOINT_MODE", "AWS_REQUEST_CHECKSUM_CALCULATION",
+	"AWS_RESPONSE_CHECKSUM_VALIDATION", "AWS_DISABLE_REQUEST_COMPRESSION", "AWS_REQUEST_MIN_COMPRESSION_SIZE_BYTES",
+	"AWS_DISABLE_CLOCK_SKEW_CORRECTION", "AWS_SDK_UA_APP_ID", "AWS_AUTH_SCHEME_PREFERENCE"}
+
 // FromEnv is the configuration the SDK's default loader makes in Lambda, read from the same
 // variables: credentials from AWS_ACCESS_KEY_ID (or AWS_ACCESS_KEY), AWS_SECRET_ACCESS_KEY (or
 // AWS_SECRET_KEY), AWS_SESSION_TOKEN and AWS_ACCOUNT_ID; the region from AWS_REGION (or
 // AWS_DEFAULT_REGION); endpoints from AWS_ENDPOINT_URL and AWS_ENDPOINT_URL_<SERVICE> unless
-// AWS_IGNORE_CONFIGURED_ENDPOINT_URLS is true. Missing credentials or region are an error
-// (at init), never a client that fails on its first call.
+// AWS_IGNORE_CONFIGURED_ENDPOINT_URLS is true; the trusted CAs from AWS_CA_BUNDLE. Missing
+// credentials or region, or a setting it does not read, are an error (at init), never a
+// client that fails on its first call or behaves otherwise than the SDK's would.
 func FromEnv(getenv func(string) string, policy awsretry.Policy) (aws.Config, error) {
+	for _, name := range unsupported {
+		if getenv(name) != "" {
+			return aws.Config{}, fmt.Errorf("awsconf: %s is set, a setting of the AWS SDK that the functions do not read (see pkg/awsconf)", name)
+		}
+	}
 	first := func(names ...string) string {
 		for _, n := range names {
 			if v := getenv(n); v != "" {
@@ -84,11 +105,36 @@ func FromEnv(getenv func(string) string, policy awsretry.Policy) (aws.Config, er
 	}
 	e := endpoints{getenv}
 	cfg := base(policy, region, e)
+	if path := getenv("AWS_CA_BUNDLE"); path != "" {
+		if err := trustOnly(&cfg, path); err != nil {
+			return aws.Config{}, err
+		}
+	}
 	cfg.Credentials = aws.NewCredentialsCache(credentials.StaticCredentialsProvider{Value: creds})
 	if v := getenv("AWS_ENDPOINT_URL"); v != "" && !e.ignored() {
 		cfg.BaseEndpoint = aws.String(v)
 	}
 	return cfg, nil
+}
+
+// trustOnly makes the client trust the certificates of the PEM file at path and no others, as
+// the SDK does with AWS_CA_BUNDLE.
+func trustOnly(cfg *aws.Config, path string) error {
+	pem, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("awsconf: AWS_CA_BUNDLE: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return fmt.Errorf("awsconf: AWS_CA_BUNDLE %s holds no PEM certificate", path)
+	}
+	cfg.HTTPClient = cfg.HTTPClient.(*awshttp.BuildableClient).WithTransportOptions(func(tr *http.Transport) {
+		if tr.TLSClientConfig == nil {
+			tr.TLSClientConfig = &tls.Config{}
+		}
+		tr.TLSClientConfig.RootCAs = pool
+	})
+	return nil
 }
 
 // Local is the configuration of a client of DynamoDB Local, which takes any credentials: the

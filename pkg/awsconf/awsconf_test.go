@@ -2,17 +2,26 @@ package awsconf_test
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"math/big"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
-	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/kms"
 
 	"aitokens/pkg/awsconf"
+	"aitokens/pkg/awsconf/sdkchain"
 	"aitokens/pkg/awsretry"
 )
 
@@ -57,6 +66,10 @@ func TestFromEnvIsTheSDKDefaultInLambda(t *testing.T) {
 		{"service endpoints", with(map[string]string{"AWS_ENDPOINT_URL_KMS": "http://127.0.0.1:4000", "AWS_ENDPOINT_URL_DYNAMODB": "http://127.0.0.1:4001"})},
 		{"global endpoint", with(map[string]string{"AWS_ENDPOINT_URL": "http://127.0.0.1:4002"})},
 		{"endpoints ignored", with(map[string]string{"AWS_ENDPOINT_URL": "http://127.0.0.1:4002", "AWS_ENDPOINT_URL_KMS": "http://x", "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS": "true"})},
+		{"a CA bundle", with(map[string]string{"AWS_CA_BUNDLE": caBundle(t)})},
+		// Other credential sources do not count when the environment holds credentials.
+		{"a web identity too", with(map[string]string{"AWS_WEB_IDENTITY_TOKEN_FILE": "/nonexistent", "AWS_ROLE_ARN": "arn:aws:iam::111122223333:role/x"})},
+		{"container credentials too", with(map[string]string{"AWS_CONTAINER_CREDENTIALS_FULL_URI": "http://127.0.0.1:1/creds"})},
 	}
 	ctx := context.Background()
 	for _, c := range cases {
@@ -65,7 +78,7 @@ func TestFromEnvIsTheSDKDefaultInLambda(t *testing.T) {
 			for k, v := range c.env {
 				t.Setenv(k, v)
 			}
-			want, err := config.LoadDefaultConfig(ctx)
+			want, err := sdkchain.Load(ctx, awsretry.DefaultPolicy) // LoadDefaultConfig with the policy
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -82,6 +95,9 @@ func TestFromEnvIsTheSDKDefaultInLambda(t *testing.T) {
 			if err1 != nil || err2 != nil || gc != wc {
 				t.Errorf("credentials %+v (%v), the SDK's %+v (%v)", gc, err1, wc, err2)
 			}
+			if g, w := trusted(got), trusted(want); g != w && (g == nil || w == nil || !g.Equal(w)) {
+				t.Errorf("trusted CAs differ from the SDK's")
+			}
 			if g, w := aws.ToString(kms.NewFromConfig(got).Options().BaseEndpoint), aws.ToString(kms.NewFromConfig(want).Options().BaseEndpoint); g != w {
 				t.Errorf("KMS endpoint %q, the SDK's %q", g, w)
 			}
@@ -90,6 +106,31 @@ func TestFromEnvIsTheSDKDefaultInLambda(t *testing.T) {
 			}
 		})
 	}
+}
+
+// trusted is the CA pool of a configuration's HTTP client (nil: the system's).
+func trusted(cfg aws.Config) *x509.CertPool {
+	tr := cfg.HTTPClient.(*awshttp.BuildableClient).GetTransport()
+	if tr.TLSClientConfig == nil {
+		return nil
+	}
+	return tr.TLSClientConfig.RootCAs
+}
+
+// caBundle writes a PEM file with one self-signed certificate.
+func caBundle(t *testing.T) string {
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test CA"}, IsCA: true,
+		NotBefore: time.Now(), NotAfter: time.Now().Add(time.Hour), BasicConstraintsValid: true}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }
 
 // Without credentials or region a function stops at init with an error that says which.
@@ -102,6 +143,10 @@ func TestFromEnvRefusesAnIncompleteEnvironment(t *testing.T) {
 		{"nothing", map[string]string{}, "AWS_ACCESS_KEY_ID"},
 		{"no secret", map[string]string{"AWS_ACCESS_KEY_ID": "a", "AWS_REGION": "eu-west-1"}, "AWS_SECRET_ACCESS_KEY"},
 		{"no region", map[string]string{"AWS_ACCESS_KEY_ID": "a", "AWS_SECRET_ACCESS_KEY": "b"}, "AWS_REGION"},
+		{"a profile", map[string]string{"AWS_ACCESS_KEY_ID": "a", "AWS_SECRET_ACCESS_KEY": "b", "AWS_REGION": "us-east-1", "AWS_PROFILE": "someone"}, "AWS_PROFILE"},
+		{"FIPS endpoints", map[string]string{"AWS_ACCESS_KEY_ID": "a", "AWS_SECRET_ACCESS_KEY": "b", "AWS_REGION": "us-east-1", "AWS_USE_FIPS_ENDPOINT": "true"}, "AWS_USE_FIPS_ENDPOINT"},
+		{"endpoint discovery", map[string]string{"AWS_ACCESS_KEY_ID": "a", "AWS_SECRET_ACCESS_KEY": "b", "AWS_REGION": "us-east-1", "AWS_ENABLE_ENDPOINT_DISCOVERY": "true"}, "AWS_ENABLE_ENDPOINT_DISCOVERY"},
+		{"missing CA bundle", map[string]string{"AWS_ACCESS_KEY_ID": "a", "AWS_SECRET_ACCESS_KEY": "b", "AWS_REGION": "us-east-1", "AWS_CA_BUNDLE": "/nonexistent.pem"}, "AWS_CA_BUNDLE"},
 	}
 	for _, c := range cases {
 		_, err := awsconf.FromEnv(func(k string) string { return c.env[k] }, awsretry.DefaultPolicy)
