@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"aitokens/pkg/api"
 	"aitokens/pkg/devtools/emfcheck"
@@ -140,7 +141,13 @@ func TestWarmInvocationIsNoColdStart(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		logs, emf := invocationLines(t, "get-token", p.Logs())
+		// The process's output reaches its log through a pipe: wait for it, within a deadline.
+		var logs, emf []map[string]any
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+			if logs, emf = invocationLines(t, "get-token", p.Logs()); len(emf) > i || time.Now().After(deadline) {
+				break
+			}
+		}
 		if len(logs) != i+1 || len(emf) != i+1 {
 			t.Fatalf("after %d invocations: %d log lines, %d metrics lines", i+1, len(logs), len(emf))
 		}
