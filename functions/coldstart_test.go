@@ -3,6 +3,7 @@ package functions_test
 import (
 	"context"
 	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"sync"
@@ -61,7 +62,8 @@ func initOf(b *testing.B, binary, function string, env []string) (wall, cpu time
 // hello-world aws-lambda-go function, so both see the same load of the machine. It reports both
 // inits and their ratio, in wall-clock time and in the CPU time the process used (the steadier
 // figure on a busy machine). "dynamodb-floor" is the hello-world with a DynamoDB client: the
-// part of any function's ratio that is the SDK's.
+// part of any function's ratio that is the SDK's. With COLDSTART_BASELINE naming a directory of
+// the same functions built from another revision, those alternate too (before/after in one run).
 func BenchmarkColdStartVersusHelloWorld(b *testing.B) {
 	bins, err := floors()
 	if err != nil {
@@ -74,12 +76,24 @@ func BenchmarkColdStartVersusHelloWorld(b *testing.B) {
 			if fn == "dynamodb-floor" {
 				binary = bins[1]
 			}
-			var fnWall, fnCPU, helloWall, helloCPU time.Duration
+			baseline := os.Getenv("COLDSTART_BASELINE")
+			if fn == "dynamodb-floor" {
+				baseline = ""
+			}
+			var fnWall, fnCPU, helloWall, helloCPU, baseWall, baseCPU time.Duration
 			for b.Loop() {
 				w, c := initOf(b, hello, "helloworld", env)
 				helloWall, helloCPU = helloWall+w, helloCPU+c
 				w, c = initOf(b, binary, fn, env)
 				fnWall, fnCPU = fnWall+w, fnCPU+c
+				if baseline != "" {
+					w, c = initOf(b, filepath.Join(baseline, fn), fn, env)
+					baseWall, baseCPU = baseWall+w, baseCPU+c
+				}
+			}
+			if baseline != "" {
+				b.ReportMetric(float64(baseWall)/float64(helloWall), "baseline-init/hello")
+				b.ReportMetric(float64(baseCPU)/float64(helloCPU), "baseline-cpu/hello")
 			}
 			ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 / float64(b.N) }
 			b.ReportMetric(ms(fnWall), "init-ms")

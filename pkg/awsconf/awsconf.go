@@ -117,22 +117,30 @@ func FromEnv(getenv func(string) string, policy awsretry.Policy) (aws.Config, er
 	return cfg, nil
 }
 
+// bundles are the CA bundles read so far, by path: a function with a DynamoDB and a KMS client
+// parses one once (a system bundle takes milliseconds, at init).
+var bundles sync.Map // string -> *x509.CertPool
+
 // trustOnly makes the client trust the certificates of the PEM file at path and no others, as
 // the SDK does with AWS_CA_BUNDLE.
 func trustOnly(cfg *aws.Config, path string) error {
-	pem, err := os.ReadFile(path)
-	if err != nil {
-		return fmt.Errorf("awsconf: AWS_CA_BUNDLE: %w", err)
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(pem) {
-		return fmt.Errorf("awsconf: AWS_CA_BUNDLE %s holds no PEM certificate", path)
+	pool, ok := bundles.Load(path)
+	if !ok {
+		pem, err := os.ReadFile(path)
+		if err != nil {
+			return fmt.Errorf("awsconf: AWS_CA_BUNDLE: %w", err)
+		}
+		p := x509.NewCertPool()
+		if !p.AppendCertsFromPEM(pem) {
+			return fmt.Errorf("awsconf: AWS_CA_BUNDLE %s holds no PEM certificate", path)
+		}
+		pool, _ = bundles.LoadOrStore(path, p)
 	}
 	cfg.HTTPClient = cfg.HTTPClient.(*awshttp.BuildableClient).WithTransportOptions(func(tr *http.Transport) {
 		if tr.TLSClientConfig == nil {
 			tr.TLSClientConfig = &tls.Config{}
 		}
-		tr.TLSClientConfig.RootCAs = pool
+		tr.TLSClientConfig.RootCAs = pool.(*x509.CertPool)
 	})
 	return nil
 }
