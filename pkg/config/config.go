@@ -165,6 +165,9 @@ type Config struct {
 	ResolveCacheTTL  time.Duration
 	// AuditRetention is how long audit events are kept (AUDIT_RETENTION_DAYS).
 	AuditRetention time.Duration
+	// ServiceName is the Service dimension of the functions' metrics (SERVICE_NAME; the
+	// template sets the stack's name), so that two stacks in one account keep theirs apart.
+	ServiceName string
 
 	// The local server only.
 	Port          string // PORT
@@ -207,6 +210,7 @@ func Load(getenv func(string) string) (Config, error) {
 		JWKSURL:          getenv("JWKS_URL"),
 		JWTIssuer:        getenv("JWT_ISSUER"),
 		JWTAudience:      getenv("JWT_AUDIENCE"),
+		ServiceName:      or("SERVICE_NAME", "aitokens"),
 	}
 	var errs []error
 	// bounded parses a set variable against its range; unset, it keeps the default.
@@ -237,10 +241,28 @@ func Load(getenv func(string) string) (Config, error) {
 	if c.CORSAllowedOrigins, err = ParseOrigins(getenv("CORS_ALLOWED_ORIGINS")); err != nil {
 		errs = append(errs, err)
 	}
+	if !validServiceName(c.ServiceName) {
+		errs = append(errs, fmt.Errorf("SERVICE_NAME must be 1 to 128 letters, digits, '.', '_' or '-' (a CloudWatch dimension value), not %q", c.ServiceName))
+	}
 	if _, err := rangeOf("PORT").Parse(c.Port); err != nil {
 		errs = append(errs, err)
 	}
 	return c, errors.Join(errs...)
+}
+
+// validServiceName: what a stack name may be, and a metric's dimension value can hold. (No
+// regexp: compiling one costs every cold start.)
+func validServiceName(s string) bool {
+	if s == "" || len(s) > 128 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '.' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
 }
 
 // RequireTable is the check of a Lambda function: in AWS the template always sets TABLE_NAME,
