@@ -66,6 +66,19 @@ func TestTemplateLifecycleEvents(t *testing.T) {
 		dig(stream, "DestinationConfig", "OnFailure", "Destination", "!GetAtt") != "PublishEventsDeadLetters.Arn" {
 		t.Errorf("publish-events' event source mapping: %v", stream)
 	}
+	// The publisher's own alarms (docs/operations.md): behind the stream, and batches given up.
+	all, _ := alarms(t)
+	for id, want := range map[string][]string{
+		"PublishEventsIteratorAgeAlarm": {`"Namespace":"AWS/Lambda"`, `"MetricName":"IteratorAge"`, `"Value":{"!Ref":"PublishEventsFunction"}`, `"Statistic":"Maximum"`},
+		"PublishEventsDeadLettersAlarm": {`"Namespace":"AWS/SQS"`, `"MetricName":"ApproximateNumberOfMessagesVisible"`, `"!GetAtt":"PublishEventsDeadLetters.QueueName"`},
+	} {
+		text := string(must(json.Marshal(all[id])))
+		for _, w := range want {
+			if !strings.Contains(text, w) {
+				t.Errorf("%s lacks %s: %s", id, w, text)
+			}
+		}
+	}
 	sweep := dig(resources, "SweepExpiringFunction", "Properties")
 	if dig(sweep, "Events", "Hourly", "Type") != "Schedule" || dig(sweep, "Events", "Hourly", "Properties", "Schedule") != "rate(1 hour)" {
 		t.Errorf("sweep-expiring's schedule: %v", dig(sweep, "Events"))

@@ -5,6 +5,9 @@ package main
 import (
 	"fmt"
 	"os"
+
+	"aitokens/pkg/awsconf"
+	"aitokens/pkg/awsconf/sdkchain"
 )
 
 const usage = `usage: aitokens <command> [flags]
@@ -23,6 +26,8 @@ func main() {
 		fmt.Fprint(os.Stderr, usage)
 		os.Exit(2)
 	}
+	// The local server may run with a profile, SSO or an assumed role: the SDK's whole chain.
+	awsconf.SetLoader(sdkchain.Load)
 	var err error
 	switch os.Args[1] {
 	case "serve":

@@ -10,7 +10,6 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/aws/retry"
 	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
-	"github.com/aws/aws-sdk-go-v2/config"
 	smithyhttp "github.com/aws/smithy-go/transport/http"
 )
 
@@ -35,7 +34,8 @@ var DefaultPolicy = Policy{MaxAttempts: 4, MaxBackoff: 400 * time.Millisecond, A
 // concurrent transaction on the same item; real DynamoDB, not Local) passes once the other ends.
 var retryableCodes = map[string]struct{}{"TransactionConflictException": {}}
 
-func (p Policy) retryer() aws.Retryer {
+// NewRetryer is the SDK retryer of the policy.
+func (p Policy) NewRetryer() aws.Retryer {
 	return retry.NewStandard(func(o *retry.StandardOptions) {
 		o.MaxAttempts = p.MaxAttempts
 		o.MaxBackoff = p.MaxBackoff
@@ -46,12 +46,9 @@ func (p Policy) retryer() aws.Retryer {
 	})
 }
 
-// LoadOptions are the SDK configuration options that apply the policy.
-func (p Policy) LoadOptions() []func(*config.LoadOptions) error {
-	return []func(*config.LoadOptions) error{
-		config.WithRetryer(p.retryer),
-		config.WithHTTPClient(awshttp.NewBuildableClient().WithTimeout(p.AttemptTimeout)),
-	}
+// HTTPClient is the SDK's HTTP client with the policy's deadline on every attempt.
+func (p Policy) HTTPClient() *awshttp.BuildableClient {
+	return awshttp.NewBuildableClient().WithTimeout(p.AttemptTimeout)
 }
 
 // NoBackoff is a Backoff that retries at once.

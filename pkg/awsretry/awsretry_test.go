@@ -15,7 +15,6 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/aws/retry"
-	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
@@ -59,12 +58,8 @@ func client(t *testing.T, p awsretry.Policy, fake http.Handler) *dynamodb.Client
 	t.Helper()
 	srv := httptest.NewServer(fake)
 	t.Cleanup(srv.Close)
-	opts := append(p.LoadOptions(), config.WithRegion("eu-central-1"),
-		config.WithCredentialsProvider(credentials.NewStaticCredentialsProvider("test", "test", "")))
-	cfg, err := config.LoadDefaultConfig(context.Background(), opts...)
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg := aws.Config{Region: "eu-central-1", Retryer: p.NewRetryer, HTTPClient: p.HTTPClient(),
+		Credentials: credentials.NewStaticCredentialsProvider("test", "test", "")}
 	return dynamodb.NewFromConfig(cfg, func(o *dynamodb.Options) { o.BaseEndpoint = aws.String(srv.URL) })
 }
 

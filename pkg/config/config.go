@@ -7,7 +7,6 @@ import (
 	"cmp"
 	"errors"
 	"fmt"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -167,6 +166,9 @@ type Config struct {
 	ResolveCacheTTL  time.Duration
 	// AuditRetention is how long audit events are kept (AUDIT_RETENTION_DAYS).
 	AuditRetention time.Duration
+	// ServiceName is the Service dimension of the functions' metrics (SERVICE_NAME; the
+	// template sets the stack's name), so that two stacks in one account keep theirs apart.
+	ServiceName string
 
 	// The local server only.
 	Port          string // PORT
@@ -226,6 +228,7 @@ func Load(getenv func(string) string) (Config, error) {
 		JWKSURL:          getenv("JWKS_URL"),
 		JWTIssuer:        getenv("JWT_ISSUER"),
 		JWTAudience:      getenv("JWT_AUDIENCE"),
+		ServiceName:      or("SERVICE_NAME", "aitokens"),
 	}
 	var errs []error
 	// bounded parses a set variable against its range; unset, it keeps the default.
@@ -256,6 +259,9 @@ func Load(getenv func(string) string) (Config, error) {
 	if c.CORSAllowedOrigins, err = ParseOrigins(getenv("CORS_ALLOWED_ORIGINS")); err != nil {
 		errs = append(errs, err)
 	}
+	if !validServiceName(c.ServiceName) {
+		errs = append(errs, fmt.Errorf("SERVICE_NAME must be 1 to 128 letters, digits, '.', '_' or '-' (a CloudWatch dimension value), not %q", c.ServiceName))
+	}
 	if _, err := rangeOf("PORT").Parse(c.Port); err != nil {
 		errs = append(errs, err)
 	}
@@ -276,14 +282,12 @@ const (
 	MinReminderLookback     = time.Hour
 )
 
-var eventSourcePattern = regexp.MustCompile(`^[A-Za-z0-9._-]{1,256}$`)
-
 func loadEvents(getenv func(string) string, retention time.Duration, errs []error) (Events, []error) {
 	e := Events{EventBusName: getenv("EVENT_BUS_NAME"), EventSource: getenv("EVENT_SOURCE"), ReminderLookback: DefaultReminderLookback}
 	if e.EventSource == "" {
 		e.EventSource = DefaultEventSource
 	}
-	if !eventSourcePattern.MatchString(e.EventSource) || strings.HasPrefix(e.EventSource, "aws.") {
+	if !validEventSource(e.EventSource) {
 		errs = append(errs, fmt.Errorf("EVENT_SOURCE must be 1 to 256 of A-Z a-z 0-9 . _ - and not start with \"aws.\", not %q", e.EventSource))
 	}
 	raw := getenv("EXPIRY_REMINDER_LEADS")
@@ -314,6 +318,36 @@ func loadEvents(getenv func(string) string, retention time.Duration, errs []erro
 		e.ReminderLookback = d
 	}
 	return e, errs
+}
+
+// validEventSource: what EventBridge takes as an event's source (1 to 256 of A-Z a-z 0-9 . _ -),
+// and not one of AWS's own (aws.*). (No regexp, as for validServiceName.)
+func validEventSource(s string) bool {
+	if s == "" || len(s) > 256 || strings.HasPrefix(s, "aws.") {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '.' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// validServiceName: what a stack name may be, and a metric's dimension value can hold. (No
+// regexp: compiling one costs every cold start.)
+func validServiceName(s string) bool {
+	if s == "" || len(s) > 128 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '.' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
 }
 
 // RequireTable is the check of a Lambda function: in AWS the template always sets TABLE_NAME,

@@ -12,11 +12,11 @@ import (
 
 	"github.com/aws/aws-lambda-go/events"
 	"github.com/aws/aws-sdk-go-v2/aws"
-	awsconfig "github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/eventbridge"
 	"github.com/aws/aws-sdk-go-v2/service/eventbridge/types"
 	"github.com/aws/smithy-go"
 
+	"aitokens/pkg/awsconf"
 	"aitokens/pkg/awsretry"
 	"aitokens/pkg/config"
 )
@@ -61,9 +61,10 @@ func FromConfig(ctx context.Context, cfg config.Config, log *slog.Logger) (*Publ
 }
 
 // NewClient builds an EventBridge client with the service's retry and per-attempt deadline
-// policy, from the SDK's standard configuration.
+// policy, configured as the other AWS clients are (pkg/awsconf: in Lambda, the environment it
+// gives; AWS_ENDPOINT_URL_EVENTBRIDGE points it elsewhere).
 func NewClient(ctx context.Context, policy awsretry.Policy) (*eventbridge.Client, error) {
-	cfg, err := awsconfig.LoadDefaultConfig(ctx, policy.LoadOptions()...)
+	cfg, err := awsconf.Load(ctx, policy)
 	if err != nil {
 		return nil, err
 	}
@@ -87,16 +88,34 @@ type pending struct {
 	reason string // why its last try failed
 }
 
-// Handle publishes the audit events of one batch of stream records (the publish-events
-// function's handler; the local stream reader calls it the same way). Other records are
-// ignored. A failed entry, a throttled or failed call, or a stalled one (each attempt has its
+// Summary is what one batch came to.
+type Summary struct {
+	Records   int // in the batch
+	Ignored   int // not audit event items
+	Published int // accepted by EventBridge
+	Retried   int // entries sent again within the invocation
+	Failed    int // reported as batch item failures
+}
+
+// Handle is Publish with one log line of its summary: the handler of the local stream reader
+// (the publish-events function logs its own line, with the invocation's, pkg/lambdafn/eventfn).
+func (p *Publisher) Handle(ctx context.Context, batch events.DynamoDBEvent) (events.DynamoDBEventResponse, error) {
+	start := time.Now()
+	res, sum := p.Publish(ctx, batch)
+	p.log.InfoContext(ctx, "publish", "records", sum.Records, "ignored", sum.Ignored, "published", sum.Published,
+		"retried", sum.Retried, "failed", sum.Failed, "durationMs", float64(time.Since(start).Microseconds())/1000)
+	return res, nil
+}
+
+// Publish publishes the audit events of one batch of stream records (the publish-events
+// function's work; the local stream reader's the same way). Other records are ignored. A failed entry, a throttled or failed call, or a stalled one (each attempt has its
 // deadline, awsretry) is retried, only the entries that failed, until the invocation's
 // deadline less a margin; what is still not published then is reported as batch item
 // failures, in record order, so that Lambda retries from the first of them. Nothing is
-// dropped: it is published, or reported, or (never) both lost. It returns no error: a whole
-// failed batch is reported item by item too.
-func (p *Publisher) Handle(ctx context.Context, batch events.DynamoDBEvent) (events.DynamoDBEventResponse, error) {
-	start := time.Now()
+// dropped: it is published or reported. A whole failed batch is reported item by item too,
+// never as an error (which would make Lambda retry the batch, bisected, rather than just what
+// failed).
+func (p *Publisher) Publish(ctx context.Context, batch events.DynamoDBEvent) (events.DynamoDBEventResponse, Summary) {
 	var todo []*pending
 	var failed []*pending
 	ignored := 0
@@ -155,9 +174,8 @@ func (p *Publisher) Handle(ctx context.Context, batch events.DynamoDBEvent) (eve
 			p.log.ErrorContext(ctx, "event not published", "id", f.id, "sequenceNumber", f.seq, "tries", f.tries, "error", f.reason)
 		}
 	}
-	p.log.InfoContext(ctx, "publish", "records", len(batch.Records), "ignored", ignored, "published", total-len(failed)+countUnparsed(failed),
-		"retried", retried, "failed", len(failed), "durationMs", float64(time.Since(start).Microseconds())/1000)
-	return res, nil
+	return res, Summary{Records: len(batch.Records), Ignored: ignored, Published: total - len(failed) + countUnparsed(failed),
+		Retried: retried, Failed: len(failed)}
 }
 
 // countUnparsed is how many failures were never entries (they are not among the published).

@@ -27,6 +27,10 @@ type SealerFactory func(ctx context.Context, cfg config.Config) (seal.Sealer, er
 
 // Handler builds the http.Handler of one function from its configuration.
 func Handler(ctx context.Context, cfg config.Config, function string, sealer SealerFactory) (*api.Server, error) {
+	return handler(ctx, cfg, function, sealer, newLogger(function, os.Stdout))
+}
+
+func handler(ctx context.Context, cfg config.Config, function string, sealer SealerFactory, log *slog.Logger) (*api.Server, error) {
 	route, ok := api.RouteByFunction(function)
 	if !ok {
 		return nil, fmt.Errorf("lambdafn: no route for function %q", function)
@@ -35,7 +39,7 @@ func Handler(ctx context.Context, cfg config.Config, function string, sealer Sea
 	if err != nil {
 		return nil, err
 	}
-	return api.New(api.Config{Service: svc, Auth: auth.APIGateway{TenantClaim: cfg.TenantClaim}, Log: jsonLogger(),
+	return api.New(api.Config{Service: svc, Auth: auth.APIGateway{TenantClaim: cfg.TenantClaim}, Log: log,
 		RequestTimeout: cfg.RequestTimeout, Routes: []api.Route{route}})
 }
 
@@ -53,10 +57,6 @@ func newService(ctx context.Context, cfg config.Config, sealer SealerFactory) (*
 	return service.New(store.New(client, cfg.TableName).WithAuditRetention(cfg.AuditRetention), s, nil)
 }
 
-// jsonLogger writes one JSON object per line to stdout, which Lambda sends to CloudWatch Logs.
-// The request log line carries the Lambda request id itself (api uses it as the request id).
-func jsonLogger() *slog.Logger { return slog.New(slog.NewJSONHandler(os.Stdout, nil)) }
-
 // loadConfig is the configuration of a function: the environment, with TABLE_NAME required.
 func loadConfig() (config.Config, error) {
 	if err := config.RequireTable(os.Getenv); err != nil {
@@ -67,19 +67,21 @@ func loadConfig() (config.Config, error) {
 
 // initFailed logs why a function could not start, as one JSON line like every other, and exits.
 func initFailed(function string, err error) {
-	jsonLogger().Error("init failed", "function", function, "error", err.Error())
+	newLogger(function, os.Stdout).Error("init failed", "error", err.Error())
 	os.Exit(1)
 }
 
-// Start runs function until the Lambda runtime stops it.
+// Start runs function until the Lambda runtime stops it. Its output (stdout, which Lambda
+// sends to CloudWatch Logs) is one JSON line per request and one metrics line per invocation.
 func Start(function string, sealer SealerFactory) {
 	cfg, err := loadConfig()
 	if err != nil {
 		initFailed(function, err)
 	}
-	h, err := Handler(context.Background(), cfg, function, sealer)
+	o := NewObserver(function, cfg.ServiceName, os.Stdout)
+	h, err := handler(context.Background(), cfg, function, sealer, o.Logger())
 	if err != nil {
 		initFailed(function, err)
 	}
-	lambda.Start(httpadapter.NewV2(h).ProxyWithContext)
+	lambda.Start(o.HTTP(httpadapter.NewV2(h).ProxyWithContext))
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"os"
 	"time"
 
 	"github.com/aws/aws-lambda-go/lambda"
@@ -70,7 +71,7 @@ func NewResolver(ctx context.Context, cfg config.Config, sealer SealerFactory) (
 	if err != nil {
 		return nil, err
 	}
-	return &Resolver{svc: svc, log: jsonLogger(), timeout: cfg.RequestTimeout}, nil
+	return &Resolver{svc: svc, log: newLogger("resolve-token", os.Stdout), timeout: cfg.RequestTimeout}, nil
 }
 
 // WithLogger is the resolver writing its log lines to log instead of stdout.
@@ -139,5 +140,6 @@ func StartResolve(sealer SealerFactory) {
 	if err != nil {
 		initFailed("resolve-token", err)
 	}
-	lambda.Start(r.Resolve)
+	o := NewObserver("resolve-token", cfg.ServiceName, os.Stdout)
+	lambda.Start(o.Resolve(r.WithLogger(o.Logger()).Resolve))
 }

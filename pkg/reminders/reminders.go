@@ -106,8 +106,8 @@ type Result struct {
 }
 
 // Sweep writes the reminders due now, recorded under requestID. It goes on past a failed write
-// and returns the first error with the result, so that a failing sweep is retried (the next
-// one, or Lambda's retry) without repeating what it wrote.
+// (logged) and returns the errors with the result, so that a failing sweep is retried (the next
+// one, or Lambda's retry) without repeating what it wrote. Its caller logs the result.
 func (s *Sweeper) Sweep(ctx context.Context, requestID string) (Result, error) {
 	start := time.Now()
 	now := s.now().UTC()
@@ -156,9 +156,6 @@ func (s *Sweeper) Sweep(ctx context.Context, requestID string) (Result, error) {
 		}
 	}
 	res.DurationSeconds = time.Since(start).Seconds()
-	s.log.InfoContext(ctx, "sweep", "requestId", requestID, "from", res.From, "to", res.To, "days", res.Days,
-		"indexItemsRead", res.IndexItemsRead, "indexReadUnits", res.IndexReadUnits, "due", res.Due, "expiring", res.Expiring, "expired", res.Expired,
-		"alreadyWritten", res.AlreadyWritten, "gone", res.Gone, "failed", res.Failed)
 	if len(errs) > 0 {
 		return res, fmt.Errorf("%d reminders not written: %w", res.Failed, errors.Join(errs...))
 	}

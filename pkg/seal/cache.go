@@ -7,6 +7,7 @@ import (
 
 	"github.com/hashicorp/golang-lru/v2/expirable"
 
+	"aitokens/pkg/metrics"
 	"aitokens/pkg/token"
 )
 
@@ -44,8 +45,10 @@ func (c *Cache) Open(ctx context.Context, tenant, id string, s token.Sealed) ([]
 	k := cacheKey{tenant: tenant, id: id}
 	h.Sum(k.envelope[:0])
 	if v, ok := c.values.Get(k); ok {
+		metrics.FromContext(ctx).Add(metrics.CacheHits, 1)
 		return v, nil
 	}
+	metrics.FromContext(ctx).Add(metrics.CacheMisses, 1)
 	v, err := c.inner.Open(ctx, tenant, id, s)
 	if err != nil {
 		return nil, err

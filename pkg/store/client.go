@@ -6,31 +6,30 @@ package store
 import (
 	"context"
 	"errors"
+	"os"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/config"
-	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 
+	"aitokens/pkg/awsconf"
 	"aitokens/pkg/awsretry"
 )
 
-// NewClient builds a DynamoDB client from the SDK's standard configuration. With endpoint set
-// (DynamoDB Local) it talks to that address with dummy credentials, and a default region when
-// none is configured, because DynamoDB Local accepts any. policy bounds every attempt.
+// NewClient builds a DynamoDB client from awsconf's configuration (in Lambda: the credentials
+// and region Lambda provides). With endpoint set (DynamoDB Local) it talks to that address with
+// dummy credentials, and a default region when none is configured, because DynamoDB Local
+// accepts any. policy bounds every attempt.
 func NewClient(ctx context.Context, endpoint string, policy awsretry.Policy, optFns ...func(*dynamodb.Options)) (*dynamodb.Client, error) {
-	opts := policy.LoadOptions()
+	var cfg aws.Config
 	if endpoint != "" {
-		opts = append(opts, config.WithCredentialsProvider(credentials.NewStaticCredentialsProvider("local", "local", "")))
-	}
-	cfg, err := config.LoadDefaultConfig(ctx, opts...)
-	if err != nil {
-		return nil, err
-	}
-	if endpoint != "" && cfg.Region == "" {
-		cfg.Region = "us-east-1"
+		cfg = awsconf.Local(os.Getenv, policy)
+	} else {
+		var err error
+		if cfg, err = awsconf.Load(ctx, policy); err != nil {
+			return nil, err
+		}
 	}
 	return dynamodb.NewFromConfig(cfg, func(o *dynamodb.Options) {
 		if endpoint != "" {

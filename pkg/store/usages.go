@@ -103,7 +103,7 @@ func (s *Store) RegisterUsage(ctx context.Context, tenant, tokenID, kind, refID 
 		case err != nil || failed == nil:
 			return err
 		case failed[1]:
-			already = true // also a retry of our own transaction whose response was lost
+			already = true // registered before (a lost answer the SDK retried succeeds by its ClientRequestToken instead)
 			return nil
 		}
 		return errMoved // the token changed or went: read again

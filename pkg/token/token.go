@@ -2,7 +2,6 @@ package token
 
 import (
 	"fmt"
-	"regexp"
 	"slices"
 	"strings"
 	"time"
@@ -23,8 +22,8 @@ const (
 )
 
 var (
-	tenantPattern = regexp.MustCompile(TenantPattern)
-	idPattern     = regexp.MustCompile(IDPattern)
+	tenantPattern = mustPattern(TenantPattern)
+	idPattern     = mustPattern(IDPattern)
 )
 
 // TimeFormat is how every timestamp is stored and shown: RFC 3339, UTC, milliseconds.
@@ -259,7 +258,7 @@ const (
 	GeneratedBytes = 32
 )
 
-var prefixPattern = regexp.MustCompile(PrefixPattern)
+var prefixPattern = mustPattern(PrefixPattern)
 
 // ValidatePrefix checks the prefix of a generated value.
 func ValidatePrefix(prefix string) error {
@@ -275,7 +274,7 @@ var UsageKinds = []string{"agent", "mcp-server", "tool", "oauth-client"}
 // RefIDPattern is the pattern of a usage's reference id.
 const RefIDPattern = `^[A-Za-z0-9_.:-]{1,128}$`
 
-var refIDPattern = regexp.MustCompile(RefIDPattern)
+var refIDPattern = mustPattern(RefIDPattern)
 
 // ValidateUsage checks the kind and reference id of a usage.
 func ValidateUsage(kind, refID string) error {

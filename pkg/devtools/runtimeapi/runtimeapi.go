@@ -16,6 +16,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -27,6 +28,7 @@ const prefix = "/2018-06-01/runtime"
 // Result is what one invocation produced.
 type Result struct {
 	RequestID string
+	TraceID   string // the X-Ray trace id handed out with the event (the Root of its trace header)
 	Response  []byte // the function's response payload, if it answered
 	Error     []byte // the error payload, if it reported an invocation error
 	InitError []byte // the error payload, if it reported an init error
@@ -45,6 +47,7 @@ type outcome struct {
 // pending is an event handed to the process, waiting for its answer.
 type pending struct {
 	requestID string
+	traceID   string
 	event     []byte
 	handedOut time.Time
 	done      chan outcome
@@ -57,6 +60,7 @@ type server struct {
 	queue     chan *pending
 	mu        sync.Mutex
 	firstPoll time.Time
+	polled    chan struct{} // closed at the first poll: the end of the function's init
 	inflight  map[string]*pending
 	initErr   chan []byte
 }
@@ -67,6 +71,7 @@ func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.mu.Lock()
 		if s.firstPoll.IsZero() {
 			s.firstPoll = time.Now()
+			close(s.polled)
 		}
 		s.mu.Unlock()
 		var p *pending
@@ -82,7 +87,7 @@ func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Lambda-Runtime-Aws-Request-Id", p.requestID)
 		w.Header().Set("Lambda-Runtime-Deadline-Ms", strconv.FormatInt(time.Now().Add(s.deadline).UnixMilli(), 10))
 		w.Header().Set("Lambda-Runtime-Invoked-Function-Arn", "arn:aws:lambda:us-east-1:000000000000:function:local")
-		w.Header().Set("Lambda-Runtime-Trace-Id", "Root=1-00000000-000000000000000000000000;Sampled=0")
+		w.Header().Set("Lambda-Runtime-Trace-Id", "Root="+p.traceID+";Parent=0000000000000001;Sampled=0")
 		w.Header().Set("Content-Type", "application/json")
 		w.Write(p.event)
 	case r.Method == http.MethodPost && r.URL.Path == prefix+"/init/error":
@@ -114,6 +119,17 @@ type Invocation struct {
 	Env      []string // extra environment, KEY=VALUE
 	Event    []byte
 	Timeout  time.Duration // the function's deadline; 30 s when zero
+	// Environ is the environment the process starts from, before the Runtime API's variables
+	// and Env; this process's own environment when nil (LambdaEnviron is one like Lambda's).
+	Environ []string
+}
+
+// LambdaEnviron is an environment like the one Lambda gives a provided.al2023 function before
+// its own variables: a measurement or a test that uses it sees none of this machine's
+// settings (such as AWS_CA_BUNDLE, which makes the AWS SDK parse a CA bundle at init).
+func LambdaEnviron() []string {
+	return []string{"PATH=/usr/local/bin:/usr/bin/:/bin:/opt/bin", "LANG=en_US.UTF-8", "TZ=:UTC",
+		"AWS_LAMBDA_INITIALIZATION_TYPE=on-demand"}
 }
 
 // Invoke starts the binary against a fresh Runtime API, hands it the event, waits for its answer
@@ -149,7 +165,8 @@ func Start(inv Invocation) (*Process, error) {
 	if inv.Timeout == 0 {
 		inv.Timeout = 30 * time.Second
 	}
-	s := &server{deadline: inv.Timeout, queue: make(chan *pending), inflight: map[string]*pending{}, initErr: make(chan []byte, 1)}
+	s := &server{deadline: inv.Timeout, queue: make(chan *pending), inflight: map[string]*pending{}, initErr: make(chan []byte, 1),
+		polled: make(chan struct{})}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, err
@@ -157,7 +174,11 @@ func Start(inv Invocation) (*Process, error) {
 	p := &Process{srv: s, httpSrv: &http.Server{Handler: s}, logs: &syncBuffer{}, exited: make(chan struct{}), timeout: inv.Timeout}
 	go p.httpSrv.Serve(ln)
 	p.cmd = exec.Command(inv.Binary)
-	p.cmd.Env = append(os.Environ(),
+	environ := inv.Environ
+	if environ == nil {
+		environ = os.Environ()
+	}
+	p.cmd.Env = append(slices.Clip(environ),
 		"AWS_LAMBDA_RUNTIME_API="+ln.Addr().String(),
 		"AWS_LAMBDA_FUNCTION_NAME="+inv.Function,
 		"AWS_LAMBDA_FUNCTION_VERSION=$LATEST",
@@ -177,10 +198,12 @@ func Start(inv Invocation) (*Process, error) {
 
 // Invoke hands the running process one event and waits for its answer.
 func (p *Process) Invoke(ctx context.Context, event []byte) (Result, error) {
-	id := make([]byte, 8)
+	id := make([]byte, 8+12)
 	rand.Read(id)
-	pe := &pending{requestID: hex.EncodeToString(id), event: event, done: make(chan outcome, 1)}
-	res := Result{RequestID: pe.requestID}
+	// An X-Ray trace id: version 1, the time in hex seconds, 96 random bits.
+	trace := fmt.Sprintf("1-%08x-%s", time.Now().Unix(), hex.EncodeToString(id[8:]))
+	pe := &pending{requestID: hex.EncodeToString(id[:8]), traceID: trace, event: event, done: make(chan outcome, 1)}
+	res := Result{RequestID: pe.requestID, TraceID: trace}
 	timer := time.NewTimer(p.timeout + 10*time.Second)
 	defer timer.Stop()
 	select {
@@ -215,6 +238,39 @@ func (p *Process) Invoke(ctx context.Context, event []byte) (Result, error) {
 	res.InvokeDuration = answered.Sub(pe.handedOut)
 	p.srv.mu.Unlock()
 	return res, nil
+}
+
+// Ready waits until the process polls for its first event (its init is over) and returns the
+// time from its start, without handing it an event.
+func (p *Process) Ready(ctx context.Context) (time.Duration, error) {
+	timer := time.NewTimer(p.timeout + 10*time.Second)
+	defer timer.Stop()
+	select {
+	case <-p.srv.polled:
+		p.srv.mu.Lock()
+		defer p.srv.mu.Unlock()
+		return p.srv.firstPoll.Sub(p.start), nil
+	case body := <-p.srv.initErr:
+		return 0, fmt.Errorf("init error: %s", body)
+	case <-p.exited:
+		return 0, fmt.Errorf("the function exited during init (%v)", p.waitErr)
+	case <-timer.C:
+		return 0, errors.New("the function did not poll for an event in time")
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	}
+}
+
+// CPUTime is the user and system CPU time the process used; it is known once Stop returned.
+// Stopped right after Ready, it is the CPU cost of the init alone, a figure that, unlike the
+// wall-clock init, barely moves with the load of a shared machine.
+func (p *Process) CPUTime() time.Duration {
+	select {
+	case <-p.exited:
+		return p.cmd.ProcessState.UserTime() + p.cmd.ProcessState.SystemTime()
+	default:
+		return 0
+	}
 }
 
 // Logs is what the process wrote to stdout and stderr so far.

@@ -19,12 +19,11 @@ import (
 
 	"github.com/aws/aws-lambda-go/events"
 	"github.com/aws/aws-sdk-go-v2/aws"
-	awsconfig "github.com/aws/aws-sdk-go-v2/config"
-	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodbstreams"
 	st "github.com/aws/aws-sdk-go-v2/service/dynamodbstreams/types"
 
+	"aitokens/pkg/awsconf"
 	"aitokens/pkg/awsretry"
 	"aitokens/pkg/eventbus"
 )
@@ -87,16 +86,13 @@ func New(ctx context.Context, opts Options) (*Reader, error) {
 	if opts.Policy.MaxAttempts == 0 {
 		opts.Policy = awsretry.DefaultPolicy
 	}
-	loadOpts := opts.Policy.LoadOptions()
-	if opts.Endpoint != "" {
-		loadOpts = append(loadOpts, awsconfig.WithCredentialsProvider(credentials.NewStaticCredentialsProvider("local", "local", "")))
-	}
-	cfg, err := awsconfig.LoadDefaultConfig(ctx, loadOpts...)
-	if err != nil {
-		return nil, err
-	}
-	if opts.Endpoint != "" && cfg.Region == "" {
-		cfg.Region = "us-east-1"
+	// As pkg/store's client: DynamoDB Local takes any credentials; AWS, the service's loader.
+	cfg := awsconf.Local(os.Getenv, opts.Policy)
+	if opts.Endpoint == "" {
+		var err error
+		if cfg, err = awsconf.Load(ctx, opts.Policy); err != nil {
+			return nil, err
+		}
 	}
 	r := &Reader{opts: opts, checkpoints: map[string]string{}}
 	r.db = dynamodb.NewFromConfig(cfg, func(o *dynamodb.Options) {

@@ -10,13 +10,14 @@ import (
 	"fmt"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/kms"
 	kmstypes "github.com/aws/aws-sdk-go-v2/service/kms/types"
 	smithy "github.com/aws/smithy-go"
 
+	"aitokens/pkg/awsconf"
 	"aitokens/pkg/awsretry"
 	appconfig "aitokens/pkg/config"
+	"aitokens/pkg/metrics"
 	"aitokens/pkg/seal"
 	"aitokens/pkg/token"
 )
@@ -33,11 +34,12 @@ type KMS struct {
 // New seals with keyID (a key id, ARN or alias) through client.
 func New(client *kms.Client, keyID string) *KMS { return &KMS{client: client, keyID: keyID} }
 
-// NewClient makes a KMS client from the SDK's standard configuration (so AWS_ENDPOINT_URL_KMS
-// can point it at another endpoint), retrying throttling and 5xx a few times with a short
-// backoff (awsretry): a request should fail with a clear 503 well within API Gateway's 30 s.
+// NewClient makes a KMS client from awsconf's configuration (in Lambda: the credentials and
+// region Lambda provides; AWS_ENDPOINT_URL_KMS can point it at another endpoint), retrying
+// throttling and 5xx a few times with a short backoff (awsretry): a request should fail with a
+// clear 503 well within API Gateway's 30 s.
 func NewClient(ctx context.Context, policy awsretry.Policy) (*kms.Client, error) {
-	cfg, err := config.LoadDefaultConfig(ctx, policy.LoadOptions()...)
+	cfg, err := awsconf.Load(ctx, policy)
 	if err != nil {
 		return nil, err
 	}
@@ -61,6 +63,7 @@ func FromConfig(ctx context.Context, cfg appconfig.Config) (seal.Sealer, error) 
 }
 
 func (k *KMS) Seal(ctx context.Context, tenant, id string, value []byte) (token.Sealed, error) {
+	metrics.FromContext(ctx).Add(metrics.KMSCalls, 1)
 	out, err := k.client.GenerateDataKey(ctx, &kms.GenerateDataKeyInput{
 		KeyId:             aws.String(k.keyID),
 		KeySpec:           kmstypes.DataKeySpecAes256,
@@ -81,6 +84,7 @@ func (k *KMS) Open(ctx context.Context, tenant, id string, s token.Sealed) ([]by
 	if s.Algorithm != Algorithm {
 		return nil, token.InternalError(fmt.Errorf("kmsseal: cannot open a value sealed with %q", s.Algorithm))
 	}
+	metrics.FromContext(ctx).Add(metrics.KMSCalls, 1)
 	out, err := k.client.Decrypt(ctx, &kms.DecryptInput{
 		CiphertextBlob:    s.WrappedKey,
 		KeyId:             aws.String(s.KeyID),
