@@ -50,6 +50,7 @@ func decode(t *testing.T, raw []byte) any {
 }
 
 func TestSpecExamplesReplayed(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	ex := specExamples(t)
 	mgr := h.manager()
@@ -123,6 +124,7 @@ func urlQuery(q string) string {
 }
 
 func TestLifecycle(t *testing.T) {
+	t.Parallel()
 	h := newHarnessFrom(t, stack{sealer: newHarness(t).sealer, now: steppingClock()})
 	mgr := h.manager()
 	h.create("openai", "OpenAI Token", "sk-secret")
@@ -176,6 +178,7 @@ func TestLifecycle(t *testing.T) {
 }
 
 func TestIDsWithDashUnderscoreAndEscapes(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	for _, tc := range []struct{ path, id string }{
 		{"a-b_c", "a-b_c"},
@@ -192,6 +195,7 @@ func TestIDsWithDashUnderscoreAndEscapes(t *testing.T) {
 }
 
 func TestListPagingSortFieldsAndTotal(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	names := map[string]string{"a": "Zeta", "b": "Alpha", "c": "Mid", "d": "Alpha", "e": "Beta"}
 	for id, name := range names {
@@ -253,6 +257,7 @@ func scanTable(t *testing.T, h *harness) []map[string]types.AttributeValue {
 }
 
 func TestErrorPaths(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	h.create("openai", "OpenAI Token", "sk-secret")
 	mgr := h.manager()
@@ -354,6 +359,7 @@ func TestErrorPaths(t *testing.T) {
 }
 
 func TestConcurrentVersionedPuts(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	h.create("openai", "OpenAI Token", "sk-secret")
 	mgr := h.manager()
@@ -389,6 +395,7 @@ func TestConcurrentVersionedPuts(t *testing.T) {
 }
 
 func TestStoredItemHoldsNoPlaintext(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	const value = "sk-proj-very-unique-plaintext-0123456789"
 	h.create("openai", "OpenAI Token", value)
@@ -424,6 +431,7 @@ func TestStoredItemHoldsNoPlaintext(t *testing.T) {
 }
 
 func TestLogLines(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	mgr := h.manager()
 	h.create("openai", "OpenAI Token", "sk-log-secret")
@@ -451,6 +459,7 @@ func TestLogLines(t *testing.T) {
 
 // The OpenAPI document states the limits the code enforces, from the same constants.
 func TestOpenAPIStatesTheLimits(t *testing.T) {
+	t.Parallel()
 	openAPIRouter(t)
 	param := func(name string) *openapi3.Schema { return specDoc.Components.Parameters[name].Value.Schema.Value }
 	request := specDoc.Components.Schemas["TokenRequest"].Value.Properties

@@ -30,6 +30,7 @@ func (h *harness) as(subject string) string {
 // Every change makes exactly one event, with the caller as actor and the version it left; a
 // refused write makes none.
 func TestEveryChangeHasOneEvent(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	alice, bob := h.as("alice"), h.as("bob")
 	h.create("other", "Other", "sk-other-value-0001")
@@ -96,6 +97,7 @@ func TestEveryChangeHasOneEvent(t *testing.T) {
 // The trail over HTTP: newest first, paged with X-Total-Count, readable after the token is
 // deleted, refused to another tenant, and never holding secret material.
 func TestEventsRoute(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	mgr := h.manager()
 	const value = "sk-audit-secret-value-0003"
@@ -170,6 +172,7 @@ func jsonNumber(n int64) string { b, _ := json.Marshal(n); return string(b) }
 
 // A change whose DynamoDB response is lost is retried by the SDK; its event is recorded once.
 func TestLostResponseRecordsOneEvent(t *testing.T) {
+	t.Parallel()
 	proxy := testenv.NewFaultProxy(t)
 	client, err := store.NewClient(context.Background(), proxy.URL, testenv.Policy)
 	if err != nil {
@@ -199,6 +202,7 @@ func TestLostResponseRecordsOneEvent(t *testing.T) {
 // Refused resolves are recorded with the consumer as actor and the reason as outcome; a
 // successful one is not.
 func TestRefusedResolvesAreRecorded(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	mgr := h.manager()
 	h.do("PUT", base+"/r", `{"name":"R","value":"sk-restricted-0004","restricted":true}`, mgr)
@@ -242,6 +246,7 @@ func TestRefusedResolvesAreRecorded(t *testing.T) {
 
 // Paging is bounded like the list: past the bound of events read is a 400 that says so.
 func TestEventsPagingBound(t *testing.T) {
+	t.Parallel()
 	h := newHarnessFrom(t, stack{sealer: newHarness(t).sealer, maxItemsRead: 3})
 	mgr := h.manager()
 	h.create("openai", "OpenAI", "sk-bound-0001")

@@ -43,6 +43,7 @@ func variesByOrigin(t *testing.T, name string, h http.Header) {
 
 // The policy is the route table's methods and the headers the dashboard and the API need.
 func TestCORSPolicy(t *testing.T) {
+	t.Parallel()
 	p := api.CORS()
 	if !slices.Equal(p.AllowMethods, []string{"GET", "POST", "PUT", "DELETE", "PATCH"}) {
 		t.Errorf("methods %q", p.AllowMethods)
@@ -72,6 +73,7 @@ func preflight(handler http.Handler, origin, method, path string) *httptest.Resp
 // Preflights are answered before authentication: the policy for an allowed origin, nothing
 // for another; neither reaches the routes (no 401, no 405, no body).
 func TestCORSPreflight(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	p := api.CORS()
 	cases := []struct {
@@ -116,6 +118,7 @@ func TestCORSPreflight(t *testing.T) {
 // Every answer to an allowed origin carries the CORS headers, errors included: the page must
 // be able to read a 401 to send its user to log in again, and X-Total-Count of a list.
 func TestCORSOnEveryAnswer(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	h.create("openai", "OpenAI", "sk-cors-value-0123456789")
 	reader := h.jwt("acme", auth.ScopeRead)
@@ -174,6 +177,7 @@ func TestCORSOnEveryAnswer(t *testing.T) {
 // The limiter's 503 is an answer like any other: under WithCORS it carries the headers, so a
 // page can read its Retry-After instead of seeing a network error.
 func TestCORSOnTheLimitersAnswer(t *testing.T) {
+	t.Parallel()
 	proxy := testenv.NewFaultProxy(t)
 	client, err := store.NewClient(context.Background(), proxy.URL, testenv.Policy)
 	if err != nil {

@@ -192,6 +192,7 @@ func TestStalledDatabaseAnswersInTime(t *testing.T) {
 // transaction succeed, and a usage registered by this request is created: 201 (a client that
 // repeats the whole PUT gets 204, registered already).
 func TestLostResponsesAreAppliedOnce(t *testing.T) {
+	t.Parallel()
 	h, proxy := proxiedHarness(t, 5*time.Second, testRequestTimeout)
 	mgr := h.manager()
 	steps := []struct {

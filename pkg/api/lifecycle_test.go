@@ -17,6 +17,7 @@ import (
 func future() string { return token.FormatTime(time.Now().Add(365 * 24 * time.Hour)) }
 
 func TestExpiryEndToEnd(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	mgr := h.manager()
 	at := future()
@@ -76,6 +77,7 @@ func TestExpiryEndToEnd(t *testing.T) {
 
 // Every bad lifecycle input is a 400 with the documented body, and the table is unchanged.
 func TestLifecycleBadInput(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	mgr := h.manager()
 	h.create("openai", "OpenAI", "sk-existing-value-0001")
@@ -114,6 +116,7 @@ func TestLifecycleBadInput(t *testing.T) {
 }
 
 func TestHint(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	cases := []struct{ id, value, want string }{
 		{"long", "sk-proj-0123456789abcdef", "…cdef"},
@@ -140,6 +143,7 @@ func TestHint(t *testing.T) {
 var generatedPattern = regexp.MustCompile(`^[A-Za-z0-9_-]{43}$`)
 
 func TestGeneratedValueIsShownOnce(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	mgr := h.manager()
 	res := h.do("PUT", base+"/gen", `{"name":"Generated","generate":true}`, mgr)
@@ -180,6 +184,7 @@ func TestGeneratedValueIsShownOnce(t *testing.T) {
 // A create with generate whose DynamoDB response is lost is retried by the SDK within the same
 // request: the 201 carries the value that was stored, not a second one.
 func TestGeneratedValueSurvivesALostResponse(t *testing.T) {
+	t.Parallel()
 	proxy := testenv.NewFaultProxy(t)
 	client, err := store.NewClient(context.Background(), proxy.URL, testenv.Policy)
 	if err != nil {
@@ -199,6 +204,7 @@ func TestGeneratedValueSurvivesALostResponse(t *testing.T) {
 }
 
 func TestRestrictedFlag(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	mgr := h.manager()
 	if res := h.do("PUT", base+"/r", `{"name":"R","value":"sk-restricted-0001","restricted":true}`, mgr); res.status != 201 {
@@ -235,6 +241,7 @@ func TestRestrictedFlag(t *testing.T) {
 // Resolve refuses expired tokens and consumers a restricted token does not know, each with a
 // structured reason, checked on the same read that loads the value.
 func TestResolveRefusals(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	mgr := h.manager()
 	h.do("PUT", base+"/r", `{"name":"R","value":"sk-restricted-0002","restricted":true}`, mgr)

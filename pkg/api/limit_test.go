@@ -17,6 +17,7 @@ import (
 // Requests over MAX_CONCURRENT_REQUESTS get a JSON 503 with Retry-After at once, and every one
 // of them has its request log line, as any other answer does (issue 17, item 6).
 func TestRefusedRequestsAreLogged(t *testing.T) {
+	t.Parallel()
 	const capacity, refused = 4, 36
 	proxy := testenv.NewFaultProxy(t)
 	client, err := store.NewClient(context.Background(), proxy.URL, testenv.Policy)

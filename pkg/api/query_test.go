@@ -67,6 +67,7 @@ func idsOf(t *testing.T, res response) string {
 }
 
 func TestQueryTableThroughListAndSearch(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	created := queryFixture(t, h)
 	all := "anthropic,emporix--openai,mcp_github,oauth-client,openai,slack-bot,support-bot,zeta"
@@ -148,6 +149,7 @@ func TestQueryTableThroughListAndSearch(t *testing.T) {
 func quote(s string) string { return `"` + s + `"` }
 
 func TestQueryComposesWithSortPagingFieldsAndTotal(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	queryFixture(t, h)
 	reader := h.jwt("acme", auth.ScopeRead)
@@ -165,6 +167,7 @@ func TestQueryComposesWithSortPagingFieldsAndTotal(t *testing.T) {
 }
 
 func TestQueryErrorsOverHTTP(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	h.create("openai", "OpenAI Token", "v")
 	reader := h.jwt("acme", auth.ScopeRead)
@@ -199,6 +202,7 @@ func mustJSON(v any) string {
 
 // A query on id equality or an IN list of ids reads those keys, not the whole partition.
 func TestIDQueriesReadOnlyTheirKeys(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	queryFixture(t, h)
 	cases := []struct {

@@ -58,6 +58,7 @@ func (h *harness) resolve(id string, consumer *token.Consumer) (string, error) {
 // found by q), retires the old one at once (resolve refused with reason replaced, naming the
 // successor), and records an event on each token.
 func TestReplaceAtOnce(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	replaceFixture(t, h)
 	res := h.do("PUT", base+"/new", `{"name":"New","value":"sk-the-new-value-0002","replaces":"old","graceSeconds":0}`, h.manager())
@@ -110,6 +111,7 @@ func TestReplaceAtOnce(t *testing.T) {
 // ends, and is refused after (an injected clock moves past it). A token that expires before the
 // grace ends keeps its own, earlier expiry.
 func TestReplaceWithGrace(t *testing.T) {
+	t.Parallel()
 	clock := &settableClock{now: time.Now().UTC()}
 	h := newHarnessFrom(t, stack{sealer: newHarness(t).sealer, now: clock.Now})
 	replaceFixture(t, h)
@@ -146,6 +148,7 @@ func TestReplaceWithGrace(t *testing.T) {
 
 // Every refusal is the documented error and leaves the store as it was.
 func TestReplaceRefusals(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	replaceFixture(t, h)
 	if res := h.do("PUT", base+"/done", `{"name":"Done","value":"sk-done-value"}`, h.manager()); res.status != 201 {
@@ -227,6 +230,7 @@ func sameItems(a, b []map[string]types.AttributeValue) bool {
 // Two concurrent replacements of one token: exactly one wins, the other is refused (already
 // replaced, or a conflict to retry), and only the winner exists.
 func TestConcurrentReplacementsOneWins(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	replaceFixture(t, h)
 	const n = 4
@@ -261,6 +265,7 @@ func TestConcurrentReplacementsOneWins(t *testing.T) {
 // token, one set of copies, and the generated value in the 201 is the one stored. A client that
 // repeats the whole PUT of a value gets the idempotent update (204), not a second replacement.
 func TestReplaceSurvivesALostResponse(t *testing.T) {
+	t.Parallel()
 	proxy := testenv.NewFaultProxy(t)
 	client, err := store.NewClient(context.Background(), proxy.URL, testenv.Policy)
 	if err != nil {

@@ -254,6 +254,7 @@ func routeCalls() []struct{ function, method, path, body, scope string } {
 }
 
 func TestEveryRouteWithABodyHasASample(t *testing.T) {
+	t.Parallel()
 	for _, r := range api.Routes {
 		if _, ok := routeBodies[r.Function]; (r.Method == "POST" || r.Method == "PATCH" || r.Function == "upsert-token") && !ok {
 			t.Errorf("route %s takes a body: add one to routeBodies", r.Function)

@@ -9,6 +9,7 @@ import (
 )
 
 func TestCheckStrictJSON(t *testing.T) {
+	t.Parallel()
 	cases := []struct {
 		name, body string
 		field      string // "" when accepted

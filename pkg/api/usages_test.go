@@ -22,6 +22,7 @@ func usageCount(t *testing.T, h *harness, id string) float64 {
 }
 
 func TestUsagesRegisterListUnregister(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	h.create("openai", "OpenAI", "sk-1")
 	mgr := h.manager()
@@ -63,6 +64,7 @@ func TestUsagesRegisterListUnregister(t *testing.T) {
 }
 
 func TestUsageErrors(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	h.create("openai", "OpenAI", "sk-1")
 	mgr := h.manager()
@@ -96,6 +98,7 @@ func TestUsageErrors(t *testing.T) {
 }
 
 func TestDeleteInUseIsRefusedThenForced(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	h.create("openai", "OpenAI", "sk-1")
 	mgr := h.manager()
@@ -134,6 +137,7 @@ func TestDeleteInUseIsRefusedThenForced(t *testing.T) {
 }
 
 func TestForcedDeleteBeyondTheTransactionLimit(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	h.create("big", "Big", "sk-1")
 	ctx := context.Background()
@@ -220,6 +224,7 @@ func orphans(t *testing.T, h *harness) (orphaned, miscounted, compared int) {
 // registrars against an unregistrar instead, and its token survives, so that the usage counts
 // of surviving tokens are compared too.
 func TestRegisterRacingDeleteLeavesNoOrphans(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	mgr := h.manager()
 	const rounds, registrars = 15, 4
@@ -309,6 +314,7 @@ func raceRegisterUnregister(t *testing.T, h *harness, id string, registrars int)
 // infra/openapi.yaml shows the 409 of deleting a token in use as the service renders it, force
 // entry included, so a client generated from it knows the answer a dashboard's force dialog needs.
 func TestOpenAPIDocumentsTheInUseConflict(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	h.create("openai", "OpenAI", "sk-in-use-value-0123456789")
 	if res := h.do("PUT", base+"/openai/usages/agent/support-agent", "", h.manager()); res.status != 201 {

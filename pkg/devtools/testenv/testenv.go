@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 
 	"aitokens/pkg/awsretry"
@@ -114,6 +115,9 @@ func NewTable(t testing.TB) string {
 		if !skip && !t.Skipped() {
 			CheckInvariants(t, name)
 		}
+		// One DynamoDB Local serves a whole package run: tables left behind slow it down
+		// (an index added to a table was seen to take over a minute after some hundred).
+		client.DeleteTable(context.Background(), &dynamodb.DeleteTableInput{TableName: aws.String(name)})
 	})
 	return name
 }
