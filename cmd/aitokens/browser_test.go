@@ -5,7 +5,6 @@ package main
 // newHTTPServer's order of CORS, limiter and routes is only visible from this package.
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -17,7 +16,6 @@ import (
 	"os"
 	"os/exec"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -26,6 +24,7 @@ import (
 	"aitokens/pkg/auth"
 	"aitokens/pkg/config"
 	"aitokens/pkg/devtools/devkeys"
+	"aitokens/pkg/devtools/syncbuf"
 	"aitokens/pkg/devtools/testenv"
 )
 
@@ -47,24 +46,6 @@ func chromium(t *testing.T) string {
 	return ""
 }
 
-// syncBuffer collects the server's log lines, shown when the test fails.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // startDevServer runs what `serve --dev` runs, on a free loopback port, against this package's
 // DynamoDB Local with a table of its own, allowing corsOrigins. It returns the API's URL and
 // the development key its JWTs are signed with.
@@ -83,7 +64,7 @@ func startDevServer(t *testing.T, corsOrigins []string) (string, *devkeys.Claims
 		t.Fatal(err)
 	}
 	cfg.AWS = testenv.Policy
-	logs := &syncBuffer{}
+	logs := &syncbuf.Buffer{}
 	log := slog.New(slog.NewJSONHandler(logs, nil))
 	t.Cleanup(func() {
 		if t.Failed() {

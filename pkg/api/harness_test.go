@@ -26,6 +26,7 @@ import (
 	"aitokens/pkg/auth"
 	"aitokens/pkg/auth/jwtauth"
 	"aitokens/pkg/devtools/devkeys"
+	"aitokens/pkg/devtools/syncbuf"
 	"aitokens/pkg/devtools/testenv"
 	"aitokens/pkg/query"
 	"aitokens/pkg/seal"
@@ -40,24 +41,6 @@ func TestMain(m *testing.M) { os.Exit(testenv.Main(m)) }
 // the race detector is slow; the fault tests build servers with short ones.
 const testRequestTimeout = 30 * time.Second
 
-// syncBuffer collects log lines from concurrent requests.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // harness is the real handler stack on a fresh DynamoDB Local table, with real JWTs.
 type harness struct {
 	t       testing.TB
@@ -67,8 +50,8 @@ type harness struct {
 	table   string
 	svc     *service.Service
 	sealer  seal.Sealer
-	logs    *syncBuffer
-	bodies  *syncBuffer // every response, for leak scans
+	logs    *syncbuf.Buffer
+	bodies  *syncbuf.Buffer // every response, for leak scans
 	router  routers.Router
 	sent    *atomic.Int64 // responses written to bodies
 }
@@ -159,7 +142,7 @@ func newHarnessFrom(t testing.TB, o stack) *harness {
 	if o.maxItemsRead > 0 {
 		svc = svc.WithMaxItemsRead(o.maxItemsRead)
 	}
-	logs, bodies, sent := &syncBuffer{}, &syncBuffer{}, &atomic.Int64{}
+	logs, bodies, sent := &syncbuf.Buffer{}, &syncbuf.Buffer{}, &atomic.Int64{}
 	if o.shareWith != nil {
 		logs, bodies, sent = o.shareWith.logs, o.shareWith.bodies, o.shareWith.sent
 	}

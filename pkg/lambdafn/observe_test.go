@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"os"
-	"sync"
 	"testing"
 	"time"
 
@@ -15,28 +14,18 @@ import (
 	"github.com/aws/aws-lambda-go/lambdacontext"
 
 	"aitokens/pkg/devtools/emfcheck"
+	"aitokens/pkg/devtools/syncbuf"
 	"aitokens/pkg/lambdafn"
 )
 
 // syncBuffer is a log stream that tests read line by line.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
+type syncBuffer struct{ syncbuf.Buffer }
 
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-// lines splits the stream into its JSON lines, each checked: an EMF line against the
+// lines takes the stream's JSON lines so far, each checked: an EMF line against the
 // specification, and none holding what must never be logged.
 func (b *syncBuffer) lines(t *testing.T, never ...string) (logs, emf []map[string]any) {
 	t.Helper()
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	sc := bufio.NewScanner(bytes.NewReader(b.buf.Bytes()))
+	sc := bufio.NewScanner(bytes.NewReader(b.Take()))
 	for sc.Scan() {
 		line := sc.Bytes()
 		for _, s := range never {
@@ -57,7 +46,6 @@ func (b *syncBuffer) lines(t *testing.T, never ...string) (logs, emf []map[strin
 			logs = append(logs, m)
 		}
 	}
-	b.buf.Reset()
 	return logs, emf
 }
 

@@ -1,7 +1,6 @@
 package jwtauth
 
 import (
-	"bytes"
 	"context"
 	"crypto"
 	"crypto/ecdsa"
@@ -19,6 +18,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"aitokens/pkg/devtools/syncbuf"
 
 	"github.com/MicahParks/jwkset"
 	"github.com/golang-jwt/jwt/v5"
@@ -129,30 +130,12 @@ func bearerRequest(tok string) *http.Request {
 	return r
 }
 
-// logBuffer collects log lines written from the read goroutine.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *logBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // fileVerifier is a verifier of the JWKS file it writes with set, on clk.
-func fileVerifier(t *testing.T, clk *clock, set []byte) (*JWT, string, *logBuffer) {
+func fileVerifier(t *testing.T, clk *clock, set []byte) (*JWT, string, *syncbuf.Buffer) {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "jwks.json")
 	writeFile(t, path, set)
-	logs := &logBuffer{}
+	logs := &syncbuf.Buffer{}
 	j, err := newJWT(context.Background(), Config{JWKSFile: path, Issuer: testIssuer, Audience: testAudience,
 		RefreshInterval: interval, Log: slog.New(slog.NewJSONHandler(logs, nil))}, clk.now)
 	if err != nil {
@@ -230,9 +213,9 @@ func (s *jwksServer) holdFetches() (release func()) {
 	}
 }
 
-func urlVerifier(t *testing.T, clk *clock, url string) (*JWT, *logBuffer) {
+func urlVerifier(t *testing.T, clk *clock, url string) (*JWT, *syncbuf.Buffer) {
 	t.Helper()
-	logs := &logBuffer{}
+	logs := &syncbuf.Buffer{}
 	j, err := newJWT(context.Background(), Config{JWKSURL: url, Issuer: testIssuer, Audience: testAudience,
 		RefreshInterval: interval, Log: slog.New(slog.NewJSONHandler(logs, nil))}, clk.now)
 	if err != nil {

@@ -5,6 +5,7 @@
 package runtimeapi
 
 import (
+	"aitokens/pkg/devtools/syncbuf"
 	"bytes"
 	"context"
 	"crypto/rand"
@@ -153,7 +154,7 @@ type Process struct {
 	srv     *server
 	httpSrv *http.Server
 	cmd     *exec.Cmd
-	logs    *syncBuffer
+	logs    *syncbuf.Buffer
 	start   time.Time
 	exited  chan struct{}
 	waitErr error
@@ -171,7 +172,7 @@ func Start(inv Invocation) (*Process, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &Process{srv: s, httpSrv: &http.Server{Handler: s}, logs: &syncBuffer{}, exited: make(chan struct{}), timeout: inv.Timeout}
+	p := &Process{srv: s, httpSrv: &http.Server{Handler: s}, logs: &syncbuf.Buffer{}, exited: make(chan struct{}), timeout: inv.Timeout}
 	go p.httpSrv.Serve(ln)
 	p.cmd = exec.Command(inv.Binary)
 	environ := inv.Environ
@@ -281,22 +282,4 @@ func (p *Process) Stop() {
 	p.cmd.Process.Kill()
 	<-p.exited
 	p.httpSrv.Close()
-}
-
-// syncBuffer collects the output of a process.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(x []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(x)
-}
-
-func (b *syncBuffer) Bytes() []byte {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return append([]byte(nil), b.buf.Bytes()...)
 }

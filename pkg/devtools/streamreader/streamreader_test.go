@@ -21,6 +21,7 @@ import (
 	"aitokens/pkg/config"
 	"aitokens/pkg/devtools/ebtest"
 	"aitokens/pkg/devtools/streamreader"
+	"aitokens/pkg/devtools/syncbuf"
 	"aitokens/pkg/devtools/testenv"
 	"aitokens/pkg/eventbus"
 	"aitokens/pkg/reminders"
@@ -359,7 +360,7 @@ func TestKilledMidBatchDeliversAtLeastOnce(t *testing.T) {
 // Without a bus, events are logged, one JSON line each, through the same handler.
 func TestLogClientWritesOneLinePerEvent(t *testing.T) {
 	r := newRig(t)
-	var buf syncBuffer
+	var buf syncbuf.Buffer
 	r.pub = eventbus.New(eventbus.LogClient{Log: slog.New(slog.NewJSONHandler(&buf, nil))}, "", "aitokens", slog.New(slog.DiscardHandler))
 	r.create("logged")
 	r.run(nil, streamreader.Options{})
@@ -376,18 +377,6 @@ func TestLogClientWritesOneLinePerEvent(t *testing.T) {
 		t.Fatalf("%+v", line)
 	}
 }
-
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf strings.Builder
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-func (b *syncBuffer) String() string { b.mu.Lock(); defer b.mu.Unlock(); return b.buf.String() }
 
 // BenchmarkChangeToPutEvents measures the delay from a committed change (its write returned)
 // to the PutEvents call that carries its event, through the in-process reader, over 200
