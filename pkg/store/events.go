@@ -50,7 +50,7 @@ func eventPrefix(tokenID string) string { return eventSKPrefix + tokenID + "#" }
 // eventPut is the Put of ev in a transaction; it fails if this request's event exists already.
 // part tells apart the events one request writes on one token (a forced delete's usage removals:
 // the usage key), "" for the one event of a request.
-func (s *Store) eventPut(tenant string, ev token.Event, part string) (types.TransactWriteItem, error) {
+func (s *Store) eventPut(tenant string, ev token.Event, part string) types.TransactWriteItem {
 	if ev.Outcome == "" {
 		ev.Outcome = token.OutcomeSuccess // a change is recorded only when it happened
 	}
@@ -68,20 +68,17 @@ func (s *Store) eventPut(tenant string, ev token.Event, part string) (types.Tran
 	}
 	av, err := attributevalue.MarshalMap(it)
 	if err != nil {
-		return types.TransactWriteItem{}, token.InternalError(err)
+		panic(err) // strings, numbers and a list of strings always marshal
 	}
 	return types.TransactWriteItem{Put: &types.Put{TableName: aws.String(s.table), Item: av,
-		ConditionExpression: aws.String("attribute_not_exists(pk)")}}, nil
+		ConditionExpression: aws.String("attribute_not_exists(pk)")}}
 }
 
 // RecordEvent writes an event that goes with no change (a refused or failed resolve), once: a retry of
 // the same request finds its event there and leaves it.
 func (s *Store) RecordEvent(ctx context.Context, tenant string, ev token.Event) error {
-	put, err := s.eventPut(tenant, ev, "")
-	if err != nil {
-		return err
-	}
-	_, err = s.db.PutItem(ctx, &dynamodb.PutItemInput{TableName: put.Put.TableName, Item: put.Put.Item,
+	put := s.eventPut(tenant, ev, "")
+	_, err := s.db.PutItem(ctx, &dynamodb.PutItemInput{TableName: put.Put.TableName, Item: put.Put.Item,
 		ConditionExpression: put.Put.ConditionExpression})
 	if isConditionFailed(err) {
 		return nil

@@ -342,10 +342,7 @@ func (s *Store) RecordReminder(ctx context.Context, r Reminder, ev token.Event) 
 		if r.Lead != "" {
 			ev.Action = token.ActionExpiring
 		}
-		event, err := s.eventPut(r.Tenant, ev, r.kind())
-		if err != nil {
-			return err
-		}
+		event := s.eventPut(r.Tenant, ev, r.kind())
 		marker, err := attributevalue.MarshalMap(markerItem{PK: r.Tenant, SK: r.markerKey()[attrSK].(*types.AttributeValueMemberS).Value,
 			TokenID: r.TokenID, Action: ev.Action, Lead: r.Lead, ExpiresAt: exp,
 			EventSK: event.Put.Item[attrSK].(*types.AttributeValueMemberS).Value, TTL: ev.At.Add(s.retention).Unix()})

@@ -74,17 +74,11 @@ func (s *Store) Replace(ctx context.Context, t token.Token, sealed token.Sealed,
 		}
 		created := ev
 		created.At, created.Action, created.TokenID, created.Version, created.Replaces = at, token.ActionCreate, t.ID, 1, old
-		createdEvent, err := s.eventPut(t.Tenant, created, "")
-		if err != nil {
-			return err
-		}
+		createdEvent := s.eventPut(t.Tenant, created, "")
 		replaced := ev
 		replaced.At, replaced.Action, replaced.TokenID, replaced.Version = at, token.ActionReplaced, old, st.version+1
 		replaced.ReplacedBy, replaced.Changes = t.ID, changes
-		replacedEvent, err := s.eventPut(t.Tenant, replaced, "")
-		if err != nil {
-			return err
-		}
+		replacedEvent := s.eventPut(t.Tenant, replaced, "")
 		cond, values := st.sameToken()
 		values[":n"] = &types.AttributeValueMemberN{Value: strconv.Itoa(len(usages))}
 		values[":exp"] = &types.AttributeValueMemberS{Value: token.FormatTime(retire)}
@@ -113,10 +107,7 @@ func (s *Store) Replace(ctx context.Context, t token.Token, sealed token.Sealed,
 			registered := ev
 			registered.At, registered.Action, registered.TokenID, registered.Version = at, token.ActionUsageRegister, t.ID, 1
 			registered.Usage = u.Kind + "/" + u.RefID
-			registeredEvent, err := s.eventPut(t.Tenant, registered, u.Key())
-			if err != nil {
-				return err
-			}
+			registeredEvent := s.eventPut(t.Tenant, registered, u.Key())
 			items = append(items,
 				types.TransactWriteItem{Put: &types.Put{TableName: aws.String(s.table), Item: copied,
 					ConditionExpression: aws.String("attribute_not_exists(pk)")}},

@@ -227,10 +227,7 @@ func (s *Store) Create(ctx context.Context, t token.Token, sealed token.Sealed, 
 			return token.InternalError(err)
 		}
 		ev.At, ev.Action, ev.TokenID, ev.Version = at, token.ActionCreate, t.ID, 1
-		event, err := s.eventPut(t.Tenant, ev, "")
-		if err != nil {
-			return err
-		}
+		event := s.eventPut(t.Tenant, ev, "")
 		failed, err := s.transact(ctx, []types.TransactWriteItem{
 			{Put: &types.Put{TableName: aws.String(s.table), Item: av, ConditionExpression: aws.String("attribute_not_exists(pk)")}},
 			event,
@@ -337,10 +334,7 @@ func (s *Store) Update(ctx context.Context, u Update, ev token.Event) error {
 		if ev.Action != token.ActionPatch {
 			ev.Action = token.ActionUpdate
 		}
-		event, err := s.eventPut(u.Tenant, ev, "")
-		if err != nil {
-			return err
-		}
+		event := s.eventPut(u.Tenant, ev, "")
 		failed, err := s.transact(ctx, []types.TransactWriteItem{{Update: update}, event})
 		if err != nil || failed == nil {
 			return err

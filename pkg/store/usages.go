@@ -90,10 +90,7 @@ func (s *Store) RegisterUsage(ctx context.Context, tenant, tokenID, kind, refID 
 			return token.InternalError(err)
 		}
 		ev.At, ev.Action, ev.TokenID, ev.Version, ev.Usage = at, token.ActionUsageRegister, tokenID, st.version, kind+"/"+refID
-		event, err := s.eventPut(tenant, ev, usage.Key())
-		if err != nil {
-			return err
-		}
+		event := s.eventPut(tenant, ev, usage.Key())
 		failed, err := s.transact(ctx, []types.TransactWriteItem{
 			{Update: s.countChange(tenant, tokenID, st, []string{usage.Key()}, false)},
 			{Put: &types.Put{TableName: aws.String(s.table), Item: av, ConditionExpression: aws.String("attribute_not_exists(pk)")}},
@@ -147,10 +144,7 @@ func (s *Store) UnregisterUsage(ctx context.Context, tenant, tokenID, kind, refI
 			return err // no token, so no usage of it
 		}
 		ev.At, ev.Action, ev.TokenID, ev.Version, ev.Usage = s.now().UTC(), token.ActionUsageUnregister, tokenID, st.version, kind+"/"+refID
-		event, err := s.eventPut(tenant, ev, usage.Key())
-		if err != nil {
-			return err
-		}
+		event := s.eventPut(tenant, ev, usage.Key())
 		failed, err := s.transact(ctx, []types.TransactWriteItem{
 			s.usageDelete(tenant, tokenID, st, usage),
 			{Update: s.countChange(tenant, tokenID, st, []string{usage.Key()}, true)},
@@ -224,10 +218,7 @@ func (s *Store) tokenDelete(tenant, id string, st state, usages int, ev token.Ev
 	cond, values := st.sameToken()
 	values[":n"] = &types.AttributeValueMemberN{Value: strconv.Itoa(usages)}
 	ev.At, ev.TokenID, ev.Version = s.stamp(st), id, st.version
-	event, err := s.eventPut(tenant, ev, "")
-	if err != nil {
-		panic(err) // an event of strings and numbers always marshals
-	}
+	event := s.eventPut(tenant, ev, "")
 	return []types.TransactWriteItem{{Delete: &types.Delete{TableName: aws.String(s.table), Key: key(tenant, id),
 		ConditionExpression:       aws.String(cond + " AND (attribute_not_exists(usageCount) OR usageCount = :n)"),
 		ExpressionAttributeValues: values}}, event}
@@ -302,10 +293,7 @@ func (s *Store) usageChunk(tenant, id string, st state, usages []token.Usage, ev
 	for _, u := range usages {
 		uev := token.Event{At: at, Action: token.ActionUsageUnregister, Actor: ev.Actor, RequestID: ev.RequestID, TokenID: id,
 			Version: st.version, Outcome: token.OutcomeSuccess, Usage: u.Kind + "/" + u.RefID}
-		event, err := s.eventPut(tenant, uev, u.Key())
-		if err != nil {
-			panic(err) // an event of strings and numbers always marshals
-		}
+		event := s.eventPut(tenant, uev, u.Key())
 		items = append(items, s.usageDelete(tenant, id, st, u), event)
 	}
 	return items
