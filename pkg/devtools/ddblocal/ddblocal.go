@@ -77,11 +77,17 @@ func Start(ctx context.Context, opts Options) (*Instance, error) {
 		return nil, err
 	}
 	args := []string{
+		// A test run or a laptop session is minutes long: the client compiler alone and the
+		// serial collector halve the JVM's CPU against its defaults (C2 and G1, tuned for
+		// long-lived servers), on a 2-core machine that the tests share with it.
+		"-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC",
 		"-Djava.library.path=" + filepath.Join(filepath.Dir(jar), "DynamoDBLocal_lib"),
 		"-jar", jar, "-port", strconv.Itoa(port),
 		// One database whatever the client's credentials and region: without it DynamoDB Local
 		// keeps a database per access key, and a client configured differently sees no tables.
 		"-sharedDb",
+		// A local database reports nothing to anybody.
+		"-disableTelemetry",
 	}
 	if opts.DBPath == "" {
 		args = append(args, "-inMemory")
