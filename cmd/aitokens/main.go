@@ -19,6 +19,8 @@ commands:
   backfill-expiry-days
               once after deploying the expiry index: index the tokens that got expiresAt before it
               (TABLE_NAME, DYNAMODB_ENDPOINT or the AWS SDK's configuration)
+  with-dynamodb-local -- command [args...]
+              run a command with DYNAMODB_ENDPOINT set to a new in-memory DynamoDB Local (make test)
 `
 
 func main() {
@@ -38,6 +40,12 @@ func main() {
 		err = invoke(os.Args[2:])
 	case "backfill-expiry-days":
 		err = backfillExpiryDays()
+	case "with-dynamodb-local":
+		var code int
+		code, err = withDynamoDBLocal(os.Args[2:])
+		if err == nil {
+			os.Exit(code)
+		}
 	default:
 		fmt.Fprint(os.Stderr, usage)
 		os.Exit(2)
