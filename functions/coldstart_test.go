@@ -13,14 +13,14 @@ import (
 	"aitokens/pkg/devtools/runtimeapi"
 )
 
-// floors builds, once and with the same flags as the functions (see buildFirst), the
+// floors builds, once and with the same flags as the functions (buildFlags), the
 // hello-world aws-lambda-go function and the same with a DynamoDB client
 // (functions/testdata/helloworld and dynamodbfloor).
 var floors = sync.OnceValues(func() ([2]string, error) {
 	var bins [2]string
 	for i, name := range []string{"helloworld", "dynamodbfloor"} {
 		bins[i] = filepath.Join(binDir, name)
-		if out, err := exec.Command("go", "build", "-tags", "lambda.norpc", "-o", bins[i], "./testdata/"+name).CombinedOutput(); err != nil {
+		if out, err := exec.Command("go", append(append([]string{"build"}, buildFlags...), "-o", bins[i], "./testdata/"+name)...).CombinedOutput(); err != nil {
 			return bins, fmt.Errorf("build %s: %v\n%s", name, err, out)
 		}
 	}

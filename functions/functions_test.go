@@ -10,8 +10,10 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -44,6 +46,50 @@ func TestMain(m *testing.M) {
 	os.Exit(testenv.Main(&buildFirst{m}))
 }
 
+// buildFlags are the Makefile's LAMBDA_BUILD flags, for this machine's OS and architecture.
+var buildFlags = []string{"-tags", "lambda.norpc", "-trimpath", "-ldflags=-s -w"}
+
+// linked is each function's transitive imports (go list's Deps), listed in one go list for the
+// tests that check what a function links.
+var linked = sync.OnceValues(func() (map[string]map[string]bool, error) {
+	args := []string{"list", "-tags", "lambda.norpc", "-f", `{{.ImportPath}} {{join .Deps " "}}`}
+	for _, fn := range functionNames() {
+		args = append(args, "./"+fn)
+	}
+	out, err := exec.Command("go", args...).Output()
+	if err != nil {
+		return nil, fmt.Errorf("go list: %w", err)
+	}
+	deps := map[string]map[string]bool{}
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		fields := strings.Fields(line)
+		set := map[string]bool{}
+		for _, dep := range fields[1:] {
+			set[dep] = true
+		}
+		deps[path.Base(fields[0])] = set
+	}
+	return deps, nil
+})
+
+// links reports whether function fn links a package whose import path starts with prefix.
+func links(t *testing.T, fn, prefix string) bool {
+	t.Helper()
+	deps, err := linked()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if deps[fn] == nil {
+		t.Fatalf("go list did not list %s", fn)
+	}
+	for dep := range deps[fn] {
+		if dep == prefix || strings.HasPrefix(dep, prefix+"/") {
+			return true
+		}
+	}
+	return false
+}
+
 // buildFirst builds every function's binary (for this machine) once before the tests run.
 type buildFirst struct{ m *testing.M }
 
@@ -55,7 +101,8 @@ func (b *buildFirst) Run() int {
 	}
 	defer os.RemoveAll(dir)
 	binDir = dir
-	args := []string{"build", "-tags", "lambda.norpc", "-o", dir + "/"}
+	args := append([]string{"build"}, buildFlags...)
+	args = append(args, "-o", dir+"/")
 	for _, fn := range functionNames() {
 		args = append(args, "./"+fn)
 	}
