@@ -123,7 +123,10 @@ func newHarnessFrom(t testing.TB, o stack) *harness {
 	}
 	client, table, sealer := o.client, o.table, o.sealer
 	dir := t.TempDir()
-	key, err := devkeys.Ensure(dir)
+	if err := os.WriteFile(devkeys.KeyPath(dir), harnessKey(t), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	key, err := devkeys.Ensure(dir) // loads the key, writes its JWKS
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -154,6 +157,30 @@ func newHarnessFrom(t testing.TB, o stack) *harness {
 	}
 	return &harness{t: t, handler: handler, key: key, store: st, table: table, svc: svc, sealer: sealer, logs: logs,
 		bodies: bodies, sent: sent, router: openAPIRouter(t)}
+}
+
+// harnessKey is the signing key of every harness, as devkeys writes it: an RSA key costs
+// ~50 ms of CPU under the race detector, a quarter of this package's run when each harness
+// made its own. Tests of another signer make their own keys.
+var harnessKeyPEM = sync.OnceValues(func() ([]byte, error) {
+	dir, err := os.MkdirTemp("", "harness-key-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(dir)
+	if _, err := devkeys.Ensure(dir); err != nil {
+		return nil, err
+	}
+	return os.ReadFile(devkeys.KeyPath(dir))
+})
+
+func harnessKey(t testing.TB) []byte {
+	t.Helper()
+	pem, err := harnessKeyPEM()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem
 }
 
 // steppingClock is a clock that moves one second on at every reading, so that every write
