@@ -235,7 +235,7 @@ type eventsRig struct {
 // newEventsRig is a table, a test EventBridge and publish-events' binary fed by the table's
 // real stream (DynamoDB Local) through the stream reader.
 func newEventsRig(t *testing.T) *eventsRig {
-	e := newEnv(t)
+	e := newEnvOn(t, testenv.NewTableWithStream(t))
 	eb := ebtest.New()
 	t.Cleanup(eb.Close)
 	vars := append(append([]string{}, e.vars...), eb.Env()...)

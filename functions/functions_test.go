@@ -120,9 +120,12 @@ type env struct {
 	vars []string
 }
 
-func newEnv(t *testing.T) *env {
+func newEnv(t *testing.T) *env { return newEnvOn(t, testenv.NewTable(t)) }
+
+// newEnvOn is newEnv on a table of the caller's (one with its stream: NewTableWithStream).
+func newEnvOn(t *testing.T, table string) *env {
 	return &env{t: t, vars: []string{
-		"TABLE_NAME=" + testenv.NewTable(t),
+		"TABLE_NAME=" + table,
 		"DYNAMODB_ENDPOINT=" + testenv.Endpoint(),
 		"MASTER_KEY_FILE=" + filepath.Join(t.TempDir(), "master.key"),
 		"AWS_REGION=us-east-1", "AWS_ACCESS_KEY_ID=local", "AWS_SECRET_ACCESS_KEY=local",

@@ -55,7 +55,7 @@ func newRig(t *testing.T) *rig {
 	if err != nil {
 		t.Fatal(err)
 	}
-	table := testenv.NewTable(t)
+	table := testenv.NewTableWithStream(t)
 	return &rig{t: t, ctx: ctx, table: table, st: store.New(testenv.Client(), table), eb: eb,
 		pub: eventbus.New(client, ebtest.Bus, "aitokens", slog.New(slog.DiscardHandler))}
 }
@@ -396,7 +396,7 @@ func BenchmarkChangeToPutEvents(b *testing.B) {
 			b.Fatal(err)
 		}
 		pub := eventbus.New(client, ebtest.Bus, "aitokens", slog.New(slog.DiscardHandler))
-		table := testenv.NewTable(b)
+		table := testenv.NewTableWithStream(b)
 		st := store.New(testenv.Client(), table)
 		var mu sync.Mutex
 		arrived := map[string]time.Time{}
