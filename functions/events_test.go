@@ -291,6 +291,7 @@ func entryIDs(entries []ebtest.Entry) []string {
 // one entry with its audit event's key as id and no secret material; one failed entry among
 // ten is sent again alone.
 func TestPublishEventsFunction(t *testing.T) {
+	t.Parallel() // waits on processes and a database, not on this machine's cores
 	r := newEventsRig(t)
 	sealer := seal.NewLocalFromKey(make([]byte, 32))
 	svc, err := service.New(r.st, sealer, nil)
@@ -346,6 +347,7 @@ func TestPublishEventsFunction(t *testing.T) {
 // EventBridge stalled: the function answers before its deadline (4 s) with every record as a
 // batch item failure; the records are delivered once EventBridge answers again.
 func TestPublishEventsFunctionStalled(t *testing.T) {
+	t.Parallel() // waits on processes and a database, not on this machine's cores
 	r := newEventsRig(t)
 	r.eb.Stall()
 	for i := range 3 {
@@ -368,6 +370,7 @@ func TestPublishEventsFunctionStalled(t *testing.T) {
 // answer never came back): Lambda hands the batch again to a new process, every event is
 // delivered at least once, and the repeats carry the same ids.
 func TestPublishEventsFunctionKilledMidBatch(t *testing.T) {
+	t.Parallel() // waits on processes and a database, not on this machine's cores
 	r := newEventsRig(t)
 	for i := range 25 {
 		r.create(fmt.Sprintf("k%02d", i))
@@ -409,6 +412,7 @@ func TestPublishEventsFunctionKilledMidBatch(t *testing.T) {
 
 // sweep-expiring's binary writes the reminders due, once, and they are in the token's trail.
 func TestSweepExpiringFunction(t *testing.T) {
+	t.Parallel() // waits on processes and a database, not on this machine's cores
 	e := newEnv(t)
 	table := strings.TrimPrefix(e.vars[0], "TABLE_NAME=")
 	st := store.New(testenv.Client(), table)

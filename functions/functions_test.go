@@ -178,6 +178,7 @@ func (e *env) call(fn string, ev []byte) httpResponse {
 }
 
 func TestEachFunctionThroughTheRuntimeAPI(t *testing.T) {
+	t.Parallel() // waits on processes and a database, not on this machine's cores
 	e := newEnv(t)
 	steps := []struct {
 		fn       string
@@ -230,6 +231,7 @@ func TestEachFunctionThroughTheRuntimeAPI(t *testing.T) {
 }
 
 func TestResolveFunction(t *testing.T) {
+	t.Parallel() // waits on processes and a database, not on this machine's cores
 	e := newEnv(t)
 	if res := e.call("upsert-token", event(t, "upsert-token", nil)); res.StatusCode != 201 {
 		t.Fatalf("create: %+v", res)
@@ -448,6 +450,7 @@ func withBody(id, body string) func(map[string]any) {
 // The lifecycle through the real binaries: a generated, restricted, expiring token, its
 // consumer, and resolve refusing and then giving the value.
 func TestLifecycleThroughTheFunctions(t *testing.T) {
+	t.Parallel() // waits on processes and a database, not on this machine's cores
 	e := newEnv(t)
 	expires := time.Now().Add(48 * time.Hour).UTC().Format(time.RFC3339)
 	created := e.call("upsert-token", event(t, "upsert-token", withBody("gen",

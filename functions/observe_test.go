@@ -55,6 +55,7 @@ func invocationLines(t *testing.T, fn string, out []byte, never ...string) (logs
 // sealing functions count their KMS calls and resolve its cache. No line holds the value, its
 // hint or the caller's JWT.
 func TestEveryFunctionLogsAndMeasuresItsInvocations(t *testing.T) {
+	t.Parallel() // waits on processes and a database, not on this machine's cores
 	e := newEnv(t)
 	keys := kmstest.New()
 	defer keys.Close()

@@ -276,6 +276,7 @@ func TestDashboard(t *testing.T) {
 
 // cfn-lint (when installed, as `make test` runs it too) finds nothing in the template.
 func TestTemplateLintsClean(t *testing.T) {
+	t.Parallel() // waits on processes and a database, not on this machine's cores
 	if _, err := exec.LookPath("cfn-lint"); err != nil {
 		t.Skip("cfn-lint is not installed")
 	}

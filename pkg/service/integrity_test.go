@@ -36,6 +36,7 @@ func trail(t *testing.T, svc *service.Service, id string) []token.Event {
 // first transaction, answers 503 and keeps the token; every usage it did remove has its
 // usage_unregister event (the invariant check of the table counts them against the count).
 func TestForcedDeleteFailingHalfWayRecordsWhatItRemoved(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	table := testenv.NewTable(t)
 	direct := newService(t, store.New(testenv.Client(), table))
@@ -82,6 +83,7 @@ func TestForcedDeleteFailingHalfWayRecordsWhatItRemoved(t *testing.T) {
 // A slow PATCH that commits after a fast one is stamped when it commits: the token's modifiedAt
 // goes forward with its version, and its event is the newest.
 func TestSlowWriteIsStampedAtItsCommit(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	table := testenv.NewTable(t)
 	direct := newService(t, store.New(testenv.Client(), table))
@@ -127,6 +129,7 @@ func TestSlowWriteIsStampedAtItsCommit(t *testing.T) {
 // Expiry dates at the edges: what cannot be stored and shown as sent is refused, naming the
 // field; the zero time is a date like any other (a token meant to be switched off is).
 func TestExpiryAtTheEdges(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	svc := newService(t, store.New(testenv.Client(), testenv.NewTable(t)))
 	if err := upsert(ctx, svc, service.Upsert{Tenant: "acme", ID: "x", Name: new("X"), Value: new("sk-x-value"), Meta: meta("c")}); err != nil {

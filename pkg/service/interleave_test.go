@@ -123,6 +123,7 @@ func acceptable(err error) bool {
 // existence that the store then holds, and at the end the table's invariants must hold
 // (testenv checks them for every table).
 func TestInterleavedWritesKeepTheInvariants(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	table := testenv.NewTable(t)
 	direct := newService(t, store.New(testenv.Client(), table))
