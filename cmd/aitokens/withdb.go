@@ -41,7 +41,9 @@ func withDynamoDBLocal(args []string) (int, error) {
 	}
 	// Ctrl-C reaches the command too (same process group): wait for it to end, then stop the
 	// database, rather than die first and leave a JVM behind.
-	signal.Ignore(os.Interrupt, syscall.SIGTERM)
+	held := make(chan os.Signal, 1)
+	signal.Notify(held, os.Interrupt, syscall.SIGTERM)
+	defer signal.Stop(held)
 	cmd := exec.Command(args[0], args[1:]...)
 	cmd.Env = env
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr

@@ -1,4 +1,5 @@
-// Package testenv gives a test package one DynamoDB Local for its whole run and a fresh table
+// Package testenv gives a test package one DynamoDB Local for its whole run (the one of
+// $DYNAMODB_ENDPOINT, which `make test` shares among all packages) and a fresh table
 // per test, so tests use the real database engine without stepping on each other.
 package testenv
 
