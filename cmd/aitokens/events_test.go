@@ -11,12 +11,14 @@ import (
 
 	"aitokens/pkg/devtools/devkeys"
 	"aitokens/pkg/devtools/ebtest"
+	"aitokens/pkg/devtools/testenv"
 )
 
 // `serve --dev` (make run) creates the table with its stream and reads the stream in process:
 // a token created through the API reaches the EventBridge at AWS_ENDPOINT_URL_EVENTBRIDGE as
 // one entry with its audit event's key as id.
 func TestServeDevPublishesEvents(t *testing.T) {
+	testenv.Require(t) // serve --dev starts a DynamoDB Local of its own: not in a -short run without one
 	eb := ebtest.New()
 	defer eb.Close()
 	eb.UseFromEnv(t)
@@ -34,8 +36,12 @@ func TestServeDevPublishesEvents(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- serveUntil(ctx, []string{"--dev"}) }()
+	stopped := false // serve's answer was read already
 	defer func() {
 		cancel()
+		if stopped {
+			return
+		}
 		select {
 		case err := <-done:
 			if err != nil {
@@ -54,6 +60,7 @@ func TestServeDevPublishesEvents(t *testing.T) {
 		}
 		select {
 		case err := <-done:
+			stopped = true
 			t.Fatalf("serve stopped: %v", err)
 		default:
 		}
