@@ -209,3 +209,68 @@ func TestExpiryAtTheEdges(t *testing.T) {
 		t.Fatalf("create with expiresAt null: %v", err)
 	}
 }
+
+// An unversioned PUT or PATCH whose transaction loses its condition to a concurrent writer
+// reads the token again and applies on top of that write (store.WriteRounds): the client gets
+// its success, never a conflict, and neither change is lost.
+func TestUnversionedWritesLosingTheirConditionApplyOnTop(t *testing.T) {
+	t.Parallel()
+	later := "2999-01-01T00:00:00Z"
+	cases := []struct {
+		name  string
+		write func(ctx context.Context, svc *service.Service, id string) error
+		check func(tok token.Token) bool
+	}{
+		{"PUT", func(ctx context.Context, svc *service.Service, id string) error {
+			return upsert(ctx, svc, service.Upsert{Tenant: "acme", ID: id, Name: new("renamed by the slow PUT"), Meta: meta("slow")})
+		}, func(tok token.Token) bool { return tok.Name == "renamed by the slow PUT" }},
+		{"PATCH", func(ctx context.Context, svc *service.Service, id string) error {
+			return svc.Patch(ctx, "acme", id, []service.PatchOp{{Op: "REPLACE", Path: "/restricted", Value: false}}, meta("slow"))
+		}, func(tok token.Token) bool { return !tok.Restricted }},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			ctx := context.Background()
+			table := testenv.NewTable(t)
+			direct := newService(t, store.New(testenv.Client(), table))
+			if err := upsert(ctx, direct, service.Upsert{Tenant: "acme", ID: "t", Name: new("n"), Value: new("sk-value"),
+				Restricted: new(true), Meta: meta("create")}); err != nil {
+				t.Fatal(err)
+			}
+			slow, proxy := viaProxy(t, table)
+			pause := proxy.PauseNext("TransactWriteItems")
+			done := make(chan error, 1)
+			go func() { done <- c.write(ctx, slow, "t") }()
+			waitFor(t, pause.Reached, "the slow write's transaction")
+			// The concurrent writer moves the token on while the slow write's transaction waits.
+			if err := direct.Patch(ctx, "acme", "t", []service.PatchOp{{Op: "REPLACE", Path: "/expiresAt", Value: later}}, meta("fast")); err != nil {
+				t.Fatal(err)
+			}
+			pause.Release()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Fatalf("the unversioned %s after losing its condition: %v, want success", c.name, err)
+				}
+			case <-time.After(wait):
+				t.Fatal("the slow write did not end")
+			}
+			transactions := 0
+			for _, call := range proxy.Calls() {
+				if call == "TransactWriteItems" {
+					transactions++
+				}
+			}
+			if transactions != 2 {
+				t.Errorf("the slow write sent %d transactions, want 2 (one lost its condition, one applied)", transactions)
+			}
+			tok, err := direct.Get(ctx, "acme", "t")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !c.check(tok) || tok.ExpiresAt == nil || tok.ExpiresAt.Format(time.RFC3339) != later || tok.Version != 3 {
+				t.Errorf("after both writes: %+v; want the slow %s's change on top of the fast PATCH's, version 3", tok, c.name)
+			}
+		})
+	}
+}

@@ -57,7 +57,8 @@ func TestRetriedWritesAreRecognised(t *testing.T) {
 	if err != nil || got.Version != 2 || got.Name != "m" {
 		t.Fatalf("after a retried rename: %+v %v, want version 2", got, err)
 	}
-	// Without a version a retry is recognised too: applied once.
+	// The same request sent twice (an SDK retry after a lost answer) at the version it read is
+	// applied once: the second finds its own request id on the token.
 	r2 := store.Update{Tenant: "acme", ID: "x", Name: new("k"), Version: 2}
 	ev4 := token.Event{RequestID: "req-4", At: time.Now()}
 	st.Update(ctx, r2, ev4)
