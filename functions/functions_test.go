@@ -53,7 +53,8 @@ var buildFlags = []string{"-tags", "lambda.norpc", "-trimpath", "-ldflags=-s -w"
 // linked is each function's transitive imports (go list's Deps), listed in one go list for the
 // tests that check what a function links.
 var linked = sync.OnceValues(func() (map[string]map[string]bool, error) {
-	args := []string{"list", "-tags", "lambda.norpc", "-f", `{{.ImportPath}} {{join .Deps " "}}`}
+	args := append([]string{"list"}, buildFlags...)
+	args = append(args, "-f", `{{.ImportPath}} {{join .Deps " "}}`)
 	for _, fn := range functionNames() {
 		args = append(args, "./"+fn)
 	}

@@ -41,11 +41,11 @@ func main() {
 	case "backfill-expiry-days":
 		err = backfillExpiryDays()
 	case "with-dynamodb-local":
-		var code int
-		code, err = withDynamoDBLocal(os.Args[2:])
-		if err == nil {
-			os.Exit(code)
+		code, err := withDynamoDBLocal(os.Args[2:])
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "aitokens:", err)
 		}
+		os.Exit(code) // the command's own exit code, or 2 for a usage error
 	default:
 		fmt.Fprint(os.Stderr, usage)
 		os.Exit(2)
