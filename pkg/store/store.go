@@ -57,6 +57,9 @@ type item struct {
 	// Replaces and ReplacedBy link a token and its successor (Replace writes both at once).
 	Replaces   string `dynamodbav:"replaces,omitempty"`
 	ReplacedBy string `dynamodbav:"replacedBy,omitempty"`
+	// RetiresAt is when a replaced token stops resolving: set by Replace (its expiresAt then),
+	// moved only earlier by Update (with expiresAt), never removed (docs/security.md, Promises).
+	RetiresAt string `dynamodbav:"retiresAt,omitempty"`
 
 	SealKeyID      string `dynamodbav:"sealKeyId,omitempty"`
 	SealAlgorithm  string `dynamodbav:"sealAlgorithm,omitempty"`
@@ -110,6 +113,10 @@ func (it item) token(tenant string) token.Token {
 	if it.ExpiresAt != "" {
 		at, _ := time.Parse(time.RFC3339Nano, it.ExpiresAt)
 		t.ExpiresAt = &at
+	}
+	if it.RetiresAt != "" {
+		at, _ := time.Parse(time.RFC3339Nano, it.RetiresAt)
+		t.RetiresAt = &at
 	}
 	return t
 }
@@ -294,8 +301,13 @@ func (s *Store) Update(ctx context.Context, u Update, ev token.Event) error {
 			}
 			return &token.Error{Kind: token.Conflict, Reason: token.VersionMismatch, ResourceID: u.ID, Version: u.Version}
 		}
+		retires := st.retirement()
+		if retires != nil && (u.RemoveExpiry || u.ExpiresAt != nil && u.ExpiresAt.After(*retires)) {
+			return &token.Error{Kind: token.Conflict, Reason: token.RetirementFinal, ResourceID: u.ID, Successor: st.replacedBy, RetiresAt: *retires}
+		}
 		at := s.stamp(st)
 		cond, values := st.sameToken()
+		cond += " AND " + st.sameRetirement(values)
 		values[":req"] = &types.AttributeValueMemberS{Value: ev.RequestID}
 		values[":now"] = &types.AttributeValueMemberS{Value: token.FormatTime(at)}
 		values[":one"] = &types.AttributeValueMemberN{Value: "1"}
@@ -310,6 +322,9 @@ func (s *Store) Update(ctx context.Context, u Update, ev token.Event) error {
 			set += ", expiresAt = :exp, expiryDay = :day"
 			values[":exp"] = &types.AttributeValueMemberS{Value: token.FormatTime(*u.ExpiresAt)}
 			values[":day"] = &types.AttributeValueMemberS{Value: expiryDay(*u.ExpiresAt)}
+			if retires != nil {
+				set += ", retiresAt = :exp" // a replaced token's retirement moves earlier with its expiry, never back
+			}
 		case u.RemoveExpiry:
 			remove = append(remove, "expiresAt", "expiryDay")
 		}

@@ -82,11 +82,15 @@ type state struct {
 	requestID  string     // the request that wrote the token last
 	expiresAt  *time.Time // nil: never
 	replacedBy string
+	retiresAt  *time.Time // a replaced token's retirement (nil: not replaced, or replaced before retiresAt was kept)
+	restricted bool
 }
 
-var stateProjection = projectionExpr{expr: aws.String("#v, #c, #u, #m, #r, #e, #rb"), names: map[string]string{
+var stateProjection = projectionExpr{expr: aws.String("#v, #c, #u, #m, #r, #e, #rb, #ra, #rs"), names: map[string]string{
 	"#v": attrVersion, "#c": "usageCount", "#u": attrUID, "#m": "modifiedAt", "#r": attrRequestID,
-	"#e": "expiresAt", "#rb": "replacedBy"}}
+	"#e": "expiresAt", "#rb": "replacedBy", "#ra": attrRetiresAt, "#rs": "restricted"}}
+
+const attrRetiresAt = "retiresAt"
 
 func (s *Store) state(ctx context.Context, tenant, id string) (state, error) {
 	it, err := s.getItem(ctx, tenant, id, stateProjection)
@@ -97,7 +101,11 @@ func (s *Store) state(ctx context.Context, tenant, id string) (state, error) {
 		return state{}, err
 	}
 	st := state{found: true, uid: it.UID, version: it.Version, usageCount: it.UsageCount, requestID: it.RequestID,
-		replacedBy: it.ReplacedBy}
+		replacedBy: it.ReplacedBy, restricted: it.Restricted}
+	if it.RetiresAt != "" {
+		at, _ := time.Parse(time.RFC3339Nano, it.RetiresAt)
+		st.retiresAt = &at
+	}
 	st.modifiedAt, _ = time.Parse(time.RFC3339Nano, it.ModifiedAt)
 	if it.ExpiresAt != "" {
 		at, _ := time.Parse(time.RFC3339Nano, it.ExpiresAt)
@@ -116,6 +124,25 @@ func (st state) sameToken() (string, map[string]types.AttributeValue) {
 	}
 	values[":uid"] = &types.AttributeValueMemberS{Value: st.uid}
 	return "attribute_exists(pk) AND uid = :uid AND version = :v", values
+}
+
+// retirement is when the replaced token st read stops resolving: its retiresAt, or for a token
+// replaced before retiresAt was kept, its expiresAt then (nil: not replaced).
+func (st state) retirement() *time.Time {
+	if st.retiresAt == nil && st.replacedBy != "" {
+		return st.expiresAt
+	}
+	return st.retiresAt
+}
+
+// sameRetirement is the condition that the token's retiresAt is still the one st read (adding
+// its value to values), so that a write never moves a retirement it did not see.
+func (st state) sameRetirement(values map[string]types.AttributeValue) string {
+	if st.retiresAt == nil {
+		return "attribute_not_exists(retiresAt)"
+	}
+	values[":retires"] = &types.AttributeValueMemberS{Value: token.FormatTime(*st.retiresAt)}
+	return "retiresAt = :retires"
 }
 
 // stamp is the time of a change of the token's version made now: after its last modification
