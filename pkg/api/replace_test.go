@@ -422,8 +422,12 @@ func TestRetirementIsFinal(t *testing.T) {
 	for _, c := range refused {
 		before := scanTable(t, h)
 		res := h.do(c.method, base+"/old", c.body, h.manager())
+		if res.status != 409 {
+			t.Errorf("%s: %d %s, want 409 retirement_final", c.name, res.status, res.body)
+			continue
+		}
 		e := res.errorBody(t)
-		if res.status != 409 || len(e.Details) != 1 || e.Details[0].Type != "retirement_final" || e.ResourceID != "old" ||
+		if len(e.Details) != 1 || e.Details[0].Type != "retirement_final" || e.ResourceID != "old" ||
 			!strings.Contains(e.Details[0].Message, "new") || !strings.Contains(e.Message, retires) {
 			t.Errorf("%s: %d %s, want 409 retirement_final naming new", c.name, res.status, res.body)
 		}

@@ -37,6 +37,14 @@ import (
 //     be reported; no test races a sweep against a delete.)
 //  5. every reminder marker (sk "reminder#...") has its event, of the same action, lead and
 //     expiresAt: they are written in one transaction.
+//
+// And the promises of replace (docs/security.md, Promises):
+//
+//  6. a replaced token (replacedBy) has its retirement (retiresAt) and an expiresAt equal to it
+//     (a retirement only moves earlier, with the expiry); no token that was never replaced has one;
+//  7. a successor is at least as restricted as its predecessor: when both exist and the
+//     predecessor is restricted, the successor is too, unless a change of either one's
+//     restriction (an update or patch with "restricted" in its changes) came after the replace.
 
 type rawToken struct {
 	ID         string   `dynamodbav:"id"`
@@ -46,6 +54,11 @@ type rawToken struct {
 	Consumers  []string `dynamodbav:"consumers,stringset"`
 	CreatedAt  string   `dynamodbav:"createdAt"`
 	ModifiedAt string   `dynamodbav:"modifiedAt"`
+	ExpiresAt  string   `dynamodbav:"expiresAt"`
+	RetiresAt  string   `dynamodbav:"retiresAt"`
+	Restricted bool     `dynamodbav:"restricted"`
+	Replaces   string   `dynamodbav:"replaces"`
+	ReplacedBy string   `dynamodbav:"replacedBy"`
 }
 
 type rawUsage struct {
@@ -56,14 +69,15 @@ type rawUsage struct {
 }
 
 type rawEvent struct {
-	SK      string `dynamodbav:"sk"`
-	At      string `dynamodbav:"at"`
-	Action  string `dynamodbav:"action"`
-	TokenID string `dynamodbav:"tokenId"`
-	Version int    `dynamodbav:"version"`
-	Usage   string `dynamodbav:"usage"`
-	Lead    string `dynamodbav:"lead"`
-	Expires string `dynamodbav:"expiresAt"`
+	SK      string   `dynamodbav:"sk"`
+	At      string   `dynamodbav:"at"`
+	Action  string   `dynamodbav:"action"`
+	TokenID string   `dynamodbav:"tokenId"`
+	Version int      `dynamodbav:"version"`
+	Usage   string   `dynamodbav:"usage"`
+	Lead    string   `dynamodbav:"lead"`
+	Expires string   `dynamodbav:"expiresAt"`
+	Changes []string `dynamodbav:"changes"`
 }
 
 type rawMarker struct {
@@ -176,6 +190,16 @@ func (p *partition) violations() []string {
 		if t.ModifiedAt < t.CreatedAt {
 			bad("token %s: modifiedAt %s before createdAt %s", id, t.ModifiedAt, t.CreatedAt)
 		}
+		switch {
+		case t.ReplacedBy != "" && (t.RetiresAt == "" || t.ExpiresAt != t.RetiresAt):
+			bad("token %s: replaced by %s, retiresAt %q, expiresAt %q: a replaced token must expire at its retirement", id, t.ReplacedBy, t.RetiresAt, t.ExpiresAt)
+		case t.ReplacedBy == "" && t.RetiresAt != "":
+			bad("token %s: retiresAt %s, but never replaced", id, t.RetiresAt)
+		}
+		if old, ok := p.tokens[t.Replaces]; ok && t.Replaces != "" && old.ReplacedBy == id && old.Restricted && !t.Restricted &&
+			!restrictionChanged(p.events[id], "create") && !restrictionChanged(p.events[t.Replaces], "replaced") {
+			bad("token %s: open, but its predecessor %s is restricted and neither one's restriction changed since the replace", id, t.Replaces)
+		}
 	}
 	for _, m := range p.markers {
 		if e, ok := p.eventsBy[m.EventSK]; !ok || e.TokenID != m.TokenID || e.Action != m.Action || e.Lead != m.Lead || e.Expires != m.Expires {
@@ -195,6 +219,22 @@ func (p *partition) violations() []string {
 		}
 	}
 	return out
+}
+
+// restrictionChanged reports whether an update or patch of the restriction follows the last
+// event of action since in a token's events.
+func restrictionChanged(events []rawEvent, since string) bool {
+	sorted := slices.SortedFunc(slices.Values(events), func(a, b rawEvent) int { return cmp.Compare(a.SK, b.SK) })
+	changed := false
+	for _, e := range sorted {
+		switch {
+		case e.Action == since:
+			changed = false
+		case (e.Action == "update" || e.Action == "patch") && slices.Contains(e.Changes, "restricted"):
+			changed = true
+		}
+	}
+	return changed
 }
 
 // trailViolations walks one token id's trail (invariant 3).
