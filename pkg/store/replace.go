@@ -64,7 +64,7 @@ func (s *Store) Replace(ctx context.Context, t token.Token, sealed token.Sealed,
 		}
 		now := token.FormatTime(at)
 		it := item{PK: t.Tenant, SK: tokenSKPrefix + t.ID, ID: t.ID, Name: t.Name, Version: 1, CreatedAt: now, ModifiedAt: now,
-			RequestID: ev.RequestID, UID: uid, Restricted: t.Restricted || st.restricted, Hint: t.Hint, Replaces: old,
+			EventAt: now, RequestID: ev.RequestID, UID: uid, Restricted: t.Restricted || st.restricted, Hint: t.Hint, Replaces: old,
 			UsageCount: len(usages), Consumers: keys, SealKeyID: sealed.KeyID, SealAlgorithm: sealed.Algorithm,
 			SealWrappedKey: sealed.WrappedKey, SealNonce: sealed.Nonce, SealCiphertext: sealed.Ciphertext, SealDigest: sealed.Digest}
 		if t.ExpiresAt != nil {
@@ -94,14 +94,15 @@ func (s *Store) Replace(ctx context.Context, t token.Token, sealed token.Sealed,
 			restrictedCond = "restricted = :true"
 			values[":true"] = &types.AttributeValueMemberBOOL{Value: true}
 		}
+		eventsCond := st.sameEvents(values)
 		items := []types.TransactWriteItem{
 			{Put: &types.Put{TableName: aws.String(s.table), Item: av, ConditionExpression: aws.String("attribute_not_exists(pk)")}},
 			createdEvent,
 			{Update: &types.Update{TableName: aws.String(s.table), Key: key(t.Tenant, old),
-				UpdateExpression: aws.String("SET expiresAt = :exp, expiryDay = :day, retiresAt = :exp, replacedBy = :new, modifiedAt = :now, requestId = :req ADD version :one"),
+				UpdateExpression: aws.String("SET expiresAt = :exp, expiryDay = :day, retiresAt = :exp, replacedBy = :new, modifiedAt = :now, eventAt = :now, requestId = :req ADD version :one"),
 				// The restriction as read: the successor's was decided from it.
 				ConditionExpression: aws.String(cond + " AND attribute_not_exists(replacedBy)" +
-					" AND (attribute_not_exists(usageCount) OR usageCount = :n) AND " + restrictedCond),
+					" AND (attribute_not_exists(usageCount) OR usageCount = :n) AND " + restrictedCond + " AND " + eventsCond),
 				ExpressionAttributeValues: values}},
 			replacedEvent,
 		}

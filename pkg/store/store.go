@@ -60,6 +60,10 @@ type item struct {
 	// RetiresAt is when a replaced token stops resolving: set by Replace (its expiresAt then),
 	// moved only earlier by Update (with expiresAt), never removed (docs/security.md, Promises).
 	RetiresAt string `dynamodbav:"retiresAt,omitempty"`
+	// EventAt is the time of the token's last event (of every write that records one: changes,
+	// usage changes, reminders). Each such write stamps its event after it and conditions its
+	// transaction on it unchanged, so a token's events sort in the order they committed (write.go).
+	EventAt string `dynamodbav:"eventAt,omitempty"`
 
 	SealKeyID      string `dynamodbav:"sealKeyId,omitempty"`
 	SealAlgorithm  string `dynamodbav:"sealAlgorithm,omitempty"`
@@ -223,7 +227,7 @@ func (s *Store) Create(ctx context.Context, t token.Token, sealed token.Sealed, 
 		at := s.now().UTC()
 		now := token.FormatTime(at)
 		it := item{PK: t.Tenant, SK: tokenSKPrefix + t.ID, ID: t.ID, Name: t.Name, Version: 1, CreatedAt: now, ModifiedAt: now,
-			RequestID: ev.RequestID, UID: uid, Restricted: t.Restricted, Hint: t.Hint, SealKeyID: sealed.KeyID,
+			EventAt: now, RequestID: ev.RequestID, UID: uid, Restricted: t.Restricted, Hint: t.Hint, SealKeyID: sealed.KeyID,
 			SealAlgorithm: sealed.Algorithm, SealWrappedKey: sealed.WrappedKey, SealNonce: sealed.Nonce,
 			SealCiphertext: sealed.Ciphertext, SealDigest: sealed.Digest}
 		if t.ExpiresAt != nil {
@@ -307,11 +311,11 @@ func (s *Store) Update(ctx context.Context, u Update, ev token.Event) error {
 		}
 		at := s.stamp(st)
 		cond, values := st.sameToken()
-		cond += " AND " + st.sameRetirement(values)
+		cond += " AND " + st.sameRetirement(values) + " AND " + st.sameEvents(values)
 		values[":req"] = &types.AttributeValueMemberS{Value: ev.RequestID}
 		values[":now"] = &types.AttributeValueMemberS{Value: token.FormatTime(at)}
 		values[":one"] = &types.AttributeValueMemberN{Value: "1"}
-		set := "SET modifiedAt = :now, requestId = :req"
+		set := "SET modifiedAt = :now, eventAt = :now, requestId = :req"
 		var remove []string
 		if u.Name != nil {
 			set += ", #name = :name"
