@@ -52,6 +52,10 @@ type Token struct {
 	// create): the old one retires at its expiresAt, after which resolve names the successor.
 	Replaces   string
 	ReplacedBy string
+	// RetiresAt is when a replaced token stops resolving, set by the replacement and only ever
+	// moved earlier (nil for a token never replaced): resolve refuses it after, whatever its
+	// expiresAt says. Not shown: a replaced token's expiresAt is never later.
+	RetiresAt *time.Time
 }
 
 // Replacement bounds: the grace an old token keeps resolving after its successor is created.
