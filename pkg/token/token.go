@@ -52,6 +52,9 @@ type Token struct {
 	// create): the old one retires at its expiresAt, after which resolve names the successor.
 	Replaces   string
 	ReplacedBy string
+	// Egress is the token's egress policy (nil: none), set on create and immutable like the
+	// value; see Egress.
+	Egress *Egress
 }
 
 // Replacement bounds: the grace an old token keeps resolving after its successor is created.
