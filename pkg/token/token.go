@@ -56,6 +56,9 @@ type Token struct {
 	// moved earlier (nil for a token never replaced): resolve refuses it after, whatever its
 	// expiresAt says. Not shown: a replaced token's expiresAt is never later.
 	RetiresAt *time.Time
+	// Egress is the token's egress policy (nil: none), set on create and immutable like the
+	// value; see Egress.
+	Egress *Egress
 }
 
 // Replacement bounds: the grace an old token keeps resolving after its successor is created.
