@@ -311,11 +311,11 @@ func (s *Store) Update(ctx context.Context, u Update, ev token.Event) error {
 		}
 		at := s.stamp(st)
 		cond, values := st.sameToken()
-		cond += " AND " + st.sameRetirement(values) + " AND " + st.sameEvents(values)
+		cond += " AND " + st.sameRetirement(values) + " AND " + eventsBefore(at, values)
 		values[":req"] = &types.AttributeValueMemberS{Value: ev.RequestID}
 		values[":now"] = &types.AttributeValueMemberS{Value: token.FormatTime(at)}
 		values[":one"] = &types.AttributeValueMemberN{Value: "1"}
-		set := "SET modifiedAt = :now, eventAt = :now, requestId = :req"
+		set := "SET modifiedAt = :now, eventAt = :eventAt, requestId = :req"
 		var remove []string
 		if u.Name != nil {
 			set += ", #name = :name"
