@@ -82,11 +82,12 @@ type state struct {
 	requestID  string     // the request that wrote the token last
 	expiresAt  *time.Time // nil: never
 	replacedBy string
+	listed     bool // has its list keys and is counted (listing.go)
 }
 
-var stateProjection = projectionExpr{expr: aws.String("#v, #c, #u, #m, #r, #e, #rb"), names: map[string]string{
+var stateProjection = projectionExpr{expr: aws.String("#v, #c, #u, #m, #r, #e, #rb, #ln"), names: map[string]string{
 	"#v": attrVersion, "#c": "usageCount", "#u": attrUID, "#m": "modifiedAt", "#r": attrRequestID,
-	"#e": "expiresAt", "#rb": "replacedBy"}}
+	"#e": "expiresAt", "#rb": "replacedBy", "#ln": attrByName}}
 
 func (s *Store) state(ctx context.Context, tenant, id string) (state, error) {
 	it, err := s.getItem(ctx, tenant, id, stateProjection)
@@ -97,7 +98,7 @@ func (s *Store) state(ctx context.Context, tenant, id string) (state, error) {
 		return state{}, err
 	}
 	st := state{found: true, uid: it.UID, version: it.Version, usageCount: it.UsageCount, requestID: it.RequestID,
-		replacedBy: it.ReplacedBy}
+		replacedBy: it.ReplacedBy, listed: it.ByName != ""}
 	st.modifiedAt, _ = time.Parse(time.RFC3339Nano, it.ModifiedAt)
 	if it.ExpiresAt != "" {
 		at, _ := time.Parse(time.RFC3339Nano, it.ExpiresAt)
