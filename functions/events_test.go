@@ -112,10 +112,10 @@ func TestTemplateLifecycleEvents(t *testing.T) {
 		},
 		"sweep-expiring": {
 			`dynamodb:BatchGetItem {"!GetAtt":"TokensTable.Arn"}`,
-			`dynamodb:ConditionCheckItem {"!GetAtt":"TokensTable.Arn"}`,
 			`dynamodb:GetItem {"!GetAtt":"TokensTable.Arn"}`,
 			`dynamodb:PutItem {"!GetAtt":"TokensTable.Arn"}`,
 			`dynamodb:Query {"!Sub":"${TokensTable.Arn}/index/expiry"}`,
+			`dynamodb:UpdateItem {"!GetAtt":"TokensTable.Arn"}`, // a reminder keeps the token's eventAt
 		},
 	}
 	for fn, want := range wantGrants {

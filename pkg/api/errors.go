@@ -123,6 +123,11 @@ func Render(err error) (int, ErrorMessage) {
 	case token.AlreadyReplaced:
 		body.Message = "The token " + e.ResourceID + " has been replaced already, by " + e.Successor + "; replace that one instead."
 		body.Details = []Detail{{Field: "replaces", Type: "already_replaced", Message: e.ResourceID + " is replaced by " + e.Successor}}
+	case token.RetirementFinal:
+		retires := token.FormatTime(e.RetiresAt)
+		body.Message = "The token " + e.ResourceID + " was replaced by " + e.Successor + " and retires at " + retires +
+			"; a retirement only moves earlier: expiresAt can be set to " + retires + " or before, not later nor removed."
+		body.Details = []Detail{{Field: "expiresAt", Type: "retirement_final", Message: e.ResourceID + " is replaced by " + e.Successor + " and retires at " + retires}}
 	case token.TooManyUsages:
 		body.Message = fmt.Sprintf("The token %s has more usages than one replacement carries (%d); unregister some, or create the new token and move them yourself.", e.ResourceID, e.Limit)
 		body.Details = []Detail{{Field: "replaces", Type: "limit", Message: fmt.Sprintf("at most %d usages", e.Limit)}}

@@ -2,6 +2,8 @@ package api_test
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
 	"reflect"
 	"regexp"
 	"strings"
@@ -278,5 +280,75 @@ func TestResolveRefusals(t *testing.T) {
 	h.do("DELETE", base+"/r/usages/agent/support", "", mgr)
 	if _, err := h.svc.Resolve(ctx, "acme", "r", &token.Consumer{Kind: "agent", ID: "support"}, "test-resolve"); token.As(err).Reason != token.ConsumerRefused {
 		t.Fatalf("after unregister: %v", err)
+	}
+}
+
+// An ordinary client's timestamp is accepted as it writes it: Go's time.Time JSON (up to 9
+// fractional digits, its zone's offset) and Python's datetime.isoformat() ("+00:00", 6 digits,
+// none when the microseconds are 0). It is kept and shown to the millisecond, truncated, and
+// a q (list or search) with the client's own string finds the token, equal and in a range.
+func TestOrdinaryClientsTimestamps(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	mgr := h.manager()
+	goJSON := func(at time.Time) string {
+		b, err := json.Marshal(struct {
+			ExpiresAt time.Time `json:"expiresAt"`
+		}{at})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var m map[string]string
+		_ = json.Unmarshal(b, &m)
+		return m["expiresAt"]
+	}
+	cases := []struct{ client, sent, shown string }{
+		{"Go time.Time, nanoseconds, +02:00", goJSON(time.Date(2031, 3, 1, 10, 0, 0, 123456789, time.FixedZone("CEST", 2*3600))), "2031-03-01T08:00:00.123Z"},
+		{"Go time.Time, UTC", goJSON(time.Date(2031, 3, 1, 8, 0, 0, 999999999, time.UTC)), "2031-03-01T08:00:00.999Z"},
+		// datetime(2031, 3, 1, 8, 0, 0, 654321, tzinfo=timezone.utc).isoformat()
+		{"Python isoformat", "2031-03-01T08:00:00.654321+00:00", "2031-03-01T08:00:00.654Z"},
+		// datetime(2031, 3, 1, 8, 0, 0, tzinfo=timezone.utc).isoformat()
+		{"Python isoformat, no microseconds", "2031-03-01T08:00:00+00:00", "2031-03-01T08:00:00.000Z"},
+	}
+	if cases[0].sent != "2031-03-01T10:00:00.123456789+02:00" {
+		t.Fatalf("Go writes %s", cases[0].sent)
+	}
+	for i, c := range cases {
+		id := fmt.Sprint("t", i)
+		if res := h.do("PUT", base+"/"+id, `{"name":"N","value":"sk-client-value","expiresAt":"`+c.sent+`"}`, mgr); res.status != 201 {
+			t.Fatalf("%s: create with %s: %d %s", c.client, c.sent, res.status, res.body)
+		}
+		if got := h.getDoc(id)["expiresAt"]; got != c.shown {
+			t.Fatalf("%s: %s shown as %v, want %s", c.client, c.sent, got, c.shown)
+		}
+		if res := h.do("PATCH", base+"/"+id, `[{"op":"REPLACE","path":"/expiresAt","value":"`+c.sent+`"}]`, mgr); res.status != 204 {
+			t.Fatalf("%s: PATCH with %s: %d %s", c.client, c.sent, res.status, res.body)
+		}
+		want := `[{"id":"` + id + `"}]`
+		for _, q := range []string{
+			"expiresAt:" + c.sent,
+			`expiresAt:"` + c.sent + `"`,
+			`expiresAt:(>=` + c.sent + ` AND <=` + c.sent + `)`,
+			`expiresAt:(>="` + c.sent + `" AND <"2099-01-01T00:00:00Z") id:` + id,
+		} {
+			if res := h.do("GET", base+"?fields=id&q="+urlQuery(q), "", mgr); res.status != 200 || strings.TrimSpace(string(res.body)) != want {
+				t.Errorf("%s: list q=%s: %d %s, want %s", c.client, q, res.status, res.body, want)
+			}
+			body, _ := json.Marshal(map[string]string{"q": q})
+			if res := h.do("POST", base+"/search?fields=id", string(body), mgr); res.status != 200 || strings.TrimSpace(string(res.body)) != want {
+				t.Errorf("%s: search q=%s: %d %s, want %s", c.client, q, res.status, res.body, want)
+			}
+		}
+	}
+	// Ten digits are still refused, naming the field; nothing is created.
+	res := h.do("PUT", base+"/ten", `{"name":"N","value":"sk-client-value","expiresAt":"2031-03-01T08:00:00.1234567891Z"}`, mgr)
+	if e := res.errorBody(t); res.status != 400 || len(e.Details) != 1 || e.Details[0].Field != "expiresAt" || !strings.Contains(e.Details[0].Message, "at most 9 fractional digits") {
+		t.Fatalf("ten digits: %d %s", res.status, res.body)
+	}
+	if res := h.do("GET", base+"/ten", "", mgr); res.status != 404 {
+		t.Fatalf("the refused create left a token: %d %s", res.status, res.body)
+	}
+	if res := h.do("GET", base+"?q="+urlQuery("expiresAt:2031-03-01T08:00:00.1234567891Z"), "", mgr); res.status != 400 || !strings.Contains(string(res.body), "at most 9 fractional digits") {
+		t.Fatalf("q with ten digits: %d %s", res.status, res.body)
 	}
 }

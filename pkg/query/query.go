@@ -354,7 +354,7 @@ func (p *parser) typed(f fieldRef, raw string, quoted bool, pos int) (value, err
 	case token.Date:
 		t, ok := parseDate(raw)
 		if !ok {
-			return v, p.errorf(pos, "%s is a date (RFC 3339 or YYYY-MM-DD), and %q is not", f.name, raw)
+			return v, p.errorf(pos, "%s is a date (RFC 3339 with at most %d fractional digits, or YYYY-MM-DD), and %q is not", f.name, token.MaxFractionDigits, raw)
 		}
 		v.time = t
 	case token.Bool:
@@ -367,8 +367,11 @@ func (p *parser) typed(f fieldRef, raw string, quoted bool, pos int) (value, err
 	return v, nil
 }
 
+// parseDate reads a date in q (or a stored one) as token.ParseInstant does, cut to the
+// millisecond as a stored date is: q on the string a client sent with more digits finds what
+// was stored from it, in = and in every range form alike.
 func parseDate(s string) (time.Time, bool) {
-	if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
+	if t, err := token.ParseInstant(s); err == nil {
 		return t, true
 	}
 	if t, err := time.Parse("2006-01-02", s); err == nil {

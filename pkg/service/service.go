@@ -141,7 +141,9 @@ func (s *Service) Upsert(ctx context.Context, in Upsert) (UpsertResult, error) {
 	if in.Replaces != nil && *in.Replaces != current.Replaces {
 		return UpsertResult{}, token.InvalidField("replaces", "replaces goes with the creation of a token; "+in.ID+" exists already")
 	}
-	if in.GraceSeconds != nil {
+	// graceSeconds beside that repeated link is the rest of the same replacing create, retried:
+	// it answers as the retry without it does (the grace went with the creation; it changes nothing now).
+	if in.GraceSeconds != nil && (in.Replaces == nil || current.Replaces == "") {
 		return UpsertResult{}, token.InvalidField("graceSeconds", "graceSeconds goes with replaces, when a token is created")
 	}
 	if in.Value != nil && !seal.DigestMatches(digest, []byte(*in.Value)) {
@@ -224,6 +226,19 @@ func (s *Service) create(ctx context.Context, in Upsert) (UpsertResult, error) {
 	}
 	if in.Restricted != nil {
 		t.Restricted = *in.Restricted
+	}
+	if in.Replaces != nil && in.Restricted != nil && !*in.Restricted {
+		// A replacement never widens who may resolve: the successor of a restricted token is
+		// restricted (the store makes it so at the commit, whatever this read saw); asking for an
+		// open successor of one is refused here, before any value is sealed.
+		old, err := s.store.Get(ctx, in.Tenant, *in.Replaces)
+		switch {
+		case err == nil && old.Restricted:
+			return res, token.InvalidField("restricted", "the successor of a restricted token is restricted: "+*in.Replaces+
+				" is restricted, so restricted cannot be false on its replacement; loosen the new token with a PATCH of /restricted afterwards")
+		case err != nil && token.KindOf(err) != token.NotFound:
+			return res, err
+		}
 	}
 	value := []byte(*in.Value)
 	sealed, err := s.sealer.Seal(ctx, in.Tenant, in.ID, value)
@@ -401,7 +416,8 @@ func (s *Service) resolve(ctx context.Context, tenant, id string, consumer *toke
 	}
 	version := t.Version
 	now := s.now()
-	if t.Expired(now) && t.ReplacedBy != "" {
+	if t.ReplacedBy != "" && (t.Expired(now) || t.RetiresAt != nil && !now.Before(*t.RetiresAt)) {
+		// Retired: whatever else changed since, a replaced token never resolves after its retirement.
 		return nil, version, &token.Error{Kind: token.Forbidden, Reason: token.Replaced, ResourceID: id, Successor: t.ReplacedBy}
 	}
 	if t.Expired(now) {

@@ -337,12 +337,14 @@ func (s *Store) Reminded(ctx context.Context, rs []Reminder) ([]bool, int, error
 	return done, read, nil
 }
 
-var reminderProjection = projectionExpr{expr: aws.String("#v, #u, #m, #e"), names: map[string]string{
-	"#v": attrVersion, "#u": attrUID, "#m": "modifiedAt", "#e": attrExpiresAt}}
+var reminderProjection = projectionExpr{expr: aws.String("#v, #u, #m, #e, #ea"), names: map[string]string{
+	"#v": attrVersion, "#u": attrUID, "#m": "modifiedAt", "#e": attrExpiresAt, "#ea": attrEventAt}}
 
 // RecordReminder writes r's event (ev gives its actor and request id) with its marker, in one
 // transaction that also requires the token to exist with r's identity and expiresAt, at the
-// version it read: a deleted token, or one whose expiry changed, gets none. written is false
+// version and last event it read (and sets its eventAt to the reminder's stamp): a deleted token,
+// or one whose expiry changed, gets none, and the reminder sorts in commit order among the
+// token's events (never after its delete). written is false
 // when nothing was due any more (gone, changed, or written already, also by a concurrent sweep).
 func (s *Store) RecordReminder(ctx context.Context, r Reminder, ev token.Event) (written bool, err error) {
 	exp := token.FormatTime(r.ExpiresAt)
@@ -356,9 +358,10 @@ func (s *Store) RecordReminder(ctx context.Context, r Reminder, ev token.Event) 
 		case it.ExpiresAt != exp || it.UID != r.UID:
 			return nil // changed meanwhile: the new expiry value has reminders of its own
 		}
-		st := state{found: true, uid: it.UID, version: it.Version}
+		st := state{found: true, uid: it.UID, version: it.Version, eventAt: it.EventAt}
 		st.modifiedAt, _ = time.Parse(time.RFC3339Nano, it.ModifiedAt)
 		cond, values := st.sameToken()
+		cond += " AND " + st.sameEvents(values)
 		values[":exp"] = &types.AttributeValueMemberS{Value: exp}
 		ev.At, ev.TokenID, ev.Version, ev.Lead, ev.ExpiresAt = s.stamp(st), r.TokenID, st.version, r.Lead, &r.ExpiresAt
 		ev.Action = token.ActionExpired
@@ -372,8 +375,12 @@ func (s *Store) RecordReminder(ctx context.Context, r Reminder, ev token.Event) 
 		if err != nil {
 			return token.InternalError(err)
 		}
+		values[":at"] = &types.AttributeValueMemberS{Value: token.FormatTime(ev.At)}
 		failed, err := s.transact(ctx, []types.TransactWriteItem{
-			{ConditionCheck: &types.ConditionCheck{TableName: aws.String(s.table), Key: key(r.Tenant, r.TokenID),
+			// Not a change of the token (version and modifiedAt stay), but an event on it: it takes
+			// its place in the token's order of events (eventAt), so that it never sorts after a
+			// delete or a change that committed before it.
+			{Update: &types.Update{TableName: aws.String(s.table), Key: key(r.Tenant, r.TokenID), UpdateExpression: aws.String("SET eventAt = :at"),
 				ConditionExpression: aws.String(cond + " AND expiresAt = :exp"), ExpressionAttributeValues: values}},
 			{Put: &types.Put{TableName: aws.String(s.table), Item: marker, ConditionExpression: aws.String("attribute_not_exists(pk)")}},
 			event,

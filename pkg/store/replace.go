@@ -20,9 +20,11 @@ const MaxReplaceUsages = (maxTransactionItems - 5) / 3
 // Replace creates t as the successor of the token t.Replaces, in one transaction: t with a
 // copy of every usage (and so every consumer) of the old token, each with its usage_register
 // event; the old token linked to t by replacedBy and set to expire at the earlier of its own
-// expiry and now + grace; and a create event on t and a replaced event on the old one. It is
-// conditioned on the old token being exactly what it read (identity, version, not replaced yet,
-// its usages the set copied), so it copies all of them or writes nothing. The old value is
+// expiry and now + grace (its retiresAt, which only ever moves earlier after); and a create event
+// on t and a replaced event on the old one. t is restricted when the old token is (a replacement
+// never widens who may resolve). It is conditioned on the old token being exactly what it read
+// (identity, version, restriction, not replaced yet, its usages the set copied), so it copies
+// all of them or writes nothing. The old value is
 // never touched. A retry of the same request whose response was lost is recognised.
 func (s *Store) Replace(ctx context.Context, t token.Token, sealed token.Sealed, grace time.Duration, ev token.Event) error {
 	uid, old := newUID(), t.Replaces
@@ -62,7 +64,7 @@ func (s *Store) Replace(ctx context.Context, t token.Token, sealed token.Sealed,
 		}
 		now := token.FormatTime(at)
 		it := item{PK: t.Tenant, SK: tokenSKPrefix + t.ID, ID: t.ID, Name: t.Name, Version: 1, CreatedAt: now, ModifiedAt: now,
-			RequestID: ev.RequestID, UID: uid, Restricted: t.Restricted, Hint: t.Hint, Replaces: old,
+			EventAt: now, RequestID: ev.RequestID, UID: uid, Restricted: t.Restricted || st.restricted, Hint: t.Hint, Replaces: old,
 			UsageCount: len(usages), Consumers: keys, SealKeyID: sealed.KeyID, SealAlgorithm: sealed.Algorithm,
 			SealWrappedKey: sealed.WrappedKey, SealNonce: sealed.Nonce, SealCiphertext: sealed.Ciphertext, SealDigest: sealed.Digest}
 		if t.ExpiresAt != nil {
@@ -82,7 +84,7 @@ func (s *Store) Replace(ctx context.Context, t token.Token, sealed token.Sealed,
 		replacedEvent := s.eventPut(t.Tenant, replaced, "")
 		cond, values := st.sameToken()
 		cond += st.listedCond()
-		set := "SET expiresAt = :exp, expiryDay = :day, replacedBy = :new, modifiedAt = :now, requestId = :req"
+		set := "SET expiresAt = :exp, expiryDay = :day, retiresAt = :exp, replacedBy = :new, modifiedAt = :now, eventAt = :now, requestId = :req"
 		if st.listed {
 			set += ", byExpires = :bexp, byModified = :bmod"
 			values[":bexp"] = &types.AttributeValueMemberS{Value: expiresKey(token.FormatTime(retire), old)}
@@ -95,13 +97,19 @@ func (s *Store) Replace(ctx context.Context, t token.Token, sealed token.Sealed,
 		values[":now"] = &types.AttributeValueMemberS{Value: now}
 		values[":req"] = &types.AttributeValueMemberS{Value: ev.RequestID}
 		values[":one"] = &types.AttributeValueMemberN{Value: "1"}
+		restrictedCond := "attribute_not_exists(restricted)"
+		if st.restricted {
+			restrictedCond = "restricted = :true"
+			values[":true"] = &types.AttributeValueMemberBOOL{Value: true}
+		}
+		eventsCond := st.sameEvents(values)
 		items := []types.TransactWriteItem{
 			{Put: &types.Put{TableName: aws.String(s.table), Item: av, ConditionExpression: aws.String("attribute_not_exists(pk)")}},
 			createdEvent,
 			{Update: &types.Update{TableName: aws.String(s.table), Key: key(t.Tenant, old),
 				UpdateExpression: aws.String(set + " ADD version :one"),
 				ConditionExpression: aws.String(cond + " AND attribute_not_exists(replacedBy)" +
-					" AND (attribute_not_exists(usageCount) OR usageCount = :n)"),
+					" AND (attribute_not_exists(usageCount) OR usageCount = :n) AND " + restrictedCond + " AND " + eventsCond),
 				ExpressionAttributeValues: values}},
 			replacedEvent,
 			s.tokenCountChange(t.Tenant, t.ID, 1),

@@ -57,6 +57,13 @@ type item struct {
 	// Replaces and ReplacedBy link a token and its successor (Replace writes both at once).
 	Replaces   string `dynamodbav:"replaces,omitempty"`
 	ReplacedBy string `dynamodbav:"replacedBy,omitempty"`
+	// RetiresAt is when a replaced token stops resolving: set by Replace (its expiresAt then),
+	// moved only earlier by Update (with expiresAt), never removed (docs/security.md, Promises).
+	RetiresAt string `dynamodbav:"retiresAt,omitempty"`
+	// EventAt is the time of the token's last event (of every write that records one: changes,
+	// usage changes, reminders). Each such write stamps its event after it and conditions its
+	// transaction on it unchanged, so a token's events sort in the order they committed (write.go).
+	EventAt string `dynamodbav:"eventAt,omitempty"`
 	// The list indexes' sort keys, derived from id, name and times (listing.go); "" on a token
 	// written before them, until BackfillListing.
 	ByName     string `dynamodbav:"byName,omitempty"`
@@ -116,6 +123,10 @@ func (it item) token(tenant string) token.Token {
 	if it.ExpiresAt != "" {
 		at, _ := time.Parse(time.RFC3339Nano, it.ExpiresAt)
 		t.ExpiresAt = &at
+	}
+	if it.RetiresAt != "" {
+		at, _ := time.Parse(time.RFC3339Nano, it.RetiresAt)
+		t.RetiresAt = &at
 	}
 	return t
 }
@@ -222,7 +233,7 @@ func (s *Store) Create(ctx context.Context, t token.Token, sealed token.Sealed, 
 		at := s.now().UTC()
 		now := token.FormatTime(at)
 		it := item{PK: t.Tenant, SK: tokenSKPrefix + t.ID, ID: t.ID, Name: t.Name, Version: 1, CreatedAt: now, ModifiedAt: now,
-			RequestID: ev.RequestID, UID: uid, Restricted: t.Restricted, Hint: t.Hint, SealKeyID: sealed.KeyID,
+			EventAt: now, RequestID: ev.RequestID, UID: uid, Restricted: t.Restricted, Hint: t.Hint, SealKeyID: sealed.KeyID,
 			SealAlgorithm: sealed.Algorithm, SealWrappedKey: sealed.WrappedKey, SealNonce: sealed.Nonce,
 			SealCiphertext: sealed.Ciphertext, SealDigest: sealed.Digest}
 		if t.ExpiresAt != nil {
@@ -302,13 +313,17 @@ func (s *Store) Update(ctx context.Context, u Update, ev token.Event) error {
 			}
 			return &token.Error{Kind: token.Conflict, Reason: token.VersionMismatch, ResourceID: u.ID, Version: u.Version}
 		}
+		retires := st.retirement()
+		if retires != nil && (u.RemoveExpiry || u.ExpiresAt != nil && u.ExpiresAt.After(*retires)) {
+			return &token.Error{Kind: token.Conflict, Reason: token.RetirementFinal, ResourceID: u.ID, Successor: st.replacedBy, RetiresAt: *retires}
+		}
 		at := s.stamp(st)
 		cond, values := st.sameToken()
-		cond += st.listedCond()
+		cond += st.listedCond() + " AND " + st.sameRetirement(values) + " AND " + st.sameEvents(values)
 		values[":req"] = &types.AttributeValueMemberS{Value: ev.RequestID}
 		values[":now"] = &types.AttributeValueMemberS{Value: token.FormatTime(at)}
 		values[":one"] = &types.AttributeValueMemberN{Value: "1"}
-		set := "SET modifiedAt = :now, requestId = :req"
+		set := "SET modifiedAt = :now, eventAt = :now, requestId = :req"
 		var remove []string
 		if st.listed { // the list keys follow what they derive from (an unlisted token gets them from the backfill)
 			set += ", byModified = :bmod"
@@ -327,6 +342,9 @@ func (s *Store) Update(ctx context.Context, u Update, ev token.Event) error {
 			set += ", expiresAt = :exp, expiryDay = :day"
 			values[":exp"] = &types.AttributeValueMemberS{Value: token.FormatTime(*u.ExpiresAt)}
 			values[":day"] = &types.AttributeValueMemberS{Value: expiryDay(*u.ExpiresAt)}
+			if retires != nil {
+				set += ", retiresAt = :exp" // a replaced token's retirement moves earlier with its expiry, never back
+			}
 		case u.RemoveExpiry:
 			remove = append(remove, "expiresAt", "expiryDay")
 		}

@@ -42,12 +42,15 @@ func usageKey(tenant, tokenID, kind, refID string) map[string]types.AttributeVal
 // usageCount (remove: takes them away), only if the token is still the one st read. The
 // consumers are a copy of the usage items that lets resolve decide on one read: they change
 // only here, in the same transaction as the usage items they mirror.
-func (s *Store) countChange(tenant, id string, st state, usageKeys []string, remove bool) *types.Update {
-	delta, expr := len(usageKeys), "ADD usageCount :d, consumers :k"
+// Its events are stamped at: it sets the token's eventAt to at, on the eventAt st read (sameEvents).
+func (s *Store) countChange(tenant, id string, st state, usageKeys []string, remove bool, at time.Time) *types.Update {
+	delta, expr := len(usageKeys), "SET eventAt = :at ADD usageCount :d, consumers :k"
 	if remove {
-		delta, expr = -delta, "ADD usageCount :d DELETE consumers :k"
+		delta, expr = -delta, "SET eventAt = :at ADD usageCount :d DELETE consumers :k"
 	}
 	cond, values := st.sameToken()
+	cond += " AND " + st.sameEvents(values)
+	values[":at"] = &types.AttributeValueMemberS{Value: token.FormatTime(at)}
 	values[":d"] = &types.AttributeValueMemberN{Value: strconv.Itoa(delta)}
 	values[":k"] = &types.AttributeValueMemberSS{Value: usageKeys}
 	return &types.Update{TableName: aws.String(s.table), Key: key(tenant, id), UpdateExpression: aws.String(expr),
@@ -83,7 +86,7 @@ func (s *Store) RegisterUsage(ctx context.Context, tenant, tokenID, kind, refID 
 		if !st.found {
 			return token.ErrNotFound(tokenID)
 		}
-		at := s.now().UTC()
+		at := s.stamp(st)
 		av, err := attributevalue.MarshalMap(usageItem{PK: tenant, SK: usageSKPrefix + tokenID + "#" + kind + "#" + refID,
 			TokenID: tokenID, TokenUID: st.uid, Kind: kind, RefID: refID, CreatedAt: token.FormatTime(at)})
 		if err != nil {
@@ -92,7 +95,7 @@ func (s *Store) RegisterUsage(ctx context.Context, tenant, tokenID, kind, refID 
 		ev.At, ev.Action, ev.TokenID, ev.Version, ev.Usage = at, token.ActionUsageRegister, tokenID, st.version, kind+"/"+refID
 		event := s.eventPut(tenant, ev, usage.Key())
 		failed, err := s.transact(ctx, []types.TransactWriteItem{
-			{Update: s.countChange(tenant, tokenID, st, []string{usage.Key()}, false)},
+			{Update: s.countChange(tenant, tokenID, st, []string{usage.Key()}, false, at)},
 			{Put: &types.Put{TableName: aws.String(s.table), Item: av, ConditionExpression: aws.String("attribute_not_exists(pk)")}},
 			event,
 		})
@@ -143,11 +146,11 @@ func (s *Store) UnregisterUsage(ctx context.Context, tenant, tokenID, kind, refI
 		if err != nil || !st.found {
 			return err // no token, so no usage of it
 		}
-		ev.At, ev.Action, ev.TokenID, ev.Version, ev.Usage = s.now().UTC(), token.ActionUsageUnregister, tokenID, st.version, kind+"/"+refID
+		ev.At, ev.Action, ev.TokenID, ev.Version, ev.Usage = s.stamp(st), token.ActionUsageUnregister, tokenID, st.version, kind+"/"+refID
 		event := s.eventPut(tenant, ev, usage.Key())
 		failed, err := s.transact(ctx, []types.TransactWriteItem{
 			s.usageDelete(tenant, tokenID, st, usage),
-			{Update: s.countChange(tenant, tokenID, st, []string{usage.Key()}, true)},
+			{Update: s.countChange(tenant, tokenID, st, []string{usage.Key()}, true, ev.At)},
 			event,
 		})
 		switch {
@@ -216,7 +219,7 @@ func (s *Store) DeleteUnused(ctx context.Context, tenant, id string, ev token.Ev
 // tokenDelete is the delete of the token st read, required to have usages usages, with its event.
 func (s *Store) tokenDelete(tenant, id string, st state, usages int, ev token.Event) []types.TransactWriteItem {
 	cond, values := st.sameToken()
-	cond += st.listedCond()
+	cond += st.listedCond() + " AND " + st.sameEvents(values) // a write that committed before the delete is never stamped after it
 	values[":n"] = &types.AttributeValueMemberN{Value: strconv.Itoa(usages)}
 	ev.At, ev.TokenID, ev.Version = s.stamp(st), id, st.version
 	event := s.eventPut(tenant, ev, "")
@@ -293,8 +296,8 @@ func (s *Store) usageChunk(tenant, id string, st state, usages []token.Usage, ev
 	for i, u := range usages {
 		keys[i] = u.Key()
 	}
-	items := []types.TransactWriteItem{{Update: s.countChange(tenant, id, st, keys, true)}}
-	at := s.now().UTC()
+	at := s.stamp(st)
+	items := []types.TransactWriteItem{{Update: s.countChange(tenant, id, st, keys, true, at)}}
 	for _, u := range usages {
 		uev := token.Event{At: at, Action: token.ActionUsageUnregister, Actor: ev.Actor, RequestID: ev.RequestID, TokenID: id,
 			Version: st.version, Outcome: token.OutcomeSuccess, Usage: u.Kind + "/" + u.RefID}

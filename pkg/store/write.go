@@ -82,12 +82,20 @@ type state struct {
 	requestID  string     // the request that wrote the token last
 	expiresAt  *time.Time // nil: never
 	replacedBy string
-	listed     bool // has its list keys and is counted (listing.go)
+	retiresAt  *time.Time // a replaced token's retirement (nil: not replaced, or replaced before retiresAt was kept)
+	restricted bool
+	eventAt    string // the stamp of its last event, as stored ("" for a token written before eventAt was kept)
+	listed     bool   // has its list keys and is counted (listing.go)
 }
 
-var stateProjection = projectionExpr{expr: aws.String("#v, #c, #u, #m, #r, #e, #rb, #ln"), names: map[string]string{
+var stateProjection = projectionExpr{expr: aws.String("#v, #c, #u, #m, #r, #e, #rb, #ra, #rs, #ea, #ln"), names: map[string]string{
 	"#v": attrVersion, "#c": "usageCount", "#u": attrUID, "#m": "modifiedAt", "#r": attrRequestID,
-	"#e": "expiresAt", "#rb": "replacedBy", "#ln": attrByName}}
+	"#e": "expiresAt", "#rb": "replacedBy", "#ra": attrRetiresAt, "#rs": "restricted", "#ea": attrEventAt, "#ln": attrByName}}
+
+const (
+	attrRetiresAt = "retiresAt"
+	attrEventAt   = "eventAt"
+)
 
 func (s *Store) state(ctx context.Context, tenant, id string) (state, error) {
 	it, err := s.getItem(ctx, tenant, id, stateProjection)
@@ -98,7 +106,11 @@ func (s *Store) state(ctx context.Context, tenant, id string) (state, error) {
 		return state{}, err
 	}
 	st := state{found: true, uid: it.UID, version: it.Version, usageCount: it.UsageCount, requestID: it.RequestID,
-		replacedBy: it.ReplacedBy, listed: it.ByName != ""}
+		replacedBy: it.ReplacedBy, restricted: it.Restricted, eventAt: it.EventAt, listed: it.ByName != ""}
+	if it.RetiresAt != "" {
+		at, _ := time.Parse(time.RFC3339Nano, it.RetiresAt)
+		st.retiresAt = &at
+	}
 	st.modifiedAt, _ = time.Parse(time.RFC3339Nano, it.ModifiedAt)
 	if it.ExpiresAt != "" {
 		at, _ := time.Parse(time.RFC3339Nano, it.ExpiresAt)
@@ -119,13 +131,54 @@ func (st state) sameToken() (string, map[string]types.AttributeValue) {
 	return "attribute_exists(pk) AND uid = :uid AND version = :v", values
 }
 
-// stamp is the time of a change of the token's version made now: after its last modification
-// (by a millisecond, the precision of stored times, at least), so that modifiedAt only goes
-// forward and the events of its versions sort in commit order, even when the clocks of two
-// writers disagree.
+// retirement is when the replaced token st read stops resolving: its retiresAt, or for a token
+// replaced before retiresAt was kept, its expiresAt then (nil: not replaced).
+func (st state) retirement() *time.Time {
+	if st.retiresAt == nil && st.replacedBy != "" {
+		return st.expiresAt
+	}
+	return st.retiresAt
+}
+
+// sameRetirement is the condition that the token's retiresAt is still the one st read (adding
+// its value to values), so that a write never moves a retirement it did not see.
+func (st state) sameRetirement(values map[string]types.AttributeValue) string {
+	if st.retiresAt == nil {
+		return "attribute_not_exists(retiresAt)"
+	}
+	values[":retires"] = &types.AttributeValueMemberS{Value: token.FormatTime(*st.retiresAt)}
+	return "retiresAt = :retires"
+}
+
+// sameEvents is the condition that no event was recorded on the token since st read it (its
+// eventAt unchanged), adding its value to values.
+//
+// Every write that records an event on a token (create, update, patch, replace on both tokens,
+// usage register and unregister, a forced delete's chunks, delete, reminders) takes part in one
+// ordering: it stamps its event after the token's eventAt (stamp), sets eventAt to that stamp,
+// and requires eventAt unchanged in its transaction. Of two writes that read the same eventAt
+// only the first to commit succeeds; the other reads again and stamps after it. So a token's
+// events sort in the order they committed, whatever the writers' clocks say, and nothing that
+// committed before a delete is stamped after it.
+func (st state) sameEvents(values map[string]types.AttributeValue) string {
+	if st.eventAt == "" {
+		return "attribute_not_exists(eventAt)"
+	}
+	values[":eventAt"] = &types.AttributeValueMemberS{Value: st.eventAt}
+	return "eventAt = :eventAt"
+}
+
+// stamp is the time of an event on the token st read, made now: after its last modification and
+// its last event (by a millisecond, the precision of stored times, at least), so that
+// modifiedAt only goes forward and its events sort in commit order (sameEvents), even when the
+// clocks of two writers disagree.
 func (s *Store) stamp(st state) time.Time {
 	now := s.now().UTC()
-	if floor := st.modifiedAt.Add(time.Millisecond); now.Before(floor) {
+	floor := st.modifiedAt
+	if at, err := time.Parse(time.RFC3339Nano, st.eventAt); err == nil && at.After(floor) {
+		floor = at
+	}
+	if floor = floor.Add(time.Millisecond); now.Before(floor) {
 		return floor
 	}
 	return now

@@ -6,6 +6,7 @@ package token
 import (
 	"errors"
 	"fmt"
+	"time"
 )
 
 // Kind classifies an error; pkg/api maps each kind to exactly one HTTP status.
@@ -46,6 +47,9 @@ const (
 	Replaced          Reason = "replaced"         // ResourceID, Successor: resolve refused a retired, replaced token
 	AlreadyReplaced   Reason = "already_replaced" // ResourceID (the old token), Successor
 	TooManyUsages     Reason = "too_many_usages"  // ResourceID, Limit: more usages than one replacement carries
+	// ResourceID, Successor, RetiresAt: a change that would let a replaced token resolve after its
+	// retirement (remove its expiry or move it later)
+	RetirementFinal Reason = "retirement_final"
 )
 
 // Detail is one entry of the error's details: which field, what kind of problem, the rule.
@@ -65,12 +69,13 @@ type Error struct {
 	Message    string
 	Details    []Detail
 	ResourceID string
-	Version    int     // VersionMismatch: the version the caller expected
-	Limit      int     // TooManyToRead: the bound
-	Scope      string  // MissingScope
-	Code       string  // KeysRefused: the key service's error code
-	Usages     []Usage // InUse: who uses the token
-	Successor  string  // Replaced, AlreadyReplaced: the token that replaces ResourceID
+	Version    int       // VersionMismatch: the version the caller expected
+	Limit      int       // TooManyToRead: the bound
+	Scope      string    // MissingScope
+	Code       string    // KeysRefused: the key service's error code
+	Usages     []Usage   // InUse: who uses the token
+	Successor  string    // Replaced, AlreadyReplaced, RetirementFinal: the token that replaces ResourceID
+	RetiresAt  time.Time // RetirementFinal: when ResourceID retires
 	Cause      error
 }
 

@@ -52,6 +52,13 @@ type Token struct {
 	// create): the old one retires at its expiresAt, after which resolve names the successor.
 	Replaces   string
 	ReplacedBy string
+	// RetiresAt is when a replaced token stops resolving, set by the replacement and only ever
+	// moved earlier (nil for a token never replaced): resolve refuses it after, whatever its
+	// expiresAt says. Not shown: a replaced token's expiresAt is never later.
+	RetiresAt *time.Time
+	// Egress is the token's egress policy (nil: none), set on create and immutable like the
+	// value; see Egress.
+	Egress *Egress
 }
 
 // Replacement bounds: the grace an old token keeps resolving after its successor is created.
@@ -221,11 +228,41 @@ func (c Consumer) Validate() error {
 	return nil
 }
 
-// ParseDate reads a date-time that the service stores and shows again: RFC 3339 with a time
-// and an offset, which must round-trip through TimeFormat exactly. So it refuses what would be
+// MaxFractionDigits is the finest fraction a date may carry: nanoseconds, as Go's time.Time
+// JSON writes them (Python's isoformat writes 6 digits). A finer one is refused rather than cut
+// silently by the parser (Go's drops digits after the ninth).
+const MaxFractionDigits = 9
+
+// ParseInstant reads an RFC 3339 date-time with a time and an offset, of at most
+// MaxFractionDigits fractional digits, and cuts it to the millisecond as TimeFormat stores it
+// (truncated, not rounded, as Format does). Both a stored date and a date in q are read by it,
+// so q on the string a client sent finds what was stored from that same string.
+func ParseInstant(raw string) (time.Time, error) {
+	at, err := time.Parse(time.RFC3339Nano, raw)
+	if err != nil {
+		return time.Time{}, err
+	}
+	// The date and the clock hold no '.' or ',': the first one starts the fraction.
+	if i := strings.IndexAny(raw, ".,"); i >= 0 {
+		n := 0
+		for _, c := range raw[i+1:] {
+			if c < '0' || c > '9' {
+				break
+			}
+			n++
+		}
+		if n > MaxFractionDigits {
+			return time.Time{}, fmt.Errorf("%d fractional digits, more than %d", n, MaxFractionDigits)
+		}
+	}
+	return at.Add(-time.Duration(at.Nanosecond() % int(time.Millisecond))), nil
+}
+
+// ParseDate reads a date-time that the service stores and shows again (ParseInstant), cut to
+// the millisecond; what it returns is what GET shows, in TimeFormat. It refuses what would be
 // stored as something else: an offset of 24 hours or more (Go accepts "+24:00"), a UTC year
-// outside 0000-9999 (stored as year 10000, shown nowhere, invisible to q and sort) and a
-// fraction finer than milliseconds (stored cut, so q on the date sent would find nothing).
+// outside 0000-9999 (stored as year 10000, shown nowhere, invisible to q and sort) and more than
+// MaxFractionDigits fractional digits.
 func ParseDate(field, raw string) (time.Time, error) {
 	at, err := time.Parse(time.RFC3339Nano, raw)
 	if err != nil {
@@ -237,8 +274,8 @@ func ParseDate(field, raw string) (time.Time, error) {
 	if y := at.UTC().Year(); y < 0 || y > 9999 {
 		return time.Time{}, InvalidField(field, field+" must lie between the years 0000 and 9999 in UTC")
 	}
-	if at.Nanosecond()%int(time.Millisecond) != 0 {
-		return time.Time{}, InvalidField(field, field+" must not be more precise than milliseconds")
+	if at, err = ParseInstant(raw); err != nil {
+		return time.Time{}, InvalidField(field, fmt.Sprintf("%s must have at most %d fractional digits (it is kept to the millisecond)", field, MaxFractionDigits))
 	}
 	return at.UTC(), nil
 }

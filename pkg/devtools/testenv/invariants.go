@@ -24,7 +24,8 @@ import (
 //  2. a token's usageCount equals its usage items, and its consumers are exactly their keys;
 //  3. a token's audit trail, in key order, is a sequence of lives: a create at version 1, one
 //     update, patch or replaced per later version (in that order: versions commit in time order), usage
-//     events at the version they saw, ending in a
+//     events at the version the token then had (every write that records an event takes part in
+//     one order, so none commits between a read and a commit of another), ending in a
 //     delete or forced delete at the last version; every usage change of a life has its
 //     event (registers less unregisters = usageCount); the live token is at the trail's
 //     last version, with modifiedAt the time of its last version's event and never before
@@ -34,21 +35,34 @@ import (
 // expired) change nothing either and are skipped by the walk of 3, but:
 //
 //  4. a reminder lies within a life of its token (after a create, before the delete that ends
-//     it): it is written only in one transaction with the token's existence. (A reminder stamped
-//     after a concurrent delete's stamp but committed before that delete would sort after it and
-//     be reported; no test races a sweep against a delete.)
+//     it): it is written only in one transaction with the token's existence, and a delete that
+//     commits after it is stamped after it (no event sorts after its token's delete);
 //  5. every reminder marker (sk "reminder#...") has its event, of the same action, lead and
 //     expiresAt: they are written in one transaction.
-//  6. every token has the list indexes' sort keys, each what its id, name and times give
+//
+// And the promises of replace (docs/security.md, Promises):
+//
+//  6. a replaced token (replacedBy) has its retirement (retiresAt) and an expiresAt equal to it
+//     (a retirement only moves earlier, with the expiry); no token that was never replaced has one;
+//  7. a successor is at least as restricted as its predecessor: when both exist and the
+//     predecessor is restricted, the successor is too, unless a change of either one's
+//     restriction (an update or patch with "restricted" in its changes) came after the replace;
+//  8. a token's events sort in commit order: its eventAt (the stamp of its last event, kept by
+//     every write that records one) is the time of the last event of its trail, reminders
+//     included, and no two requests' events on a token share a stamp.
+
+//
+// And the promises of scale (docs/security.md, Promises):
+//
+//  9. every token has the list indexes' sort keys, each what its id, name and times give
 //     (byName: the name cut to 900 bytes at a character, "\x01", the id; byCreated and byModified:
 //     the time, "#", the id; byExpires: expiresAt, "#", the id, or "~" and the id without one);
-//  7. the tenant's counter items (sk "count#NN") count its tokens: each the number of tokens
+// 10. the tenant's counter items (sk "count#NN") count its tokens: each the number of tokens
 //     whose id falls to it (FNV-1a of the id, modulo 16).
 
 type rawToken struct {
 	ID         string   `dynamodbav:"id"`
 	Name       string   `dynamodbav:"name"`
-	ExpiresAt  string   `dynamodbav:"expiresAt"`
 	ByName     string   `dynamodbav:"byName"`
 	ByCreated  string   `dynamodbav:"byCreated"`
 	ByModified string   `dynamodbav:"byModified"`
@@ -59,6 +73,12 @@ type rawToken struct {
 	Consumers  []string `dynamodbav:"consumers,stringset"`
 	CreatedAt  string   `dynamodbav:"createdAt"`
 	ModifiedAt string   `dynamodbav:"modifiedAt"`
+	ExpiresAt  string   `dynamodbav:"expiresAt"`
+	RetiresAt  string   `dynamodbav:"retiresAt"`
+	Restricted bool     `dynamodbav:"restricted"`
+	Replaces   string   `dynamodbav:"replaces"`
+	ReplacedBy string   `dynamodbav:"replacedBy"`
+	EventAt    string   `dynamodbav:"eventAt"`
 }
 
 type rawUsage struct {
@@ -69,14 +89,16 @@ type rawUsage struct {
 }
 
 type rawEvent struct {
-	SK      string `dynamodbav:"sk"`
-	At      string `dynamodbav:"at"`
-	Action  string `dynamodbav:"action"`
-	TokenID string `dynamodbav:"tokenId"`
-	Version int    `dynamodbav:"version"`
-	Usage   string `dynamodbav:"usage"`
-	Lead    string `dynamodbav:"lead"`
-	Expires string `dynamodbav:"expiresAt"`
+	SK        string   `dynamodbav:"sk"`
+	At        string   `dynamodbav:"at"`
+	Action    string   `dynamodbav:"action"`
+	TokenID   string   `dynamodbav:"tokenId"`
+	Version   int      `dynamodbav:"version"`
+	Usage     string   `dynamodbav:"usage"`
+	Lead      string   `dynamodbav:"lead"`
+	Expires   string   `dynamodbav:"expiresAt"`
+	Changes   []string `dynamodbav:"changes"`
+	RequestID string   `dynamodbav:"requestId"`
 }
 
 type rawMarker struct {
@@ -196,6 +218,16 @@ func (p *partition) violations() []string {
 		if t.ModifiedAt < t.CreatedAt {
 			bad("token %s: modifiedAt %s before createdAt %s", id, t.ModifiedAt, t.CreatedAt)
 		}
+		switch {
+		case t.ReplacedBy != "" && (t.RetiresAt == "" || t.ExpiresAt != t.RetiresAt):
+			bad("token %s: replaced by %s, retiresAt %q, expiresAt %q: a replaced token must expire at its retirement", id, t.ReplacedBy, t.RetiresAt, t.ExpiresAt)
+		case t.ReplacedBy == "" && t.RetiresAt != "":
+			bad("token %s: retiresAt %s, but never replaced", id, t.RetiresAt)
+		}
+		if old, ok := p.tokens[t.Replaces]; ok && t.Replaces != "" && old.ReplacedBy == id && old.Restricted && !t.Restricted &&
+			!restrictionChanged(p.events[id], "create") && !restrictionChanged(p.events[t.Replaces], "replaced") {
+			bad("token %s: open, but its predecessor %s is restricted and neither one's restriction changed since the replace", id, t.Replaces)
+		}
 	}
 	shards := map[string]int{}
 	for id, t := range p.tokens {
@@ -248,13 +280,33 @@ func (p *partition) violations() []string {
 	return out
 }
 
+// restrictionChanged reports whether an update or patch of the restriction follows the last
+// event of action since in a token's events.
+func restrictionChanged(events []rawEvent, since string) bool {
+	sorted := slices.SortedFunc(slices.Values(events), func(a, b rawEvent) int { return cmp.Compare(a.SK, b.SK) })
+	changed := false
+	for _, e := range sorted {
+		switch {
+		case e.Action == since:
+			changed = false
+		case (e.Action == "update" || e.Action == "patch") && slices.Contains(e.Changes, "restricted"):
+			changed = true
+		}
+	}
+	return changed
+}
+
 // trailViolations walks one token id's trail (invariant 3).
 func trailViolations(tokens map[string]rawToken, id string, events []rawEvent) []string {
 	var out []string
 	bad := func(format string, args ...any) { out = append(out, fmt.Sprintf(format, args...)) }
 	slices.SortFunc(events, func(a, b rawEvent) int { return cmp.Compare(a.SK, b.SK) })
-	alive, version, usages, lastChange := false, 0, 0, ""
+	alive, version, usages, lastChange, lastEvent := false, 0, 0, "", rawEvent{}
 	for _, e := range events {
+		if lastEvent.At == e.At && lastEvent.RequestID != e.RequestID && e.Action != "create" { // a new life has a clock of its own
+			bad("events of two requests (%s, %s) share the stamp %s", lastEvent.RequestID, e.RequestID, e.At)
+		}
+		lastEvent = e
 		switch e.Action {
 		case "create":
 			if alive {
@@ -271,10 +323,7 @@ func trailViolations(tokens map[string]rawToken, id string, events []rawEvent) [
 			}
 			version, lastChange = e.Version, e.At
 		case "usage_register", "usage_unregister":
-			// A usage change leaves the version alone and may commit just before a version
-			// change that read (and so was stamped) before it: it records that version or the
-			// one before, never a later one.
-			if alive && e.Version != version && e.Version != version-1 {
+			if alive && e.Version != version {
 				bad("%s %s at %s records version %d, the token was at %d", e.Action, e.Usage, e.At, e.Version, version)
 			}
 			if e.Action == "usage_register" {
@@ -319,6 +368,9 @@ func trailViolations(tokens map[string]rawToken, id string, events []rawEvent) [
 		}
 		if t.ModifiedAt != lastChange {
 			bad("modifiedAt %s, but its last change was recorded at %s", t.ModifiedAt, lastChange)
+		}
+		if t.EventAt != "" && t.EventAt != lastEvent.At {
+			bad("eventAt %s, but its last event (%s) was stamped %s (events out of commit order, or an event that did not keep eventAt)", t.EventAt, lastEvent.Action, lastEvent.At)
 		}
 	}
 	return out
