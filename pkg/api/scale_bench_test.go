@@ -213,7 +213,7 @@ func BenchmarkScale(b *testing.B) {
 				}
 			}
 			var bigTime, smallTime time.Duration
-			var bigBytes uint64
+			var bigBytes, smallBytes uint64
 			var bigUnits float64
 			for b.Loop() {
 				t0 := time.Now()
@@ -222,13 +222,15 @@ func BenchmarkScale(b *testing.B) {
 				bigBytes += mem
 				bigUnits += units
 				t0 = time.Now()
-				get(b, "small", shape.params)
+				_, mem, _ = get(b, "small", shape.params)
 				smallTime += time.Since(t0)
+				smallBytes += mem
 			}
 			b.ReportMetric(float64(bigTime.Nanoseconds())/float64(b.N), "big-ns/op")
 			b.ReportMetric(float64(smallTime.Nanoseconds())/float64(b.N), "small-ns/op")
 			b.ReportMetric(float64(bigTime)/float64(smallTime), "big/small")
 			b.ReportMetric(float64(bigBytes)/float64(b.N), "big-alloc-B/op")
+			b.ReportMetric(float64(smallBytes)/float64(b.N), "small-alloc-B/op")
 			// An eventually consistent read unit is 8 KiB of items read.
 			b.ReportMetric(bigUnits/float64(b.N)*8192/float64(big), "big-read-B/token")
 		})

@@ -305,8 +305,8 @@ func raceRegisterUnregister(t *testing.T, h *harness, id string, registrars int)
 			defer wg.Done()
 			<-start
 			for i := range 2 {
-				if status := h.do("DELETE", fmt.Sprintf("%s/%s/usages/tool/r%d-%d", base, id, r, i), "", mgr).status; status != 204 {
-					t.Errorf("unregister: %d", status)
+				if res := h.do("DELETE", fmt.Sprintf("%s/%s/usages/tool/r%d-%d", base, id, r, i), "", mgr); res.status != 204 {
+					t.Errorf("unregister: %d %s", res.status, res.body)
 				}
 			}
 		}()

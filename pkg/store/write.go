@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"crypto/rand"
+	mrand "math/rand/v2"
 	"encoding/hex"
 	"errors"
 	"strconv"
@@ -40,7 +41,11 @@ func (s *Store) rounds(ctx context.Context, round func() error) error {
 }
 
 func (s *Store) pause(ctx context.Context, attempt int) error {
-	timer := time.NewTimer(time.Duration(attempt+1) * 5 * time.Millisecond)
+	// Doubling, to 160 ms, and jittered (half to one and a half of it): writers that met would
+	// otherwise pause alike and meet again, round after round (a crowd of them on one token
+	// then ran out of rounds).
+	base := min(5*time.Millisecond<<attempt, 160*time.Millisecond)
+	timer := time.NewTimer(base/2 + mrand.N(base))
 	defer timer.Stop()
 	select {
 	case <-ctx.Done():
