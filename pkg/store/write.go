@@ -3,9 +3,9 @@ package store
 import (
 	"context"
 	"crypto/rand"
-	mrand "math/rand/v2"
 	"encoding/hex"
 	"errors"
+	mrand "math/rand/v2"
 	"strconv"
 	"time"
 
