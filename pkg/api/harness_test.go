@@ -148,6 +148,8 @@ func newHarnessFrom(t testing.TB, o stack) *harness {
 	logs, bodies, sent := &syncbuf.Buffer{}, &syncbuf.Buffer{}, &atomic.Int64{}
 	if o.shareWith != nil {
 		logs, bodies, sent = o.shareWith.logs, o.shareWith.bodies, o.shareWith.sent
+	} else {
+		t.Cleanup(func() { levelFollowsStatus(t, logs.Bytes()) })
 	}
 	log := slog.New(slog.NewJSONHandler(logs, nil))
 	handler, err := api.New(api.Config{Service: svc, Auth: authn, Log: log, RequestTimeout: o.requestTimeout,

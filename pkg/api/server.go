@@ -225,14 +225,26 @@ func (s *Server) logRequest(r *http.Request, rt Route, rid, tenant string, statu
 		slog.Int("status", status),
 		slog.Float64("durationMs", float64(d.Microseconds())/1000),
 	}
-	level := slog.LevelInfo
+	level := LogLevel(status)
 	if err != nil {
 		e := token.As(err)
 		attrs = append(attrs, slog.String("errorKind", string(e.Kind)))
-		if status >= 500 {
+		// A 5xx error is logged at ERROR with its cause, also one that came after the handler
+		// had sent its status (a panic half-way through an answer).
+		if StatusOf(e.Kind) >= 500 {
 			level = slog.LevelError
 			attrs = append(attrs, slog.String("error", e.Error()))
 		}
 	}
 	s.log.LogAttrs(r.Context(), level, "request", attrs...)
+}
+
+// LogLevel is the level of the one log line of an answer with status: ERROR for every 5xx,
+// of a route or of resolve-token (the runbook's queries select level = "ERROR"), INFO
+// otherwise (a 4xx is the caller's mistake, counted in the metrics, not an operator's alarm).
+func LogLevel(status int) slog.Level {
+	if status >= 500 {
+		return slog.LevelError
+	}
+	return slog.LevelInfo
 }

@@ -298,10 +298,10 @@ type deadlineSealer struct {
 	seen chan time.Time
 }
 
-func (s deadlineSealer) Open(ctx context.Context, tenant, id string, sealed token.Sealed) ([]byte, error) {
+func (s deadlineSealer) Open(ctx context.Context, b seal.Binding, sealed token.Sealed) ([]byte, error) {
 	d, _ := ctx.Deadline()
 	s.seen <- d
-	return s.Sealer.Open(ctx, tenant, id, sealed)
+	return s.Sealer.Open(ctx, b, sealed)
 }
 
 // A request's deadline is REQUEST_TIMEOUT or the invocation's deadline less the margin,
@@ -431,7 +431,7 @@ func TestResolveWhenKMSFails(t *testing.T) {
 				!strings.Contains(res.Error.Message, c.message) {
 				t.Fatalf("resolve: value %q, error %+v, %v", res.Value, res.Error, err)
 			}
-			if line := logs.String(); !strings.Contains(line, `"outcome":"`+c.reason+`"`) || strings.Contains(line, "sk-kms-resolve-value") {
+			if line := logs.String(); !strings.Contains(line, `"outcome":"`+c.reason+`"`) || !strings.Contains(line, `"level":"ERROR"`) || strings.Contains(line, "sk-kms-resolve-value") {
 				t.Fatalf("log line: %s", line)
 			}
 			svc, err := service.New(store.New(testenv.Client(), cfg.TableName), nil, nil)
@@ -456,5 +456,67 @@ func TestResolveWhenKMSFails(t *testing.T) {
 				t.Fatalf("resolve once KMS is back: %+v %v", res.Error, err)
 			}
 		})
+	}
+}
+
+// The resolve function's log line is at the level its answer's status calls for: ERROR for
+// every 5xx (store_unavailable here; the key service's 503 and 502 in TestResolveWhenKMSFails),
+// with the cause, so that the runbook's level = "ERROR" query finds it; INFO for a value or a
+// refusal.
+func TestResolveLogLevelFollowsStatus(t *testing.T) {
+	cfg := testConfig(t)
+	st := store.New(testenv.Client(), cfg.TableName)
+	svc, err := service.New(st, seal.NewLocalFromKey(bytes.Repeat([]byte{7}, 32)), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := svc.Upsert(context.Background(), service.Upsert{Tenant: "acme", ID: "openai", Name: new("OpenAI"), Value: new("sk-resolve-level"), Meta: service.Meta{RequestID: "r1"}}); err != nil {
+		t.Fatal(err)
+	}
+	proxy := testenv.NewFaultProxy(t)
+	cfg.DynamoDBEndpoint = proxy.URL
+	r, err := lambdafn.NewResolver(context.Background(), cfg, localSealer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs := &bytes.Buffer{}
+	r = r.WithLogger(slog.New(slog.NewJSONHandler(logs, nil)))
+	cases := []struct {
+		name   string
+		before func()
+		req    lambdafn.ResolveRequest
+		status int
+		reason string
+	}{
+		{"value", nil, lambdafn.ResolveRequest{Tenant: "acme", TokenID: "openai"}, 200, ""},
+		{"not found", nil, lambdafn.ResolveRequest{Tenant: "acme", TokenID: "nope"}, 404, "not_found"},
+		{"invalid", nil, lambdafn.ResolveRequest{Tenant: "ACME", TokenID: "openai"}, 400, "invalid"},
+		{"store unavailable", func() { proxy.Throttle(-1) }, lambdafn.ResolveRequest{Tenant: "acme", TokenID: "openai"}, 503, "store_unavailable"},
+		{"store back", func() { proxy.Throttle(0) }, lambdafn.ResolveRequest{Tenant: "acme", TokenID: "openai"}, 200, ""},
+	}
+	for _, c := range cases {
+		if c.before != nil {
+			c.before()
+		}
+		logs.Reset()
+		res, err := r.Resolve(context.Background(), c.req)
+		status := 200
+		if res.Error != nil {
+			status = res.Error.Code
+		}
+		if err != nil || status != c.status || (res.Error != nil && res.Error.Reason != c.reason) {
+			t.Fatalf("%s: %+v %v, want %d %s", c.name, res.Error, err, c.status, c.reason)
+		}
+		var line struct {
+			Level, Msg, Error string
+			Status            int
+		}
+		if err := json.Unmarshal(logs.Bytes(), &line); err != nil {
+			t.Fatalf("%s: log %q: %v", c.name, logs, err)
+		}
+		want := map[bool]string{true: "ERROR", false: "INFO"}[c.status >= 500]
+		if line.Msg != "resolve" || line.Status != c.status || line.Level != want || (want == "ERROR") != (line.Error != "") {
+			t.Errorf("%s: a %d logged as %s", c.name, c.status, logs)
+		}
 	}
 }

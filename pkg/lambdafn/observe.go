@@ -3,6 +3,7 @@ package lambdafn
 import (
 	"cmp"
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"net/http"
@@ -117,18 +118,35 @@ func count(b bool) float64 {
 // HTTPHandler is a function behind API Gateway's HTTP API (payload 2.0).
 type HTTPHandler func(context.Context, events.APIGatewayV2HTTPRequest) (events.APIGatewayV2HTTPResponse, error)
 
-// HTTP observes next. An invocation that fails or panics counts as a 5xx.
+// HTTP observes next. An invocation that fails or panics counts as a 5xx and logs at ERROR.
 func (o *Observer) HTTP(next HTTPHandler) HTTPHandler {
 	return func(ctx context.Context, ev events.APIGatewayV2HTTPRequest) (res events.APIGatewayV2HTTPResponse, err error) {
 		ctx, inv := o.Begin(ctx)
 		status := http.StatusInternalServerError
-		defer func() { o.End(inv, status) }()
+		returned := false
+		defer func() { o.end(ctx, inv, status, returned, err) }()
 		res, err = next(ctx, ev)
+		returned = true
 		if err == nil {
 			status = res.StatusCode
 		}
 		return res, err
 	}
+}
+
+// end ends an invocation. One that failed (an error, or a panic: it did not return) has no
+// answer of its own for API Gateway or the caller to show as a 5xx, and so no request line:
+// it gets an ERROR line here, with the request id the metrics line has. A panic goes on
+// unrecovered, with its stack, to the Lambda runtime.
+func (o *Observer) end(ctx context.Context, inv *Invocation, status int, returned bool, err error) {
+	if !returned {
+		err = errors.New("panic")
+	}
+	if err != nil {
+		o.Logger().LogAttrs(ctx, slog.LevelError, "invocation failed", slog.String("requestId", inv.RequestID),
+			slog.Int("status", status), slog.String("error", err.Error()))
+	}
+	o.End(inv, status)
 }
 
 // ResolveHandler is the resolve function's handler.
@@ -139,8 +157,10 @@ func (o *Observer) Resolve(next ResolveHandler) ResolveHandler {
 	return func(ctx context.Context, req ResolveRequest) (res ResolveResponse, err error) {
 		ctx, inv := o.Begin(ctx)
 		status := http.StatusInternalServerError
-		defer func() { o.End(inv, status) }()
+		returned := false
+		defer func() { o.end(ctx, inv, status, returned, err) }()
 		res, err = next(ctx, req)
+		returned = true
 		switch {
 		case err != nil:
 		case res.Error == nil:

@@ -93,10 +93,16 @@ func TestObservedHTTPInvocations(t *testing.T) {
 			t.Fatal(err)
 		}
 		logs, emf := out.lines(t)
-		if len(logs) != 1 || len(emf) != 1 {
-			t.Fatalf("invocation %d: %d log lines and %d metrics lines, want 1 and 1", i, len(logs), len(emf))
+		// A failed invocation has no answer of its own, and so an ERROR line of the observer's.
+		wantLogs := map[bool]int{true: 2, false: 1}[c.err != nil]
+		if len(logs) != wantLogs || len(emf) != 1 {
+			t.Fatalf("invocation %d: %d log lines and %d metrics lines, want %d and 1", i, len(logs), len(emf), wantLogs)
 		}
 		want(t, "log line", logs[0], map[string]any{"function": "get-token", "traceId": "1-5759e988-bd862e3fe1be46a994272793", "coldStart": i == 0})
+		if c.err != nil {
+			want(t, "failure line", logs[1], map[string]any{"level": "ERROR", "msg": "invocation failed", "requestId": rid, "status": 500.0,
+				"error": c.err.Error(), "traceId": "1-5759e988-bd862e3fe1be46a994272793"})
+		}
 		want(t, "metrics line", emf[0], map[string]any{"Service": "ai-tokens-test", "Function": "get-token", "requestId": rid,
 			"traceId": "1-5759e988-bd862e3fe1be46a994272793", "Requests": 1.0, "4xx": c.four, "5xx": c.five, "ColdStart": map[bool]float64{true: 1, false: 0}[i == 0]})
 		if ms, _ := emf[0]["Latency"].(float64); ms < 0 || ms > 10_000 {
@@ -106,7 +112,8 @@ func TestObservedHTTPInvocations(t *testing.T) {
 }
 
 // Without aws-lambda-go's context value the trace id comes from _X_AMZN_TRACE_ID, as Lambda
-// sets it per invocation; a panicking handler still leaves its metrics line, as a 5xx.
+// sets it per invocation; a panicking handler, HTTP or resolve, still leaves its metrics line,
+// as a 5xx, and an ERROR line, and its panic goes on to the runtime.
 func TestObservedTraceFromEnvironmentAndPanics(t *testing.T) {
 	t.Setenv("_X_AMZN_TRACE_ID", "Root=1-6759e988-cd862e3fe1be46a994272793;Sampled=0")
 	var out syncBuffer
@@ -114,15 +121,29 @@ func TestObservedTraceFromEnvironmentAndPanics(t *testing.T) {
 	h := o.HTTP(func(ctx context.Context, ev events.APIGatewayV2HTTPRequest) (events.APIGatewayV2HTTPResponse, error) {
 		panic("boom")
 	})
-	func() {
-		defer func() { recover() }()
-		h(context.Background(), events.APIGatewayV2HTTPRequest{})
-	}()
-	_, emf := out.lines(t)
-	if len(emf) != 1 {
-		t.Fatalf("%d metrics lines after a panic", len(emf))
+	resolve := o.Resolve(func(ctx context.Context, req lambdafn.ResolveRequest) (lambdafn.ResolveResponse, error) {
+		panic("boom")
+	})
+	for _, invoke := range []func(){
+		func() { h(context.Background(), events.APIGatewayV2HTTPRequest{}) },
+		func() { resolve(context.Background(), lambdafn.ResolveRequest{}) },
+	} {
+		func() {
+			defer func() {
+				if p := recover(); p != "boom" {
+					t.Errorf("the panic reached the runtime as %v", p)
+				}
+			}()
+			invoke()
+		}()
+		logs, emf := out.lines(t)
+		if len(emf) != 1 || len(logs) != 1 {
+			t.Fatalf("%d metrics lines and %d log lines after a panic", len(emf), len(logs))
+		}
+		want(t, "metrics line", emf[0], map[string]any{"5xx": 1.0, "traceId": "1-6759e988-cd862e3fe1be46a994272793", "requestId": ""})
+		want(t, "failure line", logs[0], map[string]any{"level": "ERROR", "msg": "invocation failed", "status": 500.0, "error": "panic",
+			"traceId": "1-6759e988-cd862e3fe1be46a994272793"})
 	}
-	want(t, "metrics line", emf[0], map[string]any{"5xx": 1.0, "traceId": "1-6759e988-cd862e3fe1be46a994272793", "requestId": ""})
 }
 
 // The resolve function's lines: KMS calls and cache misses on the first resolve of a value,

@@ -119,7 +119,7 @@ func (r *Resolver) Resolve(ctx context.Context, req ResolveRequest) (ResolveResp
 	if status >= 500 {
 		attrs = append(attrs, "error", err.Error())
 	}
-	r.log.InfoContext(ctx, "resolve", attrs...)
+	r.log.Log(ctx, api.LogLevel(status), "resolve", attrs...)
 	return res, nil
 }
 

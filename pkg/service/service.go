@@ -241,7 +241,7 @@ func (s *Service) create(ctx context.Context, in Upsert) (UpsertResult, error) {
 		}
 	}
 	value := []byte(*in.Value)
-	sealed, err := s.sealer.Seal(ctx, in.Tenant, in.ID, value)
+	sealed, err := s.sealer.Seal(ctx, seal.BindingOf(t), value)
 	if err != nil {
 		return res, err
 	}
@@ -367,7 +367,15 @@ const lastUsedEvery = time.Minute
 // a restricted token resolves only for a consumer registered in its usages. Expiry, deletion
 // and restriction are checked against one consistent read on every call.
 func (s *Service) Resolve(ctx context.Context, tenant, id string, consumer *token.Consumer, requestID string) ([]byte, error) {
-	value, version, err := s.resolve(ctx, tenant, id, consumer)
+	_, value, err := s.resolveToken(ctx, tenant, id, consumer, requestID)
+	return value, err
+}
+
+// resolveToken is Resolve with the token it read, whose Egress is the policy the value was
+// opened under (the value opens only with the policy as stored, see seal.Binding): what the
+// relay needs, through the same checks, the same warm cache and the same audit of refusals.
+func (s *Service) resolveToken(ctx context.Context, tenant, id string, consumer *token.Consumer, requestID string) (token.Token, []byte, error) {
+	t, value, err := s.resolve(ctx, tenant, id, consumer)
 	if reason := refusal(err); reason != "" {
 		// A refused resolve is recorded (who was refused what, and why), and so is one the key
 		// service failed (the consumer got no value: an operator wants to see it on the token).
@@ -378,9 +386,9 @@ func (s *Service) Resolve(ctx context.Context, tenant, id string, consumer *toke
 			actor = consumer.Kind + "/" + consumer.ID
 		}
 		_ = s.store.RecordEvent(ctx, tenant, token.Event{At: s.now(), Action: token.ActionResolve, Actor: actor,
-			RequestID: requestID, TokenID: id, Version: version, Outcome: reason})
+			RequestID: requestID, TokenID: id, Version: t.Version, Outcome: reason})
 	}
-	return value, err
+	return t, value, err
 }
 
 // refusal is the reason a resolve was refused or failed on the key service, "" otherwise.
@@ -398,44 +406,44 @@ func refusal(err error) string {
 	return ""
 }
 
-func (s *Service) resolve(ctx context.Context, tenant, id string, consumer *token.Consumer) ([]byte, int, error) {
+// resolve returns the token read (its version for the audit even when refused) and its value.
+func (s *Service) resolve(ctx context.Context, tenant, id string, consumer *token.Consumer) (token.Token, []byte, error) {
 	if err := token.ValidateTenant(tenant); err != nil {
-		return nil, 0, err
+		return token.Token{}, nil, err
 	}
 	if err := token.ValidateID(id); err != nil {
-		return nil, 0, err
+		return token.Token{}, nil, err
 	}
 	if consumer != nil {
 		if err := consumer.Validate(); err != nil {
-			return nil, 0, err
+			return token.Token{}, nil, err
 		}
 	}
 	t, sealed, err := s.store.GetSealed(ctx, tenant, id)
 	if err != nil {
-		return nil, 0, err
+		return token.Token{}, nil, err
 	}
-	version := t.Version
 	now := s.now()
 	if t.ReplacedBy != "" && (t.Expired(now) || t.RetiresAt != nil && !now.Before(*t.RetiresAt)) {
 		// Retired: whatever else changed since, a replaced token never resolves after its retirement.
-		return nil, version, &token.Error{Kind: token.Forbidden, Reason: token.Replaced, ResourceID: id, Successor: t.ReplacedBy}
+		return t, nil, &token.Error{Kind: token.Forbidden, Reason: token.Replaced, ResourceID: id, Successor: t.ReplacedBy}
 	}
 	if t.Expired(now) {
-		return nil, version, &token.Error{Kind: token.Forbidden, Reason: token.Expired, ResourceID: id}
+		return t, nil, &token.Error{Kind: token.Forbidden, Reason: token.Expired, ResourceID: id}
 	}
 	if t.Restricted && (consumer == nil || !slices.Contains(t.Consumers, consumer.Key())) {
-		return nil, version, &token.Error{Kind: token.Forbidden, Reason: token.ConsumerRefused, ResourceID: id}
+		return t, nil, &token.Error{Kind: token.Forbidden, Reason: token.ConsumerRefused, ResourceID: id}
 	}
-	value, err := s.sealer.Open(ctx, tenant, id, sealed)
+	value, err := s.sealer.Open(ctx, seal.BindingOf(t), sealed)
 	if err != nil {
-		return nil, version, err
+		return t, nil, err
 	}
 	// Written at most once a minute, and only asked for when the read says it is due, so that
 	// a warm resolve is one GetItem. Losing the write must not lose the caller its value.
 	if now.Sub(t.LastUsedAt) >= lastUsedEvery {
 		_ = s.store.TouchLastUsed(ctx, tenant, id, now)
 	}
-	return value, version, nil
+	return t, value, nil
 }
 
 // Delete removes a token; a missing one is fine. A token in use is refused with a 409 that lists

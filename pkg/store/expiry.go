@@ -360,10 +360,10 @@ func (s *Store) RecordReminder(ctx context.Context, r Reminder, ev token.Event) 
 		}
 		st := state{found: true, uid: it.UID, version: it.Version, eventAt: it.EventAt}
 		st.modifiedAt, _ = time.Parse(time.RFC3339Nano, it.ModifiedAt)
-		cond, values := st.sameToken()
-		cond += " AND " + st.sameEvents(values)
-		values[":exp"] = &types.AttributeValueMemberS{Value: exp}
 		ev.At, ev.TokenID, ev.Version, ev.Lead, ev.ExpiresAt = s.stamp(st), r.TokenID, st.version, r.Lead, &r.ExpiresAt
+		cond, values := st.sameToken()
+		cond += " AND " + eventsBefore(ev.At, values)
+		values[":exp"] = &types.AttributeValueMemberS{Value: exp}
 		ev.Action = token.ActionExpired
 		if r.Lead != "" {
 			ev.Action = token.ActionExpiring
@@ -375,12 +375,11 @@ func (s *Store) RecordReminder(ctx context.Context, r Reminder, ev token.Event) 
 		if err != nil {
 			return token.InternalError(err)
 		}
-		values[":at"] = &types.AttributeValueMemberS{Value: token.FormatTime(ev.At)}
 		failed, err := s.transact(ctx, []types.TransactWriteItem{
 			// Not a change of the token (version and modifiedAt stay), but an event on it: it takes
 			// its place in the token's order of events (eventAt), so that it never sorts after a
 			// delete or a change that committed before it.
-			{Update: &types.Update{TableName: aws.String(s.table), Key: key(r.Tenant, r.TokenID), UpdateExpression: aws.String("SET eventAt = :at"),
+			{Update: &types.Update{TableName: aws.String(s.table), Key: key(r.Tenant, r.TokenID), UpdateExpression: aws.String("SET eventAt = :eventAt"),
 				ConditionExpression: aws.String(cond + " AND expiresAt = :exp"), ExpressionAttributeValues: values}},
 			{Put: &types.Put{TableName: aws.String(s.table), Item: marker, ConditionExpression: aws.String("attribute_not_exists(pk)")}},
 			event,

@@ -84,7 +84,7 @@ func (s *Store) Replace(ctx context.Context, t token.Token, sealed token.Sealed,
 		replacedEvent := s.eventPut(t.Tenant, replaced, "")
 		cond, values := st.sameToken()
 		cond += st.listedCond()
-		set := "SET expiresAt = :exp, expiryDay = :day, retiresAt = :exp, replacedBy = :new, modifiedAt = :now, eventAt = :now, requestId = :req"
+		set := "SET expiresAt = :exp, expiryDay = :day, retiresAt = :exp, replacedBy = :new, modifiedAt = :now, eventAt = :eventAt, requestId = :req"
 		if st.listed {
 			set += ", byExpires = :bexp, byModified = :bmod"
 			values[":bexp"] = &types.AttributeValueMemberS{Value: expiresKey(token.FormatTime(retire), old)}
@@ -102,12 +102,13 @@ func (s *Store) Replace(ctx context.Context, t token.Token, sealed token.Sealed,
 			restrictedCond = "restricted = :true"
 			values[":true"] = &types.AttributeValueMemberBOOL{Value: true}
 		}
-		eventsCond := st.sameEvents(values)
+		eventsCond := eventsBefore(at, values)
 		items := []types.TransactWriteItem{
 			{Put: &types.Put{TableName: aws.String(s.table), Item: av, ConditionExpression: aws.String("attribute_not_exists(pk)")}},
 			createdEvent,
 			{Update: &types.Update{TableName: aws.String(s.table), Key: key(t.Tenant, old),
 				UpdateExpression: aws.String(set + " ADD version :one"),
+				// The restriction as read: the successor's was decided from it.
 				ConditionExpression: aws.String(cond + " AND attribute_not_exists(replacedBy)" +
 					" AND (attribute_not_exists(usageCount) OR usageCount = :n) AND " + restrictedCond + " AND " + eventsCond),
 				ExpressionAttributeValues: values}},

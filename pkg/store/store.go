@@ -319,11 +319,11 @@ func (s *Store) Update(ctx context.Context, u Update, ev token.Event) error {
 		}
 		at := s.stamp(st)
 		cond, values := st.sameToken()
-		cond += st.listedCond() + " AND " + st.sameRetirement(values) + " AND " + st.sameEvents(values)
+		cond += st.listedCond() + " AND " + st.sameRetirement(values) + " AND " + eventsBefore(at, values)
 		values[":req"] = &types.AttributeValueMemberS{Value: ev.RequestID}
 		values[":now"] = &types.AttributeValueMemberS{Value: token.FormatTime(at)}
 		values[":one"] = &types.AttributeValueMemberN{Value: "1"}
-		set := "SET modifiedAt = :now, eventAt = :now, requestId = :req"
+		set := "SET modifiedAt = :now, eventAt = :eventAt, requestId = :req"
 		var remove []string
 		if st.listed { // the list keys follow what they derive from (an unlisted token gets them from the backfill)
 			set += ", byModified = :bmod"

@@ -42,15 +42,14 @@ func usageKey(tenant, tokenID, kind, refID string) map[string]types.AttributeVal
 // usageCount (remove: takes them away), only if the token is still the one st read. The
 // consumers are a copy of the usage items that lets resolve decide on one read: they change
 // only here, in the same transaction as the usage items they mirror.
-// Its events are stamped at: it sets the token's eventAt to at, on the eventAt st read (sameEvents).
+// Its events are stamped at: it sets the token's eventAt to at, after every event committed before (eventsBefore).
 func (s *Store) countChange(tenant, id string, st state, usageKeys []string, remove bool, at time.Time) *types.Update {
-	delta, expr := len(usageKeys), "SET eventAt = :at ADD usageCount :d, consumers :k"
+	delta, expr := len(usageKeys), "SET eventAt = :eventAt ADD usageCount :d, consumers :k"
 	if remove {
-		delta, expr = -delta, "SET eventAt = :at ADD usageCount :d DELETE consumers :k"
+		delta, expr = -delta, "SET eventAt = :eventAt ADD usageCount :d DELETE consumers :k"
 	}
 	cond, values := st.sameToken()
-	cond += " AND " + st.sameEvents(values)
-	values[":at"] = &types.AttributeValueMemberS{Value: token.FormatTime(at)}
+	cond += " AND " + eventsBefore(at, values)
 	values[":d"] = &types.AttributeValueMemberN{Value: strconv.Itoa(delta)}
 	values[":k"] = &types.AttributeValueMemberSS{Value: usageKeys}
 	return &types.Update{TableName: aws.String(s.table), Key: key(tenant, id), UpdateExpression: aws.String(expr),
@@ -218,10 +217,10 @@ func (s *Store) DeleteUnused(ctx context.Context, tenant, id string, ev token.Ev
 
 // tokenDelete is the delete of the token st read, required to have usages usages, with its event.
 func (s *Store) tokenDelete(tenant, id string, st state, usages int, ev token.Event) []types.TransactWriteItem {
-	cond, values := st.sameToken()
-	cond += st.listedCond() + " AND " + st.sameEvents(values) // a write that committed before the delete is never stamped after it
-	values[":n"] = &types.AttributeValueMemberN{Value: strconv.Itoa(usages)}
 	ev.At, ev.TokenID, ev.Version = s.stamp(st), id, st.version
+	cond, values := st.sameToken()
+	cond += st.listedCond() + " AND " + eventsBefore(ev.At, values) // an event that committed before the delete is never stamped after it
+	values[":n"] = &types.AttributeValueMemberN{Value: strconv.Itoa(usages)}
 	event := s.eventPut(tenant, ev, "")
 	items := []types.TransactWriteItem{{Delete: &types.Delete{TableName: aws.String(s.table), Key: key(tenant, id),
 		ConditionExpression:       aws.String(cond + " AND (attribute_not_exists(usageCount) OR usageCount = :n)"),

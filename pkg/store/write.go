@@ -155,27 +155,27 @@ func (st state) sameRetirement(values map[string]types.AttributeValue) string {
 	return "retiresAt = :retires"
 }
 
-// sameEvents is the condition that no event was recorded on the token since st read it (its
-// eventAt unchanged), adding its value to values.
+// eventsBefore is the condition that every event recorded on the token so far (its eventAt) is
+// stamped before at, the stamp of the event being written, adding it to values as :eventAt
+// (which the write then sets as the token's eventAt).
 //
 // Every write that records an event on a token (create, update, patch, replace on both tokens,
 // usage register and unregister, a forced delete's chunks, delete, reminders) takes part in one
-// ordering: it stamps its event after the token's eventAt (stamp), sets eventAt to that stamp,
-// and requires eventAt unchanged in its transaction. Of two writes that read the same eventAt
-// only the first to commit succeeds; the other reads again and stamps after it. So a token's
+// ordering: it stamps its event after the token's eventAt as read (stamp), requires in its
+// transaction that no event stamped at or after its own committed meanwhile, and sets eventAt to
+// its stamp. So each committed event is stamped after every event committed before it: a token's
 // events sort in the order they committed, whatever the writers' clocks say, and nothing that
-// committed before a delete is stamped after it.
-func (st state) sameEvents(values map[string]types.AttributeValue) string {
-	if st.eventAt == "" {
-		return "attribute_not_exists(eventAt)"
-	}
-	values[":eventAt"] = &types.AttributeValueMemberS{Value: st.eventAt}
-	return "eventAt = :eventAt"
+// committed before a delete is stamped after it. A write that read earlier but lost the race to
+// one stamped later reads again and is stamped after it; writes that commit in the order of
+// their stamps (concurrent usage registrations, mostly) never conflict on it.
+func eventsBefore(at time.Time, values map[string]types.AttributeValue) string {
+	values[":eventAt"] = &types.AttributeValueMemberS{Value: token.FormatTime(at)}
+	return "(attribute_not_exists(eventAt) OR eventAt < :eventAt)" // fixed-width UTC: string order is time order
 }
 
 // stamp is the time of an event on the token st read, made now: after its last modification and
 // its last event (by a millisecond, the precision of stored times, at least), so that
-// modifiedAt only goes forward and its events sort in commit order (sameEvents), even when the
+// modifiedAt only goes forward and its events sort in commit order (eventsBefore), even when the
 // clocks of two writers disagree.
 func (s *Store) stamp(st state) time.Time {
 	now := s.now().UTC()
