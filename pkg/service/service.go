@@ -64,8 +64,8 @@ func New(st Store, sealer seal.Sealer, now func() time.Time) (*Service, error) {
 	return &Service{store: st, sealer: sealer, now: now, maxItemsRead: query.MaxItemsRead}, nil
 }
 
-// WithMaxItemsRead is the service with another bound on the items one list reads (tests prove
-// the bound with a small one rather than by seeding ten thousand tokens).
+// WithMaxItemsRead is the service with another bound on the events one audit-trail page reads
+// past (tests prove the bound with a small one rather than by writing ten thousand events).
 func (s *Service) WithMaxItemsRead(n int) *Service {
 	c := *s
 	c.maxItemsRead = n

@@ -3,6 +3,7 @@ package store_test
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -89,5 +90,47 @@ func TestBackfillListsAndCountsOlderTokens(t *testing.T) {
 	res, err := st.ListPage(ctx, "acme", store.ListOrder{Field: "name", Desc: true}, 0, 100)
 	if err != nil || len(res.Tokens) != tokens || res.Tokens[0].ID != "t09" {
 		t.Fatalf("by name, descending: %d tokens, first %v (%v)", len(res.Tokens), res.Tokens, err)
+	}
+}
+
+// The invariant check sees a list key that does not follow its token and a counter that does
+// not count its tokens (invariants 9 and 10).
+func TestInvariantCheckSeesBrokenListing(t *testing.T) {
+	ctx := context.Background()
+	table := testenv.NewTable(t)
+	testenv.LeaveInvariants(t, table, "it breaks the listing on purpose")
+	db := testenv.Client()
+	st := store.New(db, table)
+	for _, id := range []string{"a", "b"} {
+		if err := st.Create(ctx, token.Token{Tenant: "acme", ID: id, Name: "n"}, token.Sealed{}, token.Event{RequestID: "c" + id}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := db.UpdateItem(ctx, &dynamodb.UpdateItemInput{TableName: aws.String(table), UpdateExpression: aws.String("SET #n = :n"),
+		ExpressionAttributeNames: map[string]string{"#n": "name"}, ExpressionAttributeValues: map[string]types.AttributeValue{":n": &types.AttributeValueMemberS{Value: "renamed"}},
+		Key: map[string]types.AttributeValue{"pk": &types.AttributeValueMemberS{Value: "acme"}, "sk": &types.AttributeValueMemberS{Value: "token#a"}}}); err != nil {
+		t.Fatal(err)
+	}
+	count := store.CountItems("acme", []string{"b"})[0]
+	if _, err := db.UpdateItem(ctx, &dynamodb.UpdateItemInput{TableName: aws.String(table), Key: map[string]types.AttributeValue{"pk": count["pk"], "sk": count["sk"]},
+		UpdateExpression: aws.String("ADD tokens :one"), ExpressionAttributeValues: map[string]types.AttributeValue{":one": &types.AttributeValueMemberN{Value: "1"}}}); err != nil {
+		t.Fatal(err)
+	}
+	violations, err := testenv.Violations(ctx, db, table)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sk := count["sk"].(*types.AttributeValueMemberS).Value
+	want := []string{
+		"acme: counter " + sk + " says 2 tokens, 1 tokens fall to it",
+		`acme: token a: list keys "n\x01a"`,
+	}
+	if len(violations) != len(want) {
+		t.Fatalf("violations %q, want %d", violations, len(want))
+	}
+	for i, w := range want {
+		if !strings.HasPrefix(violations[i], w) {
+			t.Errorf("violation %q, want %q...", violations[i], w)
+		}
 	}
 }
