@@ -17,6 +17,7 @@ import (
 
 	"aitokens/pkg/api"
 	"aitokens/pkg/config"
+	"aitokens/pkg/seal"
 )
 
 // plain turns a YAML node into maps, lists and strings, keeping CloudFormation's short tags
@@ -183,7 +184,7 @@ func TestTemplateMatchesRouteTable(t *testing.T) {
 			t.Errorf("%s is a read function with KMS permissions %v", r.Function, kms)
 		case r.Scope == "ai.agent_read":
 			for _, a := range all {
-				if strings.HasPrefix(a, "dynamodb:") && a != "dynamodb:GetItem" && a != "dynamodb:Query" {
+				if strings.HasPrefix(a, "dynamodb:") && a != "dynamodb:GetItem" && a != "dynamodb:Query" && a != "dynamodb:BatchGetItem" {
 					t.Errorf("read function %s may %s", r.Function, a)
 				}
 			}
@@ -434,4 +435,40 @@ func shellWords(args []string) string {
 		words[i] = arg
 	}
 	return strings.Join(words, " ")
+}
+
+// Every KMS grant admits exactly the encryption context keys the sealers send (pkg/seal's
+// ContextKeys: tenant and tokenId always, egress for a token with an egress policy) and requires
+// tenant and tokenId, so a value is never sealed or opened outside its token's context, and a
+// token with a policy is not refused by its own role.
+func TestKMSConditionsAdmitTheSealersContext(t *testing.T) {
+	_, doc := loadYAML(t, filepath.Join("..", "template.yaml"))
+	resources := dig(doc, "Resources").(map[string]any)
+	grants := 0
+	for name, res := range resources {
+		if dig(res, "Type") != "AWS::IAM::Role" {
+			continue
+		}
+		policies, _ := dig(res, "Properties", "Policies").([]any)
+		for _, policy := range policies {
+			for _, st := range dig(policy, "PolicyDocument", "Statement").([]any) {
+				if !slices.ContainsFunc(strs(dig(st, "Action")), func(a string) bool { return strings.HasPrefix(a, "kms:") }) {
+					continue
+				}
+				grants++
+				keys := slices.Sorted(slices.Values(strs(dig(st, "Condition", "ForAllValues:StringEquals", "kms:EncryptionContextKeys"))))
+				if want := slices.Sorted(slices.Values(seal.ContextKeys)); !slices.Equal(keys, want) {
+					t.Errorf("%s: KMS grant admits context keys %v, the sealers send %v", name, keys, want)
+				}
+				for _, k := range []string{"tenant", "tokenId"} {
+					if dig(st, "Condition", "Null", "kms:EncryptionContext:"+k) != "false" {
+						t.Errorf("%s: KMS grant does not require the context key %s", name, k)
+					}
+				}
+			}
+		}
+	}
+	if grants == 0 {
+		t.Fatal("no KMS grant found in template.yaml")
+	}
 }

@@ -102,8 +102,8 @@ func Render(err error) (int, ErrorMessage) {
 		body.Message = fmt.Sprintf("The token %s is used by %d agents, MCP servers, tools or OAuth clients; delete with force=true to remove it and unassign it from them.", e.ResourceID, len(e.Usages))
 		body.Details = usageDetails(e.Usages)
 	case token.TooManyToRead:
-		body.Message = fmt.Sprintf("The tenant has more than %d tokens, more than one list or search reads; narrow the query to ids, e.g. q=id:(a,b).", e.Limit)
-		body.Details = []Detail{{Field: "q", Type: "limit", Message: fmt.Sprintf("more than %d tokens to read", e.Limit)}}
+		body.Message = fmt.Sprintf("The query reads the listing of the tokens it may match, here of the tenant's %d tokens, and cannot within the request's time; narrow it to ids (q=id:(a,b)), an exact name or a name prefix (q=name:~^Prefix), which read only their own.", e.Limit)
+		body.Details = []Detail{{Field: "q", Type: "limit", Message: fmt.Sprintf("%d tokens to read, more than the request's time allows", e.Limit)}}
 	case token.TooDeepToPage:
 		body.Details = []Detail{{Field: "pageNumber", Message: fmt.Sprintf("only the %d newest events of a token can be paged through", e.Limit)}}
 	case token.TimedOut:

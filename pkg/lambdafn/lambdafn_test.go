@@ -298,10 +298,10 @@ type deadlineSealer struct {
 	seen chan time.Time
 }
 
-func (s deadlineSealer) Open(ctx context.Context, tenant, id string, sealed token.Sealed) ([]byte, error) {
+func (s deadlineSealer) Open(ctx context.Context, b seal.Binding, sealed token.Sealed) ([]byte, error) {
 	d, _ := ctx.Deadline()
 	s.seen <- d
-	return s.Sealer.Open(ctx, tenant, id, sealed)
+	return s.Sealer.Open(ctx, b, sealed)
 }
 
 // A request's deadline is REQUEST_TIMEOUT or the invocation's deadline less the margin,

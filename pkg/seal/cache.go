@@ -22,8 +22,10 @@ type Cache struct {
 }
 
 type cacheKey struct {
-	tenant, id string
-	envelope   [sha256.Size]byte
+	// The whole binding, egress digest included: a policy rewritten in the table must miss
+	// here and fail in the key service, not be served the value opened under the old one.
+	binding  Binding
+	envelope [sha256.Size]byte
 }
 
 // NewCache wraps inner with a cache of at most size opened values, each kept for at most ttl.
@@ -32,24 +34,24 @@ func NewCache(inner Sealer, size int, ttl time.Duration) *Cache {
 }
 
 // Seal is the inner sealer's: nothing is cached on the way in.
-func (c *Cache) Seal(ctx context.Context, tenant, id string, value []byte) (token.Sealed, error) {
-	return c.inner.Seal(ctx, tenant, id, value)
+func (c *Cache) Seal(ctx context.Context, b Binding, value []byte) (token.Sealed, error) {
+	return c.inner.Seal(ctx, b, value)
 }
 
 // Open returns the cached value of this very envelope, or opens it and remembers it.
-func (c *Cache) Open(ctx context.Context, tenant, id string, s token.Sealed) ([]byte, error) {
+func (c *Cache) Open(ctx context.Context, b Binding, s token.Sealed) ([]byte, error) {
 	h := sha256.New()
 	for _, part := range [][]byte{[]byte(s.KeyID), {0}, []byte(s.Algorithm), {0}, s.WrappedKey, {0}, s.Nonce, {0}, s.Ciphertext} {
 		h.Write(part)
 	}
-	k := cacheKey{tenant: tenant, id: id}
+	k := cacheKey{binding: b}
 	h.Sum(k.envelope[:0])
 	if v, ok := c.values.Get(k); ok {
 		metrics.FromContext(ctx).Add(metrics.CacheHits, 1)
 		return v, nil
 	}
 	metrics.FromContext(ctx).Add(metrics.CacheMisses, 1)
-	v, err := c.inner.Open(ctx, tenant, id, s)
+	v, err := c.inner.Open(ctx, b, s)
 	if err != nil {
 		return nil, err
 	}

@@ -63,17 +63,17 @@ func NewLocalFromKey(key []byte) *Local {
 	return &Local{master: key, keyID: "local:" + hex.EncodeToString(sum[:8])}
 }
 
-func (l *Local) Seal(_ context.Context, tenant, id string, value []byte) (token.Sealed, error) {
+func (l *Local) Seal(_ context.Context, b Binding, value []byte) (token.Sealed, error) {
 	dataKey := make([]byte, 32)
 	if _, err := rand.Read(dataKey); err != nil {
 		return token.Sealed{}, err
 	}
 	defer Wipe(dataKey)
-	wrapNonce, wrapped, err := EncryptValue(l.master, tenant, id, dataKey)
+	wrapNonce, wrapped, err := EncryptValue(l.master, b, dataKey)
 	if err != nil {
 		return token.Sealed{}, err
 	}
-	nonce, ciphertext, err := EncryptValue(dataKey, tenant, id, value)
+	nonce, ciphertext, err := EncryptValue(dataKey, b, value)
 	if err != nil {
 		return token.Sealed{}, err
 	}
@@ -86,17 +86,17 @@ func (l *Local) Seal(_ context.Context, tenant, id string, value []byte) (token.
 	}, nil
 }
 
-func (l *Local) Open(_ context.Context, tenant, id string, s token.Sealed) ([]byte, error) {
+func (l *Local) Open(_ context.Context, b Binding, s token.Sealed) ([]byte, error) {
 	if s.Algorithm != LocalAlgorithm || s.KeyID != l.keyID {
 		return nil, fmt.Errorf("seal: value was sealed by %s with key %s, not by this local sealer", s.Algorithm, s.KeyID)
 	}
 	if len(s.WrappedKey) < 12 {
 		return nil, fmt.Errorf("seal: wrapped key too short")
 	}
-	dataKey, err := DecryptValue(l.master, tenant, id, s.WrappedKey[:12], s.WrappedKey[12:])
+	dataKey, err := DecryptValue(l.master, b, s.WrappedKey[:12], s.WrappedKey[12:])
 	if err != nil {
 		return nil, err
 	}
 	defer Wipe(dataKey)
-	return DecryptValue(dataKey, tenant, id, s.Nonce, s.Ciphertext)
+	return DecryptValue(dataKey, b, s.Nonce, s.Ciphertext)
 }

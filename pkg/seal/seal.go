@@ -1,7 +1,8 @@
 // Package seal encrypts token values with envelope encryption: a fresh AES-256 data key per
 // value, AES-256-GCM over the value, the data key wrapped by a master key (a local file here;
-// AWS KMS in pkg/seal/kmsseal). Tenant and token id are bound as additional data, so a sealed value
-// copied to another token does not open.
+// AWS KMS in pkg/seal/kmsseal). Tenant and token id (and the digest of the token's egress
+// policy, when it has one) are bound as additional data, so a sealed value copied to another
+// token, or left under a policy rewritten behind the service's back, does not open.
 package seal
 
 import (
@@ -20,24 +21,50 @@ import (
 
 // Sealer seals and opens token values.
 type Sealer interface {
-	Seal(ctx context.Context, tenant, id string, value []byte) (token.Sealed, error)
-	Open(ctx context.Context, tenant, id string, sealed token.Sealed) ([]byte, error)
+	Seal(ctx context.Context, b Binding, value []byte) (token.Sealed, error)
+	Open(ctx context.Context, b Binding, sealed token.Sealed) ([]byte, error)
 }
 
-// Context is the pair that binds a value to its token: the KMS encryption context and the GCM
-// additional data. It holds ids only, never secret material (CloudTrail logs it in plain).
-func Context(tenant, id string) map[string]string {
-	return map[string]string{"tenant": tenant, "tokenId": id}
+// Binding is what a value is sealed to: its token, and the digest of the token's egress policy
+// ("" when it has none). Open takes it from the token as read, never from a stored copy, so a
+// policy changed in the table gives another context and the value does not open.
+type Binding struct {
+	Tenant, ID string
+	Egress     string // token.Egress.Digest(), or ""
 }
 
-// AdditionalData is Context as canonical JSON (encoding/json sorts map keys).
-func AdditionalData(tenant, id string) []byte {
-	b, _ := json.Marshal(Context(tenant, id))
+// BindingOf is the binding of a token as read or about to be created.
+func BindingOf(t token.Token) Binding {
+	b := Binding{Tenant: t.Tenant, ID: t.ID}
+	if t.Egress != nil {
+		b.Egress = t.Egress.Digest()
+	}
 	return b
 }
 
-// EncryptValue seals value under a fresh nonce with dataKey, binding tenant and id.
-func EncryptValue(dataKey []byte, tenant, id string, value []byte) (nonce, ciphertext []byte, err error) {
+// ContextKeys are every key an encryption context may hold (template.yaml's KMS conditions list
+// exactly these): egress only for a token with a policy.
+var ContextKeys = []string{"tenant", "tokenId", "egress"}
+
+// Context is what binds a value to its token: the KMS encryption context and the GCM
+// additional data. It holds ids and a digest only, never secret material (CloudTrail logs it in
+// plain). A token without a policy has exactly the pair it always had, so its values still open.
+func (b Binding) Context() map[string]string {
+	c := map[string]string{"tenant": b.Tenant, "tokenId": b.ID}
+	if b.Egress != "" {
+		c["egress"] = b.Egress
+	}
+	return c
+}
+
+// AdditionalData is Context as canonical JSON (encoding/json sorts map keys).
+func (b Binding) AdditionalData() []byte {
+	out, _ := json.Marshal(b.Context())
+	return out
+}
+
+// EncryptValue seals value under a fresh nonce with dataKey, binding it to b.
+func EncryptValue(dataKey []byte, b Binding, value []byte) (nonce, ciphertext []byte, err error) {
 	aead, err := newGCM(dataKey)
 	if err != nil {
 		return nil, nil, err
@@ -46,11 +73,11 @@ func EncryptValue(dataKey []byte, tenant, id string, value []byte) (nonce, ciphe
 	if _, err := rand.Read(nonce); err != nil {
 		return nil, nil, err
 	}
-	return nonce, aead.Seal(nil, nonce, value, AdditionalData(tenant, id)), nil
+	return nonce, aead.Seal(nil, nonce, value, b.AdditionalData()), nil
 }
 
-// DecryptValue opens what EncryptValue sealed; it fails if tenant or id differ.
-func DecryptValue(dataKey []byte, tenant, id string, nonce, ciphertext []byte) ([]byte, error) {
+// DecryptValue opens what EncryptValue sealed; it fails if any part of the binding differs.
+func DecryptValue(dataKey []byte, b Binding, nonce, ciphertext []byte) ([]byte, error) {
 	aead, err := newGCM(dataKey)
 	if err != nil {
 		return nil, err
@@ -58,7 +85,7 @@ func DecryptValue(dataKey []byte, tenant, id string, nonce, ciphertext []byte) (
 	if len(nonce) != aead.NonceSize() {
 		return nil, fmt.Errorf("seal: bad nonce length")
 	}
-	plain, err := aead.Open(nil, nonce, ciphertext, AdditionalData(tenant, id))
+	plain, err := aead.Open(nil, nonce, ciphertext, b.AdditionalData())
 	if err != nil {
 		return nil, fmt.Errorf("seal: value does not open for this token")
 	}

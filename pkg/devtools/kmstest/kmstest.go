@@ -130,6 +130,25 @@ func aad(ctx map[string]string) []byte {
 	return []byte(b.String())
 }
 
+// contextAllowed: tenant and tokenId set, and besides them only egress (64 hex digits).
+func contextAllowed(c map[string]string) bool {
+	if c["tenant"] == "" || c["tokenId"] == "" {
+		return false
+	}
+	for k, v := range c {
+		switch k {
+		case "tenant", "tokenId":
+		case "egress":
+			if len(v) != 64 || strings.Trim(v, "0123456789abcdef") != "" {
+				return false
+			}
+		default:
+			return false
+		}
+	}
+	return true
+}
+
 func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	op := strings.TrimPrefix(r.Header.Get("X-Amz-Target"), "TrentService.")
 	body, _ := io.ReadAll(r.Body)
@@ -168,8 +187,10 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	case refuse != "":
 		fail(w, 400, refuse, "refused by the test KMS")
 		return
-	case len(req.EncryptionContext) != 2 || req.EncryptionContext["tenant"] == "" || req.EncryptionContext["tokenId"] == "":
-		fail(w, 400, "ValidationException", "the service must send exactly {tenant, tokenId} as encryption context")
+	case !contextAllowed(req.EncryptionContext):
+		// What template.yaml's KMS conditions admit (ForAllValues of the keys, tenant and
+		// tokenId present): AWS would refuse anything else with AccessDenied.
+		fail(w, 400, "AccessDeniedException", "the service must send {tenant, tokenId} and at most egress (a SHA-256 hex digest) as encryption context")
 		return
 	}
 	switch op {

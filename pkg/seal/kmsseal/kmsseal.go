@@ -1,6 +1,7 @@
 // Package kmsseal seals token values with AWS KMS envelope encryption: GenerateDataKey
-// (AES_256) per value with the encryption context {tenant, tokenId}, AES-256-GCM over the value
-// with the same pair as additional data, and Decrypt with the same context to open. Only the
+// (AES_256) per value with the encryption context {tenant, tokenId} (and egress, the digest of
+// the token's egress policy, when it has one), AES-256-GCM over the value with the same context
+// as additional data, and Decrypt with the same context to open. Only the
 // functions that seal or open import it, so the others do not link a KMS client.
 package kmsseal
 
@@ -62,25 +63,25 @@ func FromConfig(ctx context.Context, cfg appconfig.Config) (seal.Sealer, error) 
 	return nil, errors.New("kmsseal: set KMS_KEY_ID (AWS KMS) or MASTER_KEY_FILE (local development sealer)")
 }
 
-func (k *KMS) Seal(ctx context.Context, tenant, id string, value []byte) (token.Sealed, error) {
+func (k *KMS) Seal(ctx context.Context, b seal.Binding, value []byte) (token.Sealed, error) {
 	metrics.FromContext(ctx).Add(metrics.KMSCalls, 1)
 	out, err := k.client.GenerateDataKey(ctx, &kms.GenerateDataKeyInput{
 		KeyId:             aws.String(k.keyID),
 		KeySpec:           kmstypes.DataKeySpecAes256,
-		EncryptionContext: seal.Context(tenant, id),
+		EncryptionContext: b.Context(),
 	})
 	if err != nil {
 		return token.Sealed{}, classify(err)
 	}
 	defer seal.Wipe(out.Plaintext) // the plaintext data key lives only for this call
-	nonce, ciphertext, err := seal.EncryptValue(out.Plaintext, tenant, id, value)
+	nonce, ciphertext, err := seal.EncryptValue(out.Plaintext, b, value)
 	if err != nil {
 		return token.Sealed{}, token.InternalError(err)
 	}
 	return token.Sealed{KeyID: aws.ToString(out.KeyId), Algorithm: Algorithm, WrappedKey: out.CiphertextBlob, Nonce: nonce, Ciphertext: ciphertext}, nil
 }
 
-func (k *KMS) Open(ctx context.Context, tenant, id string, s token.Sealed) ([]byte, error) {
+func (k *KMS) Open(ctx context.Context, b seal.Binding, s token.Sealed) ([]byte, error) {
 	if s.Algorithm != Algorithm {
 		return nil, token.InternalError(fmt.Errorf("kmsseal: cannot open a value sealed with %q", s.Algorithm))
 	}
@@ -88,13 +89,13 @@ func (k *KMS) Open(ctx context.Context, tenant, id string, s token.Sealed) ([]by
 	out, err := k.client.Decrypt(ctx, &kms.DecryptInput{
 		CiphertextBlob:    s.WrappedKey,
 		KeyId:             aws.String(s.KeyID),
-		EncryptionContext: seal.Context(tenant, id),
+		EncryptionContext: b.Context(),
 	})
 	if err != nil {
 		return nil, classify(err)
 	}
 	defer seal.Wipe(out.Plaintext)
-	plain, err := seal.DecryptValue(out.Plaintext, tenant, id, s.Nonce, s.Ciphertext)
+	plain, err := seal.DecryptValue(out.Plaintext, b, s.Nonce, s.Ciphertext)
 	if err != nil {
 		return nil, token.InternalError(err)
 	}

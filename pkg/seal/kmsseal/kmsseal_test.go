@@ -3,6 +3,7 @@ package kmsseal_test
 import (
 	"bytes"
 	"context"
+	"maps"
 	"os"
 	"testing"
 	"time"
@@ -10,6 +11,7 @@ import (
 	"aitokens/pkg/awsretry"
 	"aitokens/pkg/config"
 	"aitokens/pkg/devtools/kmstest"
+	"aitokens/pkg/seal"
 	"aitokens/pkg/seal/kmsseal"
 	"aitokens/pkg/token"
 )
@@ -35,7 +37,7 @@ func TestRoundTripAndContext(t *testing.T) {
 	ctx := context.Background()
 	k, srv := newSealer(t)
 	value := []byte("sk-kms-secret")
-	sealed, err := k.Seal(ctx, "acme", "openai", value)
+	sealed, err := k.Seal(ctx, acme, value)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -47,7 +49,7 @@ func TestRoundTripAndContext(t *testing.T) {
 			t.Fatal("the plaintext data key is in the sealed value")
 		}
 	}
-	got, err := k.Open(ctx, "acme", "openai", sealed)
+	got, err := k.Open(ctx, acme, sealed)
 	if err != nil || string(got) != string(value) {
 		t.Fatalf("Open: %q %v", got, err)
 	}
@@ -64,7 +66,7 @@ func TestRoundTripAndContext(t *testing.T) {
 func TestValueDoesNotOpenElsewhere(t *testing.T) {
 	ctx := context.Background()
 	k, _ := newSealer(t)
-	sealed, err := k.Seal(ctx, "acme", "openai", []byte("sk-kms-secret"))
+	sealed, err := k.Seal(ctx, acme, []byte("sk-kms-secret"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -75,17 +77,61 @@ func TestValueDoesNotOpenElsewhere(t *testing.T) {
 	wrapped.WrappedKey = bytes.Clone(sealed.WrappedKey)
 	wrapped.WrappedKey[len(wrapped.WrappedKey)-1] ^= 1
 	for _, c := range []struct {
-		name, tenant, id string
-		sealed           token.Sealed
+		name   string
+		b      seal.Binding
+		sealed token.Sealed
 	}{
-		{"context swapped to another tenant", "globex", "openai", sealed},
-		{"context swapped to another id", "acme", "anthropic", sealed},
-		{"flipped ciphertext byte", "acme", "openai", flipped},
-		{"flipped wrapped key byte", "acme", "openai", wrapped},
+		{"context swapped to another tenant", seal.Binding{Tenant: "globex", ID: "openai"}, sealed},
+		{"context swapped to another id", seal.Binding{Tenant: "acme", ID: "anthropic"}, sealed},
+		{"an egress digest added", seal.Binding{Tenant: "acme", ID: "openai", Egress: egressA}, sealed},
+		{"flipped ciphertext byte", acme, flipped},
+		{"flipped wrapped key byte", acme, wrapped},
 	} {
-		if _, err := k.Open(ctx, c.tenant, c.id, c.sealed); err == nil {
+		if _, err := k.Open(ctx, c.b, c.sealed); err == nil {
 			t.Errorf("%s: opened", c.name)
 		}
+	}
+}
+
+var (
+	acme    = seal.Binding{Tenant: "acme", ID: "openai"}
+	egressA = (token.Egress{AllowedHosts: []string{"api.openai.com"}, Inject: token.Inject{In: "header", Name: "Authorization", Template: "Bearer {{value}}"}}).Digest()
+	egressB = (token.Egress{AllowedHosts: []string{"evil.example"}, Inject: token.Inject{In: "header", Name: "Authorization", Template: "Bearer {{value}}"}}).Digest()
+)
+
+// A token with an egress policy sends its digest as a third key of the encryption context (to
+// GenerateDataKey and Decrypt alike), and its data key opens under that context only.
+func TestEgressInEncryptionContext(t *testing.T) {
+	ctx := context.Background()
+	k, srv := newSealer(t)
+	bound := seal.Binding{Tenant: "acme", ID: "openai", Egress: egressA}
+	sealed, err := k.Seal(ctx, bound, []byte("sk-bound"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := k.Open(ctx, bound, sealed); err != nil || string(got) != "sk-bound" {
+		t.Fatalf("Open: %q %v", got, err)
+	}
+	want := map[string]string{"tenant": "acme", "tokenId": "openai", "egress": egressA}
+	for _, c := range srv.Contexts() {
+		if !maps.Equal(c, want) {
+			t.Fatalf("encryption context %v, want %v", c, want)
+		}
+	}
+	for name, b := range map[string]seal.Binding{
+		"another policy's digest": {Tenant: "acme", ID: "openai", Egress: egressB},
+		"no policy":               acme,
+	} {
+		_, err := k.Open(ctx, b, sealed)
+		if e := token.As(err); err == nil || e.Code != "InvalidCiphertextException" {
+			t.Errorf("%s: %v, want the key service to refuse the context", name, err)
+		}
+	}
+	// The test KMS admits what template.yaml's conditions admit: an unknown key or a malformed
+	// digest is refused as AWS would (AccessDenied), before any key is made.
+	_, err = k.Seal(ctx, seal.Binding{Tenant: "acme", ID: "openai", Egress: "not-a-digest"}, []byte("v"))
+	if e := token.As(err); err == nil || e.Code != "AccessDeniedException" {
+		t.Errorf("a malformed egress digest: %v, want AccessDenied", err)
 	}
 }
 
@@ -107,7 +153,7 @@ func TestFaults(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			k, srv := newSealer(t)
 			c.setup(srv)
-			_, err := k.Seal(ctx, "acme", "openai", []byte("v"))
+			_, err := k.Seal(ctx, acme, []byte("v"))
 			if c.wantKind == "" && err != nil || c.wantKind != "" && token.KindOf(err) != c.wantKind {
 				t.Fatalf("err %v, want kind %q", err, c.wantKind)
 			}
@@ -153,7 +199,7 @@ func BenchmarkSealWithTestKMS(b *testing.B) {
 	k := kmsseal.New(client, "alias/x")
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, err := k.Seal(context.Background(), "acme", "openai", []byte("sk-proj-0123456789")); err != nil {
+		if _, err := k.Seal(context.Background(), acme, []byte("sk-proj-0123456789")); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -172,7 +218,7 @@ func TestStalledKMSIsUnavailableInTime(t *testing.T) {
 		t.Fatal(err)
 	}
 	k := kmsseal.New(client, "alias/ai-tokens")
-	sealed, err := k.Seal(context.Background(), "acme", "openai", []byte("sk-stall"))
+	sealed, err := k.Seal(context.Background(), acme, []byte("sk-stall"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -185,8 +231,8 @@ func TestStalledKMSIsUnavailableInTime(t *testing.T) {
 		}
 	})
 	for name, call := range map[string]func() error{
-		"Seal": func() error { _, err := k.Seal(context.Background(), "acme", "openai", []byte("sk-stall")); return err },
-		"Open": func() error { _, err := k.Open(context.Background(), "acme", "openai", sealed); return err },
+		"Seal": func() error { _, err := k.Seal(context.Background(), acme, []byte("sk-stall")); return err },
+		"Open": func() error { _, err := k.Open(context.Background(), acme, sealed); return err },
 	} {
 		start := time.Now()
 		err := call()
