@@ -14,8 +14,8 @@ import (
 const (
 	DefaultPageSize = 60
 	MaxPageSize     = 1000
-	// MaxItemsRead bounds the tokens one list or search reads (a query that is not on ids reads
-	// the tenant's whole partition; see README).
+	// MaxItemsRead bounds the events one audit-trail page reads past (a list of tokens has no
+	// such bound: README "What a list costs").
 	MaxItemsRead = 10_000
 	// maxPageNumber keeps (number-1)*size far from overflowing.
 	maxPageNumber = 1_000_000

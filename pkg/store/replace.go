@@ -13,9 +13,9 @@ import (
 )
 
 // MaxReplaceUsages is the most usages a replacement carries over in its one transaction: the new
-// token, its create event, the old token's update and its event (4 items), and per usage its
-// copy, the copy's usage_register event and the check that the old usage is still there (3).
-const MaxReplaceUsages = (maxTransactionItems - 4) / 3
+// token, its create event, its count, the old token's update and its event (5 items), and per
+// usage its copy, the copy's usage_register event and the check that the old usage is still there (3).
+const MaxReplaceUsages = (maxTransactionItems - 5) / 3
 
 // Replace creates t as the successor of the token t.Replaces, in one transaction: t with a
 // copy of every usage (and so every consumer) of the old token, each with its usage_register
@@ -79,6 +79,7 @@ func (s *Store) Replace(ctx context.Context, t token.Token, sealed token.Sealed,
 			it.ExpiresAt, it.ExpiryDay = token.FormatTime(*t.ExpiresAt), expiryDay(*t.ExpiresAt)
 		}
 		it.Egress, it.EgressDigest = egressItemOf(t.Egress)
+		it.setListKeys()
 		av, err := attributevalue.MarshalMap(it)
 		if err != nil {
 			return token.InternalError(err)
@@ -91,6 +92,13 @@ func (s *Store) Replace(ctx context.Context, t token.Token, sealed token.Sealed,
 		replaced.ReplacedBy, replaced.Changes = t.ID, changes
 		replacedEvent := s.eventPut(t.Tenant, replaced, "")
 		cond, values := st.sameToken()
+		cond += st.listedCond()
+		set := "SET expiresAt = :exp, expiryDay = :day, retiresAt = :exp, replacedBy = :new, modifiedAt = :now, eventAt = :eventAt, requestId = :req"
+		if st.listed {
+			set += ", byExpires = :bexp, byModified = :bmod"
+			values[":bexp"] = &types.AttributeValueMemberS{Value: expiresKey(token.FormatTime(retire), old)}
+			values[":bmod"] = &types.AttributeValueMemberS{Value: now + "#" + old}
+		}
 		values[":n"] = &types.AttributeValueMemberN{Value: strconv.Itoa(len(usages))}
 		values[":exp"] = &types.AttributeValueMemberS{Value: token.FormatTime(retire)}
 		values[":day"] = &types.AttributeValueMemberS{Value: expiryDay(retire)}
@@ -113,12 +121,13 @@ func (s *Store) Replace(ctx context.Context, t token.Token, sealed token.Sealed,
 			{Put: &types.Put{TableName: aws.String(s.table), Item: av, ConditionExpression: aws.String("attribute_not_exists(pk)")}},
 			createdEvent,
 			{Update: &types.Update{TableName: aws.String(s.table), Key: key(t.Tenant, old),
-				UpdateExpression: aws.String("SET expiresAt = :exp, expiryDay = :day, retiresAt = :exp, replacedBy = :new, modifiedAt = :now, eventAt = :eventAt, requestId = :req ADD version :one"),
+				UpdateExpression: aws.String(set + " ADD version :one"),
 				// The restriction as read: the successor's was decided from it.
 				ConditionExpression: aws.String(cond + " AND attribute_not_exists(replacedBy)" +
 					" AND (attribute_not_exists(usageCount) OR usageCount = :n) AND " + restrictedCond + " AND " + egressCond + " AND " + eventsCond),
 				ExpressionAttributeValues: values}},
 			replacedEvent,
+			s.tokenCountChange(t.Tenant, t.ID, 1),
 		}
 		usageCond, usageValues := usageOf(st)
 		for _, u := range usages {

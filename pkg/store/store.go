@@ -64,6 +64,12 @@ type item struct {
 	// usage changes, reminders). Each such write stamps its event after it and conditions its
 	// transaction on it unchanged, so a token's events sort in the order they committed (write.go).
 	EventAt string `dynamodbav:"eventAt,omitempty"`
+	// The list indexes' sort keys, derived from id, name and times (listing.go); "" on a token
+	// written before them, until BackfillListing.
+	ByName     string `dynamodbav:"byName,omitempty"`
+	ByCreated  string `dynamodbav:"byCreated,omitempty"`
+	ByModified string `dynamodbav:"byModified,omitempty"`
+	ByExpires  string `dynamodbav:"byExpires,omitempty"`
 
 	// Egress is the token's egress policy, written by the create (or replace) and never changed;
 	// EgressDigest is its digest as the create bound it into the value's encryption context
@@ -264,6 +270,7 @@ func (s *Store) Create(ctx context.Context, t token.Token, sealed token.Sealed, 
 		if t.ExpiresAt != nil {
 			it.ExpiresAt, it.ExpiryDay = token.FormatTime(*t.ExpiresAt), expiryDay(*t.ExpiresAt)
 		}
+		it.setListKeys()
 		av, err := attributevalue.MarshalMap(it)
 		if err != nil {
 			return token.InternalError(err)
@@ -273,6 +280,7 @@ func (s *Store) Create(ctx context.Context, t token.Token, sealed token.Sealed, 
 		failed, err := s.transact(ctx, []types.TransactWriteItem{
 			{Put: &types.Put{TableName: aws.String(s.table), Item: av, ConditionExpression: aws.String("attribute_not_exists(pk)")}},
 			event,
+			s.tokenCountChange(t.Tenant, t.ID, 1),
 		})
 		if err != nil || failed == nil {
 			return err
@@ -342,15 +350,23 @@ func (s *Store) Update(ctx context.Context, u Update, ev token.Event) error {
 		}
 		at := s.stamp(st)
 		cond, values := st.sameToken()
-		cond += " AND " + st.sameRetirement(values) + " AND " + eventsBefore(at, values)
+		cond += st.listedCond() + " AND " + st.sameRetirement(values) + " AND " + eventsBefore(at, values)
 		values[":req"] = &types.AttributeValueMemberS{Value: ev.RequestID}
 		values[":now"] = &types.AttributeValueMemberS{Value: token.FormatTime(at)}
 		values[":one"] = &types.AttributeValueMemberN{Value: "1"}
 		set := "SET modifiedAt = :now, eventAt = :eventAt, requestId = :req"
 		var remove []string
+		if st.listed { // the list keys follow what they derive from (an unlisted token gets them from the backfill)
+			set += ", byModified = :bmod"
+			values[":bmod"] = &types.AttributeValueMemberS{Value: token.FormatTime(at) + "#" + u.ID}
+		}
 		if u.Name != nil {
 			set += ", #name = :name"
 			values[":name"] = &types.AttributeValueMemberS{Value: *u.Name}
+			if st.listed {
+				set += ", byName = :bname"
+				values[":bname"] = &types.AttributeValueMemberS{Value: nameKey(*u.Name, u.ID)}
+			}
 		}
 		switch {
 		case u.ExpiresAt != nil:
@@ -362,6 +378,14 @@ func (s *Store) Update(ctx context.Context, u Update, ev token.Event) error {
 			}
 		case u.RemoveExpiry:
 			remove = append(remove, "expiresAt", "expiryDay")
+		}
+		if st.listed && (u.ExpiresAt != nil || u.RemoveExpiry) {
+			set += ", byExpires = :bexp"
+			exp := ""
+			if u.ExpiresAt != nil {
+				exp = token.FormatTime(*u.ExpiresAt)
+			}
+			values[":bexp"] = &types.AttributeValueMemberS{Value: expiresKey(exp, u.ID)}
 		}
 		switch {
 		case u.Restricted == nil:
