@@ -565,16 +565,8 @@ func indexOrder(keys []query.SortKey) (store.ListOrder, bool) {
 	if len(keys) == 0 || !store.OrderFields[keys[0].Field] {
 		return store.ListOrder{}, false
 	}
-	if keys[0].Field != "id" {
-		for _, k := range keys[1:] {
-			if k.Field != "id" {
-				return store.ListOrder{}, false
-			}
-			if k.Desc {
-				return store.ListOrder{}, false
-			}
-			break
-		}
+	if keys[0].Field != "id" && len(keys) > 1 && (keys[1].Field != "id" || keys[1].Desc) {
+		return store.ListOrder{}, false
 	}
 	return store.ListOrder{Field: keys[0].Field, Desc: keys[0].Desc}, true
 }
