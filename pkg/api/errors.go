@@ -58,6 +58,9 @@ type ErrorMessage struct {
 	Status     string   `json:"status"`
 	Message    string   `json:"message"`
 	Details    []Detail `json:"details,omitempty"`
+	// RequestID is the request's id, as its X-Request-Id header and its log line have it (an
+	// extra member: the contract's ErrorMessage allows it).
+	RequestID string `json:"requestId,omitempty"`
 }
 
 // Fault is the spec's 401 body.
@@ -68,6 +71,7 @@ type Fault struct {
 			ErrorCode string `json:"errorcode"`
 		} `json:"detail"`
 	} `json:"fault"`
+	RequestID string `json:"requestId,omitempty"` // as in ErrorMessage
 }
 
 // maxUsageDetails bounds how many usages a 409 lists.
@@ -172,12 +176,15 @@ func fault(e *token.Error) Fault {
 // retryAfterSeconds is the pause a 503 asks for.
 const retryAfterSeconds = "2"
 
-// writeError renders err as the response.
-func writeError(w http.ResponseWriter, err error) {
+// writeError renders err as the response of request rid.
+func writeError(w http.ResponseWriter, err error, rid string) {
 	status, body := Render(err)
+	body.RequestID = rid
 	if status == http.StatusUnauthorized {
 		w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token"`)
-		writeJSON(w, status, fault(token.As(err)))
+		f := fault(token.As(err))
+		f.RequestID = rid
+		writeJSON(w, status, f)
 		return
 	}
 	if status == http.StatusServiceUnavailable {

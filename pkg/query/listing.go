@@ -138,7 +138,8 @@ func ParseFields(s string) ([]string, error) {
 	var fields []string
 	for _, f := range strings.Split(s, ",") {
 		f = strings.TrimSpace(f)
-		if _, ok := token.Fields[f]; !ok && f != "metadata" {
+		// metadata and egress are objects: they can be shown whole, not queried or sorted on.
+		if _, ok := token.Fields[f]; !ok && f != "metadata" && f != "egress" {
 			return nil, token.InvalidField("fields", "unknown field "+strconv.Quote(f))
 		}
 		fields = append(fields, f)

@@ -103,6 +103,10 @@ type Upsert struct {
 	// GraceSeconds: token.DefaultGraceSeconds when nil).
 	Replaces     *string
 	GraceSeconds *int
+	// Egress is the token's egress policy (nil: absent or null). Set on create only; on an
+	// existing token the same policy may be sent again, another is refused (like the value).
+	// A replacement without one carries its predecessor's over.
+	Egress *token.Egress
 	Meta
 }
 
@@ -146,6 +150,10 @@ func (s *Service) Upsert(ctx context.Context, in Upsert) (UpsertResult, error) {
 	if in.GraceSeconds != nil && (in.Replaces == nil || current.Replaces == "") {
 		return UpsertResult{}, token.InvalidField("graceSeconds", "graceSeconds goes with replaces, when a token is created")
 	}
+	if in.Egress != nil && !in.Egress.Equal(current.Egress) {
+		return UpsertResult{}, token.InvalidField("egress", "egress cannot be changed once the token is created; "+
+			"create a new token (with replaces) to change it")
+	}
 	if in.Value != nil && !seal.DigestMatches(digest, []byte(*in.Value)) {
 		return UpsertResult{}, token.InvalidField("value", "value cannot be changed once the token is created; create a new token to rotate it")
 	}
@@ -178,6 +186,11 @@ func checkUpsert(in Upsert) error {
 		}
 	case in.Value != nil:
 		if err := token.ValidateValue(*in.Value); err != nil {
+			return err
+		}
+	}
+	if in.Egress != nil {
+		if err := in.Egress.Validate(); err != nil {
 			return err
 		}
 	}
@@ -227,17 +240,28 @@ func (s *Service) create(ctx context.Context, in Upsert) (UpsertResult, error) {
 	if in.Restricted != nil {
 		t.Restricted = *in.Restricted
 	}
-	if in.Replaces != nil && in.Restricted != nil && !*in.Restricted {
+	t.Egress = in.Egress
+	if in.Replaces != nil {
 		// A replacement never widens who may resolve: the successor of a restricted token is
 		// restricted (the store makes it so at the commit, whatever this read saw); asking for an
-		// open successor of one is refused here, before any value is sealed.
+		// open successor of one is refused here, before any value is sealed. Nor where the value
+		// may go: the predecessor's egress policy is carried over, or narrowed by the successor's
+		// own. Decided before sealing, since the value is bound to the policy; the store refuses
+		// the commit if the predecessor it finds has another policy.
 		old, err := s.store.Get(ctx, in.Tenant, *in.Replaces)
 		switch {
-		case err == nil && old.Restricted:
-			return res, token.InvalidField("restricted", "the successor of a restricted token is restricted: "+*in.Replaces+
-				" is restricted, so restricted cannot be false on its replacement; loosen the new token with a PATCH of /restricted afterwards")
 		case err != nil && token.KindOf(err) != token.NotFound:
 			return res, err
+		case err != nil: // the store's replace answers the missing predecessor
+		case in.Restricted != nil && !*in.Restricted && old.Restricted:
+			return res, token.InvalidField("restricted", "the successor of a restricted token is restricted: "+*in.Replaces+
+				" is restricted, so restricted cannot be false on its replacement; loosen the new token with a PATCH of /restricted afterwards")
+		case old.Egress != nil && t.Egress == nil:
+			t.Egress = old.Egress
+		case old.Egress != nil:
+			if err := t.Egress.CheckNarrows(*old.Egress); err != nil {
+				return res, err
+			}
 		}
 	}
 	value := []byte(*in.Value)
@@ -349,7 +373,14 @@ func patched(ops []PatchOp) (store.Update, error) {
 			u.Restricted = &restricted
 		case "/value":
 			return u, token.InvalidField(op.Path, "value cannot be changed once the token is created; create a new token to rotate it")
+		case "/egress":
+			return u, token.InvalidField(op.Path, "egress cannot be changed once the token is created (it is bound to the value); "+
+				"replace the token: create a new one with replaces and its own egress")
 		default:
+			if strings.HasPrefix(op.Path, "/egress/") {
+				return u, token.InvalidField(op.Path, "egress cannot be changed once the token is created (it is bound to the value); "+
+					"replace the token: create a new one with replaces and its own egress")
+			}
 			return u, token.InvalidField(op.Path, "only /name, /expiresAt and /restricted can be patched")
 		}
 	}
@@ -565,6 +596,7 @@ func indexOrder(keys []query.SortKey) (store.ListOrder, bool) {
 	if len(keys) == 0 || !store.OrderFields[keys[0].Field] {
 		return store.ListOrder{}, false
 	}
+	// The key after the first must be id ascending (or absent); what follows id never counts.
 	if keys[0].Field != "id" && len(keys) > 1 && (keys[1].Field != "id" || keys[1].Desc) {
 		return store.ListOrder{}, false
 	}

@@ -71,6 +71,13 @@ type item struct {
 	ByModified string `dynamodbav:"byModified,omitempty"`
 	ByExpires  string `dynamodbav:"byExpires,omitempty"`
 
+	// Egress is the token's egress policy, written by the create (or replace) and never changed;
+	// EgressDigest is its digest as the create bound it into the value's encryption context
+	// (kept to show, and for the invariant check; Open recomputes it from Egress as read, so a
+	// policy rewritten here does not open whatever this says).
+	Egress       *egressItem `dynamodbav:"egress,omitempty"`
+	EgressDigest string      `dynamodbav:"egressDigest,omitempty"`
+
 	SealKeyID      string `dynamodbav:"sealKeyId,omitempty"`
 	SealAlgorithm  string `dynamodbav:"sealAlgorithm,omitempty"`
 	SealWrappedKey []byte `dynamodbav:"sealWrappedKey,omitempty"`
@@ -79,10 +86,32 @@ type item struct {
 	SealDigest     []byte `dynamodbav:"sealDigest,omitempty"`
 }
 
+// egressItem is a token.Egress as DynamoDB holds it (a map; the hosts a list, in their order).
+type egressItem struct {
+	AllowedHosts []string `dynamodbav:"allowedHosts"`
+	In           string   `dynamodbav:"in"`
+	Name         string   `dynamodbav:"name"`
+	Template     string   `dynamodbav:"template"`
+}
+
+func egressItemOf(e *token.Egress) (*egressItem, string) {
+	if e == nil {
+		return nil, ""
+	}
+	return &egressItem{AllowedHosts: e.AllowedHosts, In: e.Inject.In, Name: e.Inject.Name, Template: e.Inject.Template}, e.Digest()
+}
+
+func (e *egressItem) egress() *token.Egress {
+	if e == nil {
+		return nil
+	}
+	return &token.Egress{AllowedHosts: e.AllowedHosts, Inject: token.Inject{In: e.In, Name: e.Name, Template: e.Template}}
+}
+
 // publicAttributes are the attributes every read for showing or listing fetches: never the
 // sealed value.
 var publicAttributes = []string{"id", "name", "version", "createdAt", "modifiedAt", "lastUsedAt", "usageCount",
-	"expiresAt", "restricted", "hint", "replaces", "replacedBy"}
+	"expiresAt", "restricted", "hint", "replaces", "replacedBy", "egress"}
 
 // projectionExpr is a ProjectionExpression and its attribute names, built once: the GET path
 // runs on every request and need not rebuild the same expression.
@@ -114,7 +143,8 @@ var (
 
 func (it item) token(tenant string) token.Token {
 	t := token.Token{Tenant: tenant, ID: it.ID, Name: it.Name, Version: it.Version, UsageCount: it.UsageCount,
-		Restricted: it.Restricted, Hint: it.Hint, Consumers: it.Consumers, Replaces: it.Replaces, ReplacedBy: it.ReplacedBy}
+		Restricted: it.Restricted, Hint: it.Hint, Consumers: it.Consumers, Replaces: it.Replaces, ReplacedBy: it.ReplacedBy,
+		Egress: it.Egress.egress()}
 	t.CreatedAt, _ = time.Parse(time.RFC3339Nano, it.CreatedAt)
 	t.ModifiedAt, _ = time.Parse(time.RFC3339Nano, it.ModifiedAt)
 	if it.LastUsedAt != "" {
@@ -236,6 +266,7 @@ func (s *Store) Create(ctx context.Context, t token.Token, sealed token.Sealed, 
 			EventAt: now, RequestID: ev.RequestID, UID: uid, Restricted: t.Restricted, Hint: t.Hint, SealKeyID: sealed.KeyID,
 			SealAlgorithm: sealed.Algorithm, SealWrappedKey: sealed.WrappedKey, SealNonce: sealed.Nonce,
 			SealCiphertext: sealed.Ciphertext, SealDigest: sealed.Digest}
+		it.Egress, it.EgressDigest = egressItemOf(t.Egress)
 		if t.ExpiresAt != nil {
 			it.ExpiresAt, it.ExpiryDay = token.FormatTime(*t.ExpiresAt), expiryDay(*t.ExpiresAt)
 		}

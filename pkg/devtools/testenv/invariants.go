@@ -13,6 +13,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/feature/dynamodb/attributevalue"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+
+	"aitokens/pkg/token"
 )
 
 // The invariants of the table, written down once and checked after every test that uses
@@ -59,6 +61,14 @@ import (
 //     the time, "#", the id; byExpires: expiresAt, "#", the id, or "~" and the id without one);
 // 10. the tenant's counter items (sk "count#NN") count its tokens: each the number of tokens
 //     whose id falls to it (FNV-1a of the id, modulo 16).
+//
+// And the egress promises (docs/security.md, Egress):
+//
+// 11. a token's egress policy, when it has one, is valid, and its egressDigest (the digest the
+//     create bound into the value's encryption context) is the policy's digest; a token without
+//     a policy has no digest (a write that changed a policy would have to re-seal the value);
+// 12. a replacement never widens where the value may go: when both exist and the predecessor
+//     has a policy, the successor has one whose every host the predecessor's allows.
 
 type rawToken struct {
 	ID         string   `dynamodbav:"id"`
@@ -79,6 +89,22 @@ type rawToken struct {
 	Replaces   string   `dynamodbav:"replaces"`
 	ReplacedBy string   `dynamodbav:"replacedBy"`
 	EventAt    string   `dynamodbav:"eventAt"`
+	Egress     *struct {
+		AllowedHosts []string `dynamodbav:"allowedHosts"`
+		In           string   `dynamodbav:"in"`
+		Name         string   `dynamodbav:"name"`
+		Template     string   `dynamodbav:"template"`
+	} `dynamodbav:"egress"`
+	EgressDigest string `dynamodbav:"egressDigest"`
+}
+
+// egress is the token's policy in the domain's type (nil: none).
+func (t rawToken) egress() *token.Egress {
+	if t.Egress == nil {
+		return nil
+	}
+	return &token.Egress{AllowedHosts: t.Egress.AllowedHosts,
+		Inject: token.Inject{In: t.Egress.In, Name: t.Egress.Name, Template: t.Egress.Template}}
 }
 
 type rawUsage struct {
@@ -258,6 +284,27 @@ func (p *partition) violations() []string {
 	for sk, n := range shards {
 		if p.counts[sk] != n {
 			bad("counter %s says %d tokens, %d tokens fall to it", sk, p.counts[sk], n)
+		}
+	}
+	for id, t := range p.tokens {
+		e := t.egress()
+		switch {
+		case e == nil && t.EgressDigest != "":
+			bad("token %s: egressDigest %s, but no egress policy", id, t.EgressDigest)
+		case e == nil:
+		case e.Validate() != nil:
+			bad("token %s: its egress policy is invalid: %s", id, token.As(e.Validate()).Details[0].Message)
+		case e.Digest() != t.EgressDigest:
+			bad("token %s: egress policy of digest %s, but its value was bound to %q", id, e.Digest(), t.EgressDigest)
+		}
+		old, ok := p.tokens[t.Replaces]
+		if !ok || t.Replaces == "" || old.ReplacedBy != id || old.egress() == nil {
+			continue
+		}
+		if e == nil {
+			bad("token %s: no egress policy, but its predecessor %s has one", id, t.Replaces)
+		} else if err := e.CheckNarrows(*old.egress()); err != nil {
+			bad("token %s: its egress policy widens its predecessor %s's: %s", id, t.Replaces, token.As(err).Details[0].Message)
 		}
 	}
 	for _, m := range p.markers {
