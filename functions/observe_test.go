@@ -113,6 +113,22 @@ func TestEveryFunctionLogsAndMeasuresItsInvocations(t *testing.T) {
 		if _, ok := line["status"].(float64); !ok {
 			t.Errorf("%s log line without status: %v", fn, line)
 		}
+		if _, ok := internal[fn]; !ok {
+			// A route's answer names its request as its log line does (the Lambda request id),
+			// and the line also has API Gateway's id of it.
+			var out httpResponse
+			var sent struct {
+				RequestContext struct {
+					RequestID string `json:"requestId"`
+				} `json:"requestContext"`
+			}
+			_ = json.Unmarshal(res.Response, &out)
+			_ = json.Unmarshal(ev, &sent)
+			if out.Headers[api.RequestIDHeader] != res.RequestID || sent.RequestContext.RequestID == "" || line["apiRequestId"] != sent.RequestContext.RequestID {
+				t.Errorf("%s: %s header %q, API Gateway's id %q; want the Lambda request id %q and the event's %q (%v)", fn, api.RequestIDHeader,
+					out.Headers[api.RequestIDHeader], line["apiRequestId"], res.RequestID, sent.RequestContext.RequestID, line)
+			}
+		}
 		if _, ok := line["durationMs"].(float64); !ok {
 			t.Errorf("%s log line without durationMs: %v", fn, line)
 		}
@@ -143,6 +159,39 @@ func TestEveryFunctionLogsAndMeasuresItsInvocations(t *testing.T) {
 			if _, ok := m["KMSCalls"]; ok {
 				t.Errorf("%s counts KMS calls: %v", fn, m)
 			}
+		}
+	}
+}
+
+// An error answer of a route and a refused resolve, of the real binaries, carry the Lambda
+// request id that their log lines have: in the X-Request-Id header and the body's requestId.
+func TestErrorAnswersNameTheirRequest(t *testing.T) {
+	t.Parallel() // waits on processes and a database, not on this machine's cores
+	e := newEnv(t)
+	for _, fn := range []string{"get-token", "resolve-token"} {
+		res := e.invoke(fn, event(t, fn, nil)) // the sample's token does not exist in a new table
+		logs, _ := invocationLines(t, fn, res.Logs)
+		if len(logs) != 1 || logs[0]["requestId"] != res.RequestID || res.RequestID == "" {
+			t.Fatalf("%s: log lines %v, want one with the request id %q", fn, logs, res.RequestID)
+		}
+		var body struct {
+			RequestID string `json:"requestId"`
+			Code      int    `json:"code"`
+			Error     *struct {
+				RequestID string `json:"requestId"`
+				Code      int    `json:"code"`
+			} `json:"error"`
+		}
+		if fn == "resolve-token" {
+			if err := json.Unmarshal(res.Response, &body); err != nil || body.Error == nil || body.Error.Code != 404 || body.Error.RequestID != res.RequestID {
+				t.Errorf("%s: %s, want a 404 error with requestId %q", fn, res.Response, res.RequestID)
+			}
+			continue
+		}
+		var out httpResponse
+		if err := json.Unmarshal(res.Response, &out); err != nil || out.StatusCode != 404 || out.Headers[api.RequestIDHeader] != res.RequestID ||
+			json.Unmarshal([]byte(out.Body), &body) != nil || body.RequestID != res.RequestID {
+			t.Errorf("%s: %s, want a 404 with %s and requestId %q", fn, res.Response, api.RequestIDHeader, res.RequestID)
 		}
 	}
 }

@@ -104,7 +104,7 @@ func startDevServer(t *testing.T, corsOrigins []string) (string, *devkeys.Claims
 
 // page is the dashboard's part that matters here: fetch calls with a bearer token and the
 // headers the dashboard sends, reading status, body and response headers like it does. Each
-// call answers {status, body, totalCount, location} or, when the browser refuses, {error}.
+// call answers {status, body, totalCount, location, requestId} or, when the browser refuses, {error}.
 var page = template.Must(template.New("page").Parse(`<!doctype html>
 <meta charset="utf-8">
 <title>AI Tokens from another origin</title>
@@ -129,7 +129,8 @@ async function call(method, path, opts = {}) {
     const res = await fetch(cfg.api + path, init);
     const text = await res.text();
     return {status: res.status, body: text ? JSON.parse(text) : null,
-            totalCount: res.headers.get("X-Total-Count"), location: res.headers.get("Location")};
+            totalCount: res.headers.get("X-Total-Count"), location: res.headers.get("Location"),
+            requestId: res.headers.get("X-Request-Id")};
   } catch (e) {
     return {error: String(e)};
   }
@@ -167,6 +168,7 @@ type step struct {
 	Body       any    `json:"body"`
 	TotalCount string `json:"totalCount"`
 	Location   string `json:"location"`
+	RequestID  string `json:"requestId"` // the X-Request-Id header, as the page can read it
 	Error      string `json:"error"`
 }
 
@@ -251,6 +253,13 @@ func TestBrowserOnAnotherOrigin(t *testing.T) {
 	check("forceDelete", s["forceDelete"].Status == 204)
 	check("listAfter", s["listAfter"].Status == 200 && s["listAfter"].TotalCount == "0")
 	check("expiredSession", s["expiredSession"].Status == 401 && s["expiredSession"].body("fault", "faultstring") == "Access Token expired")
+	// The page can read every answer's request id (CORS exposes it), and an error body names
+	// the same one, so a user's report can quote it.
+	for name, st := range s {
+		if st.RequestID == "" || (st.Status >= 400 && st.body("requestId") != st.RequestID) {
+			t.Errorf("%s: the page read X-Request-Id %q, body requestId %v", name, st.RequestID, st.body("requestId"))
+		}
+	}
 
 	blocked := open(strangerSite.URL, "stranger()")
 	for name, st := range blocked {

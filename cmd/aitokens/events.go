@@ -44,10 +44,11 @@ func startEventReader(ctx context.Context, log *slog.Logger, cfg config.Config) 
 	return func() { cancel(); <-done }, nil
 }
 
-// backfillExpiryDays gives every token that has expiresAt but no expiryDay (written before the
-// expiry index existed) its index key, so that the sweeper sees it. Run once against a stack
-// deployed with the index; it writes no event and changes no version.
-func backfillExpiryDays() error {
+// backfill gives every token that has expiresAt but no expiryDay (written before the expiry
+// index existed) its index key, so that the sweeper sees it; and with listing, every token
+// without the list indexes' keys its keys and its place in the tenant's count. Run once against
+// a stack deployed with the indexes; it writes no event and changes no version.
+func backfill(listing bool) error {
 	ctx := context.Background()
 	cfg, err := config.Load(os.Getenv)
 	if err != nil {
@@ -59,5 +60,10 @@ func backfillExpiryDays() error {
 	}
 	n, err := store.BackfillExpiryDays(ctx, client, cfg.TableName)
 	fmt.Fprintf(os.Stderr, "%s: %d tokens given their expiry day\n", cfg.TableName, n)
+	if err != nil || !listing {
+		return err
+	}
+	n, err = store.BackfillListing(ctx, client, cfg.TableName)
+	fmt.Fprintf(os.Stderr, "%s: %d tokens given their list keys and counted\n", cfg.TableName, n)
 	return err
 }

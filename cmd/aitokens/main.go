@@ -16,9 +16,11 @@ commands:
   serve       run the HTTP API (serve --dev: DynamoDB Local, dev keys and local sealer under .data/)
   dev-token   print a development JWT that "serve --dev" accepts
   invoke      run one Lambda function's real binary with an event (invoke get-token --event events/get-token.json)
-  backfill-expiry-days
-              once after deploying the expiry index: index the tokens that got expiresAt before it
+  backfill    once after deploying the expiry and list indexes: give the tokens written before
+              them their index keys and count them (idempotent: run again after a stop)
               (TABLE_NAME, DYNAMODB_ENDPOINT or the AWS SDK's configuration)
+  backfill-expiry-days
+              the expiry index's part of backfill alone
   with-dynamodb-local -- command [args...]
               run a command with DYNAMODB_ENDPOINT set to a new in-memory DynamoDB Local (make test)
 `
@@ -38,8 +40,10 @@ func main() {
 		err = devToken(os.Args[2:])
 	case "invoke":
 		err = invoke(os.Args[2:])
+	case "backfill":
+		err = backfill(true)
 	case "backfill-expiry-days":
-		err = backfillExpiryDays()
+		err = backfill(false)
 	case "with-dynamodb-local":
 		code, err := withDynamoDBLocal(os.Args[2:])
 		if err != nil {

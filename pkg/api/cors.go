@@ -35,8 +35,8 @@ func CORS() CORSPolicy {
 		// sends with every call.
 		AllowHeaders: []string{"authorization", "content-type", "x-total-count", "accept-language", "content-language", "emporix-tenant"},
 		// x-total-count answers the list's count, location names a created token, retry-after
-		// says when to try again after a 503.
-		ExposeHeaders: []string{"x-total-count", "location", "retry-after"},
+		// says when to try again after a 503, x-request-id names the request in a user's report.
+		ExposeHeaders: []string{"x-total-count", "location", "retry-after", "x-request-id"},
 		// Two hours: Chromium's own cap, so the dashboard makes about one preflight per URL
 		// and method in a working session, and a changed policy reaches browsers within it.
 		MaxAge: 7200,

@@ -53,7 +53,7 @@ func TestCORSPolicy(t *testing.T) {
 			t.Errorf("allowed headers %q lack %s", p.AllowHeaders, want)
 		}
 	}
-	if !slices.Equal(p.ExposeHeaders, []string{"x-total-count", "location", "retry-after"}) || p.MaxAge <= 0 {
+	if !slices.Equal(p.ExposeHeaders, []string{"x-total-count", "location", "retry-after", "x-request-id"}) || p.MaxAge <= 0 {
 		t.Errorf("exposed %q, max age %d", p.ExposeHeaders, p.MaxAge)
 	}
 }
@@ -164,7 +164,7 @@ func TestCORSOnEveryAnswer(t *testing.T) {
 			noCORSHeaders(t, c.name, res.header)
 			continue
 		}
-		if res.header.Get("Access-Control-Allow-Origin") != c.allowOrigin || res.header.Get("Access-Control-Expose-Headers") != "x-total-count, location, retry-after" {
+		if res.header.Get("Access-Control-Allow-Origin") != c.allowOrigin || res.header.Get("Access-Control-Expose-Headers") != "x-total-count, location, retry-after, x-request-id" {
 			t.Errorf("%s: CORS headers %v", c.name, res.header)
 		}
 		if c.status == 401 && res.header.Get("WWW-Authenticate") == "" {

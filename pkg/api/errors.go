@@ -58,6 +58,9 @@ type ErrorMessage struct {
 	Status     string   `json:"status"`
 	Message    string   `json:"message"`
 	Details    []Detail `json:"details,omitempty"`
+	// RequestID is the request's id, as its X-Request-Id header and its log line have it (an
+	// extra member: the contract's ErrorMessage allows it).
+	RequestID string `json:"requestId,omitempty"`
 }
 
 // Fault is the spec's 401 body.
@@ -68,6 +71,7 @@ type Fault struct {
 			ErrorCode string `json:"errorcode"`
 		} `json:"detail"`
 	} `json:"fault"`
+	RequestID string `json:"requestId,omitempty"` // as in ErrorMessage
 }
 
 // maxUsageDetails bounds how many usages a 409 lists.
@@ -98,8 +102,8 @@ func Render(err error) (int, ErrorMessage) {
 		body.Message = fmt.Sprintf("The token %s is used by %d agents, MCP servers, tools or OAuth clients; delete with force=true to remove it and unassign it from them.", e.ResourceID, len(e.Usages))
 		body.Details = usageDetails(e.Usages)
 	case token.TooManyToRead:
-		body.Message = fmt.Sprintf("The tenant has more than %d tokens, more than one list or search reads; narrow the query to ids, e.g. q=id:(a,b).", e.Limit)
-		body.Details = []Detail{{Field: "q", Type: "limit", Message: fmt.Sprintf("more than %d tokens to read", e.Limit)}}
+		body.Message = fmt.Sprintf("The query reads the listing of the tokens it may match, here of the tenant's %d tokens, and cannot within the request's time; narrow it to ids (q=id:(a,b)), an exact name or a name prefix (q=name:~^Prefix), which read only their own.", e.Limit)
+		body.Details = []Detail{{Field: "q", Type: "limit", Message: fmt.Sprintf("%d tokens to read, more than the request's time allows", e.Limit)}}
 	case token.TooDeepToPage:
 		body.Details = []Detail{{Field: "pageNumber", Message: fmt.Sprintf("only the %d newest events of a token can be paged through", e.Limit)}}
 	case token.TimedOut:
@@ -172,12 +176,15 @@ func fault(e *token.Error) Fault {
 // retryAfterSeconds is the pause a 503 asks for.
 const retryAfterSeconds = "2"
 
-// writeError renders err as the response.
-func writeError(w http.ResponseWriter, err error) {
+// writeError renders err as the response of request rid.
+func writeError(w http.ResponseWriter, err error, rid string) {
 	status, body := Render(err)
+	body.RequestID = rid
 	if status == http.StatusUnauthorized {
 		w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token"`)
-		writeJSON(w, status, fault(token.As(err)))
+		f := fault(token.As(err))
+		f.RequestID = rid
+		writeJSON(w, status, f)
 		return
 	}
 	if status == http.StatusServiceUnavailable {

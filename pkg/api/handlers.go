@@ -103,6 +103,40 @@ type upsertBody struct {
 	Replaces   *string         `json:"replaces"`
 	// A float for the same reason as metadata.version.
 	GraceSeconds *float64 `json:"graceSeconds"`
+	// Raw, to read it strictly (egress).
+	Egress json.RawMessage `json:"egress"`
+}
+
+// egress is the body's egress policy, nil when absent or null. It is read strictly: a key it
+// does not know is refused rather than dropped, since a client would take a dropped key (say
+// "methods") for a limit that is kept.
+func (b upsertBody) egress() (*token.Egress, error) {
+	if len(b.Egress) == 0 || string(b.Egress) == "null" {
+		return nil, nil
+	}
+	dec := json.NewDecoder(bytes.NewReader(b.Egress))
+	dec.DisallowUnknownFields()
+	var e token.Egress
+	err := dec.Decode(&e)
+	var typeErr *json.UnmarshalTypeError
+	switch {
+	case err == nil:
+		return &e, nil
+	case errors.As(err, &typeErr):
+		field := "egress"
+		if typeErr.Field != "" {
+			field += "." + typeErr.Field
+		}
+		got, _, _ := strings.Cut(typeErr.Value, " ")
+		return nil, token.InvalidField(field, field+" must be of type "+jsonType(typeErr.Type.Kind().String())+", not "+got)
+	case strings.HasPrefix(err.Error(), "json: unknown field "):
+		name := strings.TrimPrefix(err.Error(), "json: unknown field ")
+		if len(name) > 66 {
+			name = "(a long name)"
+		}
+		return nil, token.InvalidField("egress", "egress holds an unknown field "+name+": it takes allowedHosts and inject {in, name, template} only")
+	}
+	return nil, token.InvalidField("egress", "egress must be an object {allowedHosts, inject}")
 }
 
 // graceSeconds is graceSeconds as a whole number, nil when absent.
@@ -172,6 +206,9 @@ func (s *Server) upsert(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	if in.ExpiresAt, in.RemoveExpiry, err = body.expiresAt(); err != nil {
+		return err
+	}
+	if in.Egress, err = body.egress(); err != nil {
 		return err
 	}
 	res, err := s.svc.Upsert(r.Context(), in)

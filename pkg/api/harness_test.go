@@ -254,6 +254,7 @@ func (h *harness) do(method, path, body, jwt string, headers ...string) response
 	if len(res.body) > 0 && res.header.Get("Content-Type") != "application/json" {
 		h.t.Errorf("%s %s: %d with Content-Type %q", method, path, res.status, res.header.Get("Content-Type"))
 	}
+	h.carriesItsRequestID(method+" "+path, res)
 	h.validate(req, body, res)
 	return res
 }
@@ -313,4 +314,26 @@ func eventsOf(t testing.TB, h *harness, id string) []token.Event {
 		t.Fatalf("events of %s: %d of %d, %v", id, len(events), total, err)
 	}
 	return events
+}
+
+// carriesItsRequestID checks that an answer names its request: an X-Request-Id header, the
+// same id in an error body's requestId, and the same in the request's log line.
+func (h *harness) carriesItsRequestID(what string, res response) {
+	h.t.Helper()
+	rid := res.header.Get(api.RequestIDHeader)
+	if rid == "" {
+		h.t.Errorf("%s: %d without %s", what, res.status, api.RequestIDHeader)
+		return
+	}
+	if res.status >= 400 {
+		var body struct {
+			RequestID string `json:"requestId"`
+		}
+		if err := json.Unmarshal(res.body, &body); err != nil || body.RequestID != rid {
+			h.t.Errorf("%s: %d body %s, want requestId %q", what, res.status, res.body, rid)
+		}
+	}
+	if !strings.Contains(h.logs.String(), `"requestId":"`+rid+`"`) {
+		h.t.Errorf("%s: no log line has the request id %s", what, rid)
+	}
 }

@@ -88,3 +88,59 @@ func levelFollowsStatus(t testing.TB, logs []byte) {
 	}
 }
 
+
+// Every answer names its request as its log line does: the X-Request-Id header on each, the
+// same id in each error body's requestId (the 401's fault body too), and one log line with
+// that id and the answer's status. (The harness checks the first two on every answer of every
+// test; this one goes through each kind of answer.)
+func TestEveryAnswerNamesItsRequest(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	mgr := h.manager()
+	h.create("openai", "OpenAI", "sk-named-value")
+	h.do("PUT", base+"/openai/usages/agent/a", "", mgr)
+	cases := []struct {
+		name                    string
+		method, path, body, jwt string
+		status                  int
+	}{
+		{"get", "GET", base + "/openai", "", mgr, 200},
+		{"list", "GET", base, "", mgr, 200},
+		{"create", "PUT", base + "/other", `{"name":"O","value":"sk-other"}`, mgr, 201},
+		{"update", "PUT", base + "/other", `{"name":"P"}`, mgr, 204},
+		{"bad input", "PUT", base + "/other", `{"name":""}`, mgr, 400},
+		{"no token", "GET", base, "", "", 401},
+		{"bad token", "GET", base, "", "not-a-jwt", 401},
+		{"missing scope", "PUT", base + "/other", `{"name":"Q"}`, h.jwt("acme", "ai.agent_read"), 403},
+		{"not found", "GET", base + "/nope", "", mgr, 404},
+		{"no route", "GET", "/nowhere", "", mgr, 404},
+		{"method not allowed", "POST", base + "/openai", "", mgr, 405},
+		{"in use", "DELETE", base + "/openai", "", mgr, 409},
+		{"too large", "POST", base + "/search", `{"q":"` + strings.Repeat("x", 70_000) + `"}`, mgr, 413},
+		{"not JSON", "PUT", base + "/other", `name=x`, mgr, 415},
+	}
+	seen := map[string]bool{}
+	for _, c := range cases {
+		var headers []string
+		if c.name == "not JSON" {
+			headers = []string{"Content-Type", "application/x-www-form-urlencoded"}
+		}
+		res := h.do(c.method, c.path, c.body, c.jwt, headers...)
+		rid := res.header.Get("X-Request-Id")
+		if res.status != c.status || rid == "" || seen[rid] {
+			t.Fatalf("%s: %d, X-Request-Id %q (seen before: %v), want %d", c.name, res.status, rid, seen[rid], c.status)
+		}
+		seen[rid] = true
+		if l := lastLogLine(t, h); l.RequestID != rid || int(l.Status) != c.status {
+			t.Errorf("%s: the log line %+v, want request %s with status %d", c.name, l, rid, c.status)
+		}
+		if c.status >= 400 {
+			var body struct {
+				RequestID string `json:"requestId"`
+			}
+			if err := json.Unmarshal(res.body, &body); err != nil || body.RequestID != rid {
+				t.Errorf("%s: body %s, want requestId %s", c.name, res.body, rid)
+			}
+		}
+	}
+}

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/aws/aws-lambda-go/lambdacontext"
+	"github.com/awslabs/aws-lambda-go-api-proxy/core"
 
 	"aitokens/pkg/auth"
 	"aitokens/pkg/service"
@@ -143,6 +144,10 @@ type (
 	actorKey     struct{} // the caller's JWT sub, recorded as the actor of a change
 )
 
+// RequestIDHeader carries the request id of every answer of a route, the one its log line
+// (and, for a change, its event) has, so that a user's report finds the line.
+const RequestIDHeader = "X-Request-Id"
+
 // requestID is the Lambda request id when there is one, else a random id. Stored on every
 // write, it lets a retried write recognise its own earlier success.
 func requestID(ctx context.Context) string {
@@ -160,20 +165,21 @@ func (s *Server) wrap(rt Route) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		rid := requestID(r.Context())
+		w.Header().Set(RequestIDHeader, rid)
 		rec := &statusRecorder{ResponseWriter: w}
 		tenant := r.PathValue("tenant")
 		var err error
 		defer func() {
 			if p := recover(); p != nil {
 				err = token.InternalError(fmt.Errorf("panic: %v", p))
-				writeError(rec, err)
+				writeError(rec, err, rid)
 			}
 			s.logRequest(r, rt, rid, tenant, rec.status, time.Since(start), err)
 		}()
 		release, ok := s.slots.acquire()
 		if !ok {
 			err = errBusy()
-			writeError(rec, err)
+			writeError(rec, err, rid)
 			return
 		}
 		defer release()
@@ -192,7 +198,7 @@ func (s *Server) wrap(rt Route) http.Handler {
 			err = rt.handle(s, rec, r)
 		}
 		if err != nil {
-			writeError(rec, err)
+			writeError(rec, err, rid)
 		}
 	})
 }
@@ -224,6 +230,10 @@ func (s *Server) logRequest(r *http.Request, rt Route, rid, tenant string, statu
 		slog.String("tenant", tenant),
 		slog.Int("status", status),
 		slog.Float64("durationMs", float64(d.Microseconds())/1000),
+	}
+	// API Gateway's own id of the request (its apigw-requestid header and access log line).
+	if gw, ok := core.GetAPIGatewayV2ContextFromContext(r.Context()); ok && gw.RequestID != "" {
+		attrs = append(attrs, slog.String("apiRequestId", gw.RequestID))
 	}
 	level := LogLevel(status)
 	if err != nil {

@@ -176,11 +176,15 @@ func TestForcedDeleteBeyondTheTransactionLimit(t *testing.T) {
 	}
 }
 
-// withoutEvents leaves out the audit events of a scan.
+// withoutEvents leaves out the audit events of a scan, and the counters that count no token.
 func withoutEvents(items []map[string]types.AttributeValue) []map[string]types.AttributeValue {
 	var kept []map[string]types.AttributeValue
 	for _, it := range items {
-		if !strings.HasPrefix(it["sk"].(*types.AttributeValueMemberS).Value, "event#") {
+		sk := it["sk"].(*types.AttributeValueMemberS).Value
+		if n, ok := it["tokens"].(*types.AttributeValueMemberN); ok && strings.HasPrefix(sk, "count#") && n.Value == "0" {
+			continue // a counter of no tokens is no item left behind
+		}
+		if !strings.HasPrefix(sk, "event#") {
 			kept = append(kept, it)
 		}
 	}
@@ -301,8 +305,8 @@ func raceRegisterUnregister(t *testing.T, h *harness, id string, registrars int)
 			defer wg.Done()
 			<-start
 			for i := range 2 {
-				if status := h.do("DELETE", fmt.Sprintf("%s/%s/usages/tool/r%d-%d", base, id, r, i), "", mgr).status; status != 204 {
-					t.Errorf("unregister: %d", status)
+				if res := h.do("DELETE", fmt.Sprintf("%s/%s/usages/tool/r%d-%d", base, id, r, i), "", mgr); res.status != 204 {
+					t.Errorf("unregister: %d %s", res.status, res.body)
 				}
 			}
 		}()
@@ -329,9 +333,7 @@ func TestOpenAPIDocumentsTheInUseConflict(t *testing.T) {
 		t.Fatalf("infra/openapi.yaml: DELETE of a token lists no TokenInUse 409: %+v", response)
 	}
 	example := response.Value.Content.Get("application/json").Examples["inUse"].Value.Value
-	var got any
-	res.json(t, &got)
-	if !reflect.DeepEqual(got, example) {
+	if got := withoutRequestID(t, res.body); !reflect.DeepEqual(got, example) {
 		want, _ := json.Marshal(example)
 		t.Errorf("the documented 409 drifted from the service's:\n doc  %s\n code %s", want, res.body)
 	}

@@ -428,7 +428,7 @@ func TestResolveWhenKMSFails(t *testing.T) {
 			ctx := lambdacontext.NewContext(context.Background(), &lambdacontext.LambdaContext{AwsRequestID: "kms-" + strings.ReplaceAll(c.name, " ", "-")})
 			res, err := r.Resolve(ctx, lambdafn.ResolveRequest{Tenant: "acme", TokenID: "openai", Consumer: consumer})
 			if err != nil || res.Value != "" || res.Error == nil || res.Error.Code != c.code || res.Error.Reason != c.reason ||
-				!strings.Contains(res.Error.Message, c.message) {
+				!strings.Contains(res.Error.Message, c.message) || res.Error.RequestID != "kms-"+strings.ReplaceAll(c.name, " ", "-") {
 				t.Fatalf("resolve: value %q, error %+v, %v", res.Value, res.Error, err)
 			}
 			if line := logs.String(); !strings.Contains(line, `"outcome":"`+c.reason+`"`) || !strings.Contains(line, `"level":"ERROR"`) || strings.Contains(line, "sk-kms-resolve-value") {
@@ -508,11 +508,15 @@ func TestResolveLogLevelFollowsStatus(t *testing.T) {
 			t.Fatalf("%s: %+v %v, want %d %s", c.name, res.Error, err, c.status, c.reason)
 		}
 		var line struct {
-			Level, Msg, Error string
-			Status            int
+			Level, Msg, Error, RequestID string
+			Status                       int
 		}
 		if err := json.Unmarshal(logs.Bytes(), &line); err != nil {
 			t.Fatalf("%s: log %q: %v", c.name, logs, err)
+		}
+		// Without a Lambda context the id is made up, and the error names it as the line does.
+		if res.Error != nil && (res.Error.RequestID == "" || res.Error.RequestID != line.RequestID) {
+			t.Errorf("%s: error requestId %q, the log line's %q", c.name, res.Error.RequestID, line.RequestID)
 		}
 		want := map[bool]string{true: "ERROR", false: "INFO"}[c.status >= 500]
 		if line.Msg != "resolve" || line.Status != c.status || line.Level != want || (want == "ERROR") != (line.Error != "") {

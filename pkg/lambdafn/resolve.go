@@ -45,6 +45,9 @@ type ResolveError struct {
 	Reason string `json:"reason,omitempty"`
 	// ReplacedBy is, with reason replaced, the token to resolve instead.
 	ReplacedBy string `json:"replacedBy,omitempty"`
+	// RequestID is the invocation's id, as its log line has it (the Lambda request id, which
+	// Invoke also answers in its x-amzn-RequestId header).
+	RequestID string `json:"requestId,omitempty"`
 }
 
 // Resolver answers resolve events.
@@ -106,7 +109,7 @@ func (r *Resolver) Resolve(ctx context.Context, req ResolveRequest) (ResolveResp
 			reason = string(e.Kind)
 		}
 		res = ResolveResponse{Error: &ResolveError{Code: body.Code, Status: body.Status, Message: body.Message, Reason: reason,
-			ReplacedBy: e.Successor}}
+			ReplacedBy: e.Successor, RequestID: rid}}
 	}
 	attrs := []any{"requestId", rid, "route", "resolve-token", "tenant", req.Tenant, "tokenId", req.TokenID, "status", status,
 		"durationMs", float64(time.Since(start).Microseconds()) / 1000}

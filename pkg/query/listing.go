@@ -14,8 +14,8 @@ import (
 const (
 	DefaultPageSize = 60
 	MaxPageSize     = 1000
-	// MaxItemsRead bounds the tokens one list or search reads (a query that is not on ids reads
-	// the tenant's whole partition; see README).
+	// MaxItemsRead bounds the events one audit-trail page reads past (a list of tokens has no
+	// such bound: README "What a list costs").
 	MaxItemsRead = 10_000
 	// maxPageNumber keeps (number-1)*size far from overflowing.
 	maxPageNumber = 1_000_000
@@ -138,7 +138,8 @@ func ParseFields(s string) ([]string, error) {
 	var fields []string
 	for _, f := range strings.Split(s, ",") {
 		f = strings.TrimSpace(f)
-		if _, ok := token.Fields[f]; !ok && f != "metadata" {
+		// metadata and egress are objects: they can be shown whole, not queried or sorted on.
+		if _, ok := token.Fields[f]; !ok && f != "metadata" && f != "egress" {
 			return nil, token.InvalidField("fields", "unknown field "+strconv.Quote(f))
 		}
 		fields = append(fields, f)

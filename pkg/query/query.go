@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"regexp"
+	"regexp/syntax"
 	"strconv"
 	"strings"
 	"time"
@@ -576,4 +577,85 @@ func typeName(t token.FieldType) string {
 		return "boolean"
 	}
 	return "string"
+}
+
+// Fields returns the fields the query reads, so that a list can read them from the narrowest
+// index that holds them.
+func (q *Query) Fields() map[string]bool {
+	out := map[string]bool{}
+	if q != nil {
+		fieldsOf(q.root, out)
+	}
+	return out
+}
+
+func fieldsOf(n node, out map[string]bool) {
+	switch c := n.(type) {
+	case andNode:
+		for _, m := range c {
+			fieldsOf(m, out)
+		}
+	case orNode:
+		for _, m := range c {
+			fieldsOf(m, out)
+		}
+	case rangeNode:
+		for _, m := range c {
+			fieldsOf(m, out)
+		}
+	case eqNode:
+		out[c.field.name] = true
+	case inNode:
+		out[c.field.name] = true
+	case cmpNode:
+		out[c.field.name] = true
+	case regexNode:
+		out[c.field.name] = true
+	case presenceNode:
+		out[c.field.name] = true
+	}
+}
+
+// NamePrefix returns what every match's name starts with, when a top-level condition says so:
+// an exact name (exact: the whole name) or a regex anchored at the start of the text with a
+// literal, case-sensitive prefix (name:~^Open). A list then reads only the names in that range
+// of the name index. The query must still be matched against what is read.
+func (q *Query) NamePrefix() (prefix string, exact, ok bool) {
+	if q == nil {
+		return "", false, false
+	}
+	for _, n := range q.root.(andNode) {
+		switch c := n.(type) {
+		case eqNode:
+			if c.field.name == "name" {
+				return c.val.str, true, true
+			}
+		case regexNode:
+			if c.field.name != "name" {
+				continue
+			}
+			if p := anchoredPrefix(c.re.String()); p != "" {
+				prefix, ok = p, true // an exact name, if there is one, narrows more: go on
+			}
+		}
+	}
+	return prefix, false, ok
+}
+
+// anchoredPrefix is the literal text every match of pattern starts with at the start of the
+// input, "" if none: ^ (not in multi-line mode) followed by literal characters, case-sensitive.
+func anchoredPrefix(pattern string) string {
+	re, err := syntax.Parse(pattern, syntax.Perl)
+	if err != nil {
+		return ""
+	}
+	re = re.Simplify()
+	if re.Op != syntax.OpConcat || len(re.Sub) < 2 || re.Sub[0].Op != syntax.OpBeginText {
+		return ""
+	}
+	lit := re.Sub[1]
+	if lit.Op != syntax.OpLiteral || lit.Flags&syntax.FoldCase != 0 {
+		return ""
+	}
+	return string(lit.Rune)
 }

@@ -100,8 +100,9 @@ var writeOps = []writeOp{
 		if err := svc.Delete(ctx, "acme", id, true, meta(r+"-d")); err != nil {
 			return err
 		}
+		// Under another egress policy: a replacement that decided on the old one must not commit.
 		return upsert(ctx, svc, service.Upsert{Tenant: "acme", ID: id, Name: new("re-created"), Value: new("value-of-the-new-token"),
-			Restricted: new(true), Meta: meta(r + "-c")})
+			Restricted: new(true), Egress: &recreatedEgress, Meta: meta(r + "-c")})
 	}},
 	{"patch expiry", func(ctx context.Context, svc *service.Service, st *store.Store, id, r string) error {
 		return svc.Patch(ctx, "acme", id, []service.PatchOp{{Op: "REPLACE", Path: "/expiresAt", Value: "2000-01-01T00:00:00Z"}}, meta(r))
@@ -135,6 +136,13 @@ var writeOps = []writeOp{
 		return err
 	}},
 }
+
+// The egress policies of each case's token and of its re-creation: a replacement without one
+// of its own carries the first over, which does not narrow the second (invariant 10).
+var (
+	setupEgress     = token.Egress{AllowedHosts: []string{"api.openai.com"}, Inject: token.Inject{In: "header", Name: "Authorization", Template: "Bearer {{value}}"}}
+	recreatedEgress = token.Egress{AllowedHosts: []string{"api.anthropic.com"}, Inject: token.Inject{In: "header", Name: "X-Api-Key", Template: "{{value}}"}}
+)
 
 // sweepExpiry is the expiresAt each case's token is created with, by id: noon of a day no other
 // case has (from 2100 on), so that a sweep at its time sees this token only.
@@ -218,6 +226,7 @@ var bothOrders = map[[2]string]bool{
 	{"sweep", "patch expiry away"}: true, {"sweep", "replace"}: true,
 	{"replace", "register"}: true, {"replace", "unregister"}: true, {"replace", "patch expiry"}: true,
 	{"replace", "patch expiry away"}: true, {"replace", "patch restriction"}: true,
+	{"replace", "delete and re-create"}: true, // the predecessor's egress policy changes under the replacement
 }
 
 // interleaveWorkers is how many pairs run at once.
@@ -229,7 +238,7 @@ func interleave(t *testing.T, ctx context.Context, table string, direct *service
 	exp := time.Date(2100, 1, 1, 12, 0, 0, 0, time.UTC).AddDate(0, 0, int(sweepDays.Add(1)))
 	sweepExpiry.Store(id, exp)
 	if err := upsert(ctx, direct, service.Upsert{Tenant: "acme", ID: id, Name: new("n"), Value: new("value-of-the-old-token"),
-		Restricted: new(true), ExpiresAt: &exp, Meta: meta(id + "-setup")}); err != nil {
+		Restricted: new(true), ExpiresAt: &exp, Egress: &setupEgress, Meta: meta(id + "-setup")}); err != nil {
 		t.Errorf("%s: setup: %v", id, err)
 		return false
 	}

@@ -27,7 +27,7 @@ func TestInvariantCheckSeesBrokenPromises(t *testing.T) {
 		want                 string
 	}{
 		{"retirement removed", "a", "REMOVE retiresAt", "a replaced token must expire at its retirement"},
-		{"expiry moved past the retirement", "b", "SET expiresAt = :later", "a replaced token must expire at its retirement"},
+		{"expiry moved past the retirement", "b", "SET expiresAt = :later, byExpires = :laterKey", "a replaced token must expire at its retirement"},
 		{"successor opened without a PATCH", "c-next", "REMOVE restricted", "open, but its predecessor c is restricted"},
 		{"an event stamp not the last event's", "d", "SET eventAt = :later", "eventAt 2999-01-01T00:00:00.000Z, but its last event"},
 		{"untouched", "e", "", ""},
@@ -49,6 +49,9 @@ func TestInvariantCheckSeesBrokenPromises(t *testing.T) {
 			Key: map[string]types.AttributeValue{"pk": &types.AttributeValueMemberS{Value: "acme"}, "sk": &types.AttributeValueMemberS{Value: "token#" + c.id}}}
 		if strings.Contains(c.update, ":later") {
 			in.ExpressionAttributeValues = map[string]types.AttributeValue{":later": &types.AttributeValueMemberS{Value: "2999-01-01T00:00:00.000Z"}}
+		}
+		if strings.Contains(c.update, ":laterKey") { // the list key with it, so that only the promise is broken
+			in.ExpressionAttributeValues[":laterKey"] = &types.AttributeValueMemberS{Value: "2999-01-01T00:00:00.000Z#" + c.id}
 		}
 		if _, err := testenv.Client().UpdateItem(ctx, in); err != nil {
 			t.Fatal(err)

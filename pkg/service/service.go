@@ -27,7 +27,10 @@ type Store interface {
 	GetDigest(ctx context.Context, tenant, id string) (token.Token, []byte, error)
 	GetSealed(ctx context.Context, tenant, id string) (token.Token, token.Sealed, error)
 	GetMany(ctx context.Context, tenant string, ids []string) (store.ListResult, error)
-	List(ctx context.Context, tenant string, maxItems int) (store.ListResult, error)
+	Count(ctx context.Context, tenant string) (int, error)
+	ListPage(ctx context.Context, tenant string, o store.ListOrder, skip, size int) (store.ListResult, error)
+	GetPage(ctx context.Context, tenant string, ids []string) (store.ListResult, error)
+	Scan(ctx context.Context, tenant string, r store.ScanRange, fn func(tokens []token.Token, read int, more bool) error) (int, error)
 	Create(ctx context.Context, t token.Token, sealed token.Sealed, ev token.Event) error
 	Replace(ctx context.Context, t token.Token, sealed token.Sealed, grace time.Duration, ev token.Event) error
 	Update(ctx context.Context, u store.Update, ev token.Event) error
@@ -61,8 +64,8 @@ func New(st Store, sealer seal.Sealer, now func() time.Time) (*Service, error) {
 	return &Service{store: st, sealer: sealer, now: now, maxItemsRead: query.MaxItemsRead}, nil
 }
 
-// WithMaxItemsRead is the service with another bound on the items one list reads (tests prove
-// the bound with a small one rather than by seeding ten thousand tokens).
+// WithMaxItemsRead is the service with another bound on the events one audit-trail page reads
+// past (tests prove the bound with a small one rather than by writing ten thousand events).
 func (s *Service) WithMaxItemsRead(n int) *Service {
 	c := *s
 	c.maxItemsRead = n
@@ -100,6 +103,10 @@ type Upsert struct {
 	// GraceSeconds: token.DefaultGraceSeconds when nil).
 	Replaces     *string
 	GraceSeconds *int
+	// Egress is the token's egress policy (nil: absent or null). Set on create only; on an
+	// existing token the same policy may be sent again, another is refused (like the value).
+	// A replacement without one carries its predecessor's over.
+	Egress *token.Egress
 	Meta
 }
 
@@ -143,6 +150,10 @@ func (s *Service) Upsert(ctx context.Context, in Upsert) (UpsertResult, error) {
 	if in.GraceSeconds != nil && (in.Replaces == nil || current.Replaces == "") {
 		return UpsertResult{}, token.InvalidField("graceSeconds", "graceSeconds goes with replaces, when a token is created")
 	}
+	if in.Egress != nil && !in.Egress.Equal(current.Egress) {
+		return UpsertResult{}, token.InvalidField("egress", "egress cannot be changed once the token is created; "+
+			"create a new token (with replaces) to change it")
+	}
 	if in.Value != nil && !seal.DigestMatches(digest, []byte(*in.Value)) {
 		return UpsertResult{}, token.InvalidField("value", "value cannot be changed once the token is created; create a new token to rotate it")
 	}
@@ -175,6 +186,11 @@ func checkUpsert(in Upsert) error {
 		}
 	case in.Value != nil:
 		if err := token.ValidateValue(*in.Value); err != nil {
+			return err
+		}
+	}
+	if in.Egress != nil {
+		if err := in.Egress.Validate(); err != nil {
 			return err
 		}
 	}
@@ -224,17 +240,28 @@ func (s *Service) create(ctx context.Context, in Upsert) (UpsertResult, error) {
 	if in.Restricted != nil {
 		t.Restricted = *in.Restricted
 	}
-	if in.Replaces != nil && in.Restricted != nil && !*in.Restricted {
+	t.Egress = in.Egress
+	if in.Replaces != nil {
 		// A replacement never widens who may resolve: the successor of a restricted token is
 		// restricted (the store makes it so at the commit, whatever this read saw); asking for an
-		// open successor of one is refused here, before any value is sealed.
+		// open successor of one is refused here, before any value is sealed. Nor where the value
+		// may go: the predecessor's egress policy is carried over, or narrowed by the successor's
+		// own. Decided before sealing, since the value is bound to the policy; the store refuses
+		// the commit if the predecessor it finds has another policy.
 		old, err := s.store.Get(ctx, in.Tenant, *in.Replaces)
 		switch {
-		case err == nil && old.Restricted:
-			return res, token.InvalidField("restricted", "the successor of a restricted token is restricted: "+*in.Replaces+
-				" is restricted, so restricted cannot be false on its replacement; loosen the new token with a PATCH of /restricted afterwards")
 		case err != nil && token.KindOf(err) != token.NotFound:
 			return res, err
+		case err != nil: // the store's replace answers the missing predecessor
+		case in.Restricted != nil && !*in.Restricted && old.Restricted:
+			return res, token.InvalidField("restricted", "the successor of a restricted token is restricted: "+*in.Replaces+
+				" is restricted, so restricted cannot be false on its replacement; loosen the new token with a PATCH of /restricted afterwards")
+		case old.Egress != nil && t.Egress == nil:
+			t.Egress = old.Egress
+		case old.Egress != nil:
+			if err := t.Egress.CheckNarrows(*old.Egress); err != nil {
+				return res, err
+			}
 		}
 	}
 	value := []byte(*in.Value)
@@ -346,7 +373,14 @@ func patched(ops []PatchOp) (store.Update, error) {
 			u.Restricted = &restricted
 		case "/value":
 			return u, token.InvalidField(op.Path, "value cannot be changed once the token is created; create a new token to rotate it")
+		case "/egress":
+			return u, token.InvalidField(op.Path, "egress cannot be changed once the token is created (it is bound to the value); "+
+				"replace the token: create a new one with replaces and its own egress")
 		default:
+			if strings.HasPrefix(op.Path, "/egress/") {
+				return u, token.InvalidField(op.Path, "egress cannot be changed once the token is created (it is bound to the value); "+
+					"replace the token: create a new one with replaces and its own egress")
+			}
 			return u, token.InvalidField(op.Path, "only /name, /expiresAt and /restricted can be patched")
 		}
 	}
@@ -520,31 +554,136 @@ type matched struct {
 	doc   map[string]any
 }
 
-// List returns the tenant's matching tokens, sorted and paged. A query that names ids reads
-// those keys only; any other reads the tenant's partition (without sealed values), at most
-// s.maxItemsRead items.
+// List returns the tenant's matching tokens, sorted and paged, reading as README "What a list
+// costs" says: a query on ids reads those keys; no query in an order a list index serves reads
+// the page (and the keys before it) with the count from the tenant's counter; any other query
+// reads the listing attributes of the tokens it may match (a name prefix's range of the name
+// index, or all of them from the narrowest index that holds what it reads), in bounded pages,
+// keeping only the best (pageNumber × pageSize) matches, and is refused (too_many_to_read)
+// as soon as it is seen not to finish before the request's deadline.
 func (s *Service) List(ctx context.Context, in List) (ListResult, error) {
-	var res store.ListResult
-	var err error
 	if ids, ok := in.Query.IDs(); ok {
-		res, err = s.store.GetMany(ctx, in.Tenant, ids)
-	} else {
-		res, err = s.store.List(ctx, in.Tenant, s.maxItemsRead)
+		res, err := s.store.GetMany(ctx, in.Tenant, ids)
+		if err != nil {
+			return ListResult{}, err
+		}
+		var all []matched
+		for _, t := range res.Tokens {
+			if doc := t.Document(); in.Query.Match(doc) {
+				all = append(all, matched{t, doc})
+			}
+		}
+		return s.page(in, all, len(all), res.ItemsRead), nil
 	}
+	skip := (in.Page.Number - 1) * in.Page.Size
+	if o, ok := indexOrder(in.Sort); ok && in.Query == nil {
+		total, err := s.store.Count(ctx, in.Tenant)
+		if err != nil || skip >= total {
+			return ListResult{Tokens: []token.Token{}, Total: total}, err
+		}
+		res, err := s.store.ListPage(ctx, in.Tenant, o, skip, in.Page.Size)
+		if err != nil {
+			return ListResult{}, err
+		}
+		return ListResult{Tokens: res.Tokens, Total: total, ItemsRead: res.ItemsRead}, nil
+	}
+	return s.scan(ctx, in, skip)
+}
+
+// indexOrder is the list index order of sort keys: one field a list index orders by, then id
+// ascending (ParseSort's tie-breaker; after id nothing else counts).
+func indexOrder(keys []query.SortKey) (store.ListOrder, bool) {
+	if len(keys) == 0 || !store.OrderFields[keys[0].Field] {
+		return store.ListOrder{}, false
+	}
+	// The key after the first must be id ascending (or absent); what follows id never counts.
+	if keys[0].Field != "id" && len(keys) > 1 && (keys[1].Field != "id" || keys[1].Desc) {
+		return store.ListOrder{}, false
+	}
+	return store.ListOrder{Field: keys[0].Field, Desc: keys[0].Desc}, true
+}
+
+// scanMargin is the part of the time left that a scan keeps for what follows its last page
+// (the page's items, the answer).
+const scanMargin = 0.2
+
+// scan is List for a query no index answers: it reads the candidates in bounded pages, matches
+// and keeps the best skip+size. It estimates, after each page, the time the rest will take
+// from the time the pages so far took (on s.now), and refuses once that does not fit in the
+// request's time left (on the wall clock: the deadline is one).
+func (s *Service) scan(ctx context.Context, in List, skip int) (ListResult, error) {
+	fields := in.Query.Fields()
+	for _, k := range in.Sort {
+		fields[k.Field] = true
+	}
+	r := store.ScanRange{NameOnly: true}
+	for f := range fields {
+		if f != "id" && f != "name" {
+			r.NameOnly = false
+		}
+	}
+	r.NamePrefix, r.Exact, _ = in.Query.NamePrefix()
+	count, err := s.store.Count(ctx, in.Tenant)
 	if err != nil {
 		return ListResult{}, err
 	}
-	var all []matched
-	for _, t := range res.Tokens {
-		if doc := t.Document(); in.Query.Match(doc) {
-			all = append(all, matched{t, doc})
-		}
+	expected := count // the entries a full scan reads; unknown (-1) for a name's range
+	if r.NamePrefix != "" {
+		expected = -1
 	}
+	keep := skip + in.Page.Size
+	var best []matched
+	total, start := 0, s.now()
+	deadline, bounded := ctx.Deadline()
+	read, err := s.store.Scan(ctx, in.Tenant, r, func(tokens []token.Token, read int, more bool) error {
+		for _, t := range tokens {
+			if doc := t.Document(); in.Query.Match(doc) {
+				total++
+				best = append(best, matched{t, doc})
+			}
+		}
+		if len(best) > 2*keep+100 { // keep only the best: memory follows the page, not the tenant
+			query.Sort(best, func(m matched) map[string]any { return m.doc }, in.Sort)
+			best = slices.Delete(best, keep, len(best))
+		}
+		if !more || !bounded || read == 0 {
+			return nil
+		}
+		perItem := s.now().Sub(start) / time.Duration(read)
+		rest := time.Duration(store.ScanPageItems) * perItem // at least one more page, if any
+		if expected > read {
+			rest = time.Duration(expected-read) * perItem
+		}
+		if left := time.Until(deadline); float64(rest) > float64(left)*(1-scanMargin) {
+			return &token.Error{Kind: token.Invalid, Reason: token.TooManyToRead, Limit: count}
+		}
+		return nil
+	})
+	if err != nil {
+		return ListResult{}, err
+	}
+	res := s.page(in, best, total, read)
+	if r.NameOnly && len(res.Tokens) > 0 { // the page's tokens carry only id and name: read them
+		ids := make([]string, len(res.Tokens))
+		for i, t := range res.Tokens {
+			ids[i] = t.ID
+		}
+		got, err := s.store.GetPage(ctx, in.Tenant, ids)
+		if err != nil {
+			return ListResult{}, err
+		}
+		res.Tokens, res.ItemsRead = got.Tokens, res.ItemsRead+got.ItemsRead
+	}
+	return res, nil
+}
+
+// page sorts the matches and cuts the requested page.
+func (s *Service) page(in List, all []matched, total, read int) ListResult {
 	query.Sort(all, func(m matched) map[string]any { return m.doc }, in.Sort)
 	page := query.PageOf(in.Page, all)
-	out := ListResult{Tokens: make([]token.Token, len(page)), Total: len(all), ItemsRead: res.ItemsRead}
+	out := ListResult{Tokens: make([]token.Token, len(page)), Total: total, ItemsRead: read}
 	for i, m := range page {
 		out.Tokens[i] = m.token
 	}
-	return out, nil
+	return out
 }

@@ -45,21 +45,22 @@ func NewClient(ctx context.Context, endpoint string, policy awsretry.Policy, opt
 }
 
 // CreateTable makes the table as template.yaml declares it (pk/sk strings, on demand, TTL on
-// ttl, the stream and the expiry index) and waits until it is active. An existing table is
-// given the stream and the index when it lacks them (upgradeTable); the rest is left as it is.
+// ttl, the stream, the expiry index and the list indexes) and waits until it is active. An
+// existing table is given the stream and the indexes when it lacks them (upgradeTable); the rest
+// is left as it is.
 func CreateTable(ctx context.Context, db *dynamodb.Client, table string) error {
 	_, err := db.CreateTable(ctx, &dynamodb.CreateTableInput{
 		TableName: aws.String(table),
 		AttributeDefinitions: append([]types.AttributeDefinition{
 			{AttributeName: aws.String(attrPK), AttributeType: types.ScalarAttributeTypeS},
 			{AttributeName: aws.String(attrSK), AttributeType: types.ScalarAttributeTypeS},
-		}, expiryIndexAttributes()...),
+		}, append(expiryIndexAttributes(), listIndexAttributes()...)...),
 		KeySchema: []types.KeySchemaElement{
 			{AttributeName: aws.String(attrPK), KeyType: types.KeyTypeHash},
 			{AttributeName: aws.String(attrSK), KeyType: types.KeyTypeRange},
 		},
 		BillingMode:            types.BillingModePayPerRequest,
-		GlobalSecondaryIndexes: []types.GlobalSecondaryIndex{expiryIndex()},
+		GlobalSecondaryIndexes: Indexes(),
 		StreamSpecification:    tableStream(),
 	})
 	var inUse *types.ResourceInUseException

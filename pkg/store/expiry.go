@@ -56,8 +56,9 @@ func tableStream() *types.StreamSpecification {
 	return &types.StreamSpecification{StreamEnabled: aws.Bool(true), StreamViewType: types.StreamViewTypeNewImage}
 }
 
-// upgradeTable gives a table made before the stream and the expiry index (a developer's
-// .data/) both, one change at a time as DynamoDB requires, and fills expiryDay of its tokens.
+// upgradeTable gives a table made before the stream, the expiry index or the list indexes (a
+// developer's .data/) what it lacks, one change at a time as DynamoDB requires, and fills
+// expiryDay and the list keys (and counts) of its tokens.
 func upgradeTable(ctx context.Context, db *dynamodb.Client, table string) error {
 	desc, err := describeActive(ctx, db, table)
 	if err != nil {
@@ -74,21 +75,43 @@ func upgradeTable(ctx context.Context, db *dynamodb.Client, table string) error 
 	case spec.StreamViewType != types.StreamViewTypeNewImage:
 		return fmt.Errorf("table %s has a stream of %s; the event publisher needs NEW_IMAGE (disable the stream and start again)", table, spec.StreamViewType)
 	}
+	has := map[string]bool{}
 	for _, gsi := range desc.GlobalSecondaryIndexes {
-		if aws.ToString(gsi.IndexName) == ExpiryIndex {
-			return nil
+		has[aws.ToString(gsi.IndexName)] = true
+	}
+	if !has[ExpiryIndex] {
+		if err := addIndex(ctx, db, table, expiryIndex(), expiryIndexAttributes()); err != nil {
+			return err
+		}
+		if _, err := BackfillExpiryDays(ctx, db, table); err != nil {
+			return err
 		}
 	}
-	index := expiryIndex()
-	if _, err := db.UpdateTable(ctx, &dynamodb.UpdateTableInput{TableName: aws.String(table), AttributeDefinitions: expiryIndexAttributes(),
+	added := false
+	for _, index := range listIndexes() {
+		if !has[aws.ToString(index.IndexName)] {
+			attrs := []types.AttributeDefinition{{AttributeName: aws.String(attrPK), AttributeType: types.ScalarAttributeTypeS},
+				{AttributeName: index.KeySchema[1].AttributeName, AttributeType: types.ScalarAttributeTypeS}}
+			if err := addIndex(ctx, db, table, index, attrs); err != nil {
+				return err
+			}
+			added = true
+		}
+	}
+	if added {
+		_, err = BackfillListing(ctx, db, table)
+	}
+	return err
+}
+
+// addIndex creates index on table and waits until it is active.
+func addIndex(ctx context.Context, db *dynamodb.Client, table string, index types.GlobalSecondaryIndex, attrs []types.AttributeDefinition) error {
+	if _, err := db.UpdateTable(ctx, &dynamodb.UpdateTableInput{TableName: aws.String(table), AttributeDefinitions: attrs,
 		GlobalSecondaryIndexUpdates: []types.GlobalSecondaryIndexUpdate{{Create: &types.CreateGlobalSecondaryIndexAction{
 			IndexName: index.IndexName, KeySchema: index.KeySchema, Projection: index.Projection}}}}); err != nil {
-		return fmt.Errorf("create the expiry index of %s: %w", table, err)
+		return fmt.Errorf("create the index %s of %s: %w", aws.ToString(index.IndexName), table, err)
 	}
-	if _, err := describeActive(ctx, db, table); err != nil {
-		return err
-	}
-	_, err = BackfillExpiryDays(ctx, db, table)
+	_, err := describeActive(ctx, db, table)
 	return err
 }
 

@@ -52,10 +52,19 @@ func TestCreateTableUpgradesAnOlderTable(t *testing.T) {
 	if spec := desc.Table.StreamSpecification; spec == nil || !aws.ToBool(spec.StreamEnabled) || spec.StreamViewType != types.StreamViewTypeNewImage {
 		t.Fatalf("stream %+v", desc.Table.StreamSpecification)
 	}
-	if len(desc.Table.GlobalSecondaryIndexes) != 1 || aws.ToString(desc.Table.GlobalSecondaryIndexes[0].IndexName) != store.ExpiryIndex {
-		t.Fatalf("indexes %+v", desc.Table.GlobalSecondaryIndexes)
+	var indexes []string
+	for _, gsi := range desc.Table.GlobalSecondaryIndexes {
+		indexes = append(indexes, aws.ToString(gsi.IndexName))
+	}
+	slices.Sort(indexes)
+	if want := []string{store.ExpiryIndex, store.ListIndexByCreated, store.ListIndexByExpires, store.ListIndexByID,
+		store.ListIndexByModified, store.ListIndexByName}; !slices.Equal(indexes, want) {
+		t.Fatalf("indexes %v, want %v", indexes, want)
 	}
 	st := store.New(db, table)
+	if n, err := st.Count(ctx, "acme"); n != 1 || err != nil {
+		t.Fatalf("count after the upgrade: %d %v, want the old token counted", n, err)
+	}
 	found, read, err := st.ExpiringBetween(ctx, exp.Add(-time.Hour), exp)
 	if err != nil || len(found) != 1 || found[0].ID != "old" || found[0].Tenant != "acme" || read.Items != 1 || read.Queries != 1 {
 		t.Fatalf("%+v %+v %v", found, read, err)
@@ -66,6 +75,9 @@ func TestCreateTableUpgradesAnOlderTable(t *testing.T) {
 	}
 	if err := st.Create(ctx, token.Token{Tenant: "acme", ID: "new", Name: "new", ExpiresAt: &exp}, token.Sealed{}, token.Event{RequestID: "r1"}); err != nil {
 		t.Fatal(err)
+	}
+	if n, err := st.Count(ctx, "acme"); n != 2 || err != nil {
+		t.Fatalf("count after a create on the upgraded table: %d %v, want 2", n, err)
 	}
 	later := exp.Add(48 * time.Hour)
 	days := func() []string {

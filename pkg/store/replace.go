@@ -13,17 +13,19 @@ import (
 )
 
 // MaxReplaceUsages is the most usages a replacement carries over in its one transaction: the new
-// token, its create event, the old token's update and its event (4 items), and per usage its
-// copy, the copy's usage_register event and the check that the old usage is still there (3).
-const MaxReplaceUsages = (maxTransactionItems - 4) / 3
+// token, its create event, its count, the old token's update and its event (5 items), and per
+// usage its copy, the copy's usage_register event and the check that the old usage is still there (3).
+const MaxReplaceUsages = (maxTransactionItems - 5) / 3
 
 // Replace creates t as the successor of the token t.Replaces, in one transaction: t with a
 // copy of every usage (and so every consumer) of the old token, each with its usage_register
 // event; the old token linked to t by replacedBy and set to expire at the earlier of its own
 // expiry and now + grace (its retiresAt, which only ever moves earlier after); and a create event
 // on t and a replaced event on the old one. t is restricted when the old token is (a replacement
-// never widens who may resolve). It is conditioned on the old token being exactly what it read
-// (identity, version, restriction, not replaced yet, its usages the set copied), so it copies
+// never widens who may resolve); t's egress policy (the service carried the old one over or
+// checked that t's narrows it) must narrow the old token's. It is conditioned on the old token
+// being exactly what it read (identity, version, restriction, egress policy, not replaced yet,
+// its usages the set copied), so it copies
 // all of them or writes nothing. The old value is
 // never touched. A retry of the same request whose response was lost is recognised.
 func (s *Store) Replace(ctx context.Context, t token.Token, sealed token.Sealed, grace time.Duration, ev token.Event) error {
@@ -39,6 +41,12 @@ func (s *Store) Replace(ctx context.Context, t token.Token, sealed token.Sealed,
 			return nil // our own earlier attempt went through and its response was lost
 		case st.replacedBy != "":
 			return &token.Error{Kind: token.Conflict, Reason: token.AlreadyReplaced, ResourceID: old, Successor: st.replacedBy}
+		}
+		// The successor's policy was decided (and bound into its sealed value) from the
+		// predecessor the service read: if the token found here has another policy (deleted and
+		// created again meanwhile), the decision does not hold; the client asks again.
+		if st.egress != nil && (t.Egress == nil || t.Egress.CheckNarrows(*st.egress) != nil) {
+			return &token.Error{Kind: token.Conflict, Reason: token.ConcurrentChange, ResourceID: old}
 		}
 		usages, err := s.Usages(ctx, t.Tenant, old)
 		switch {
@@ -70,6 +78,8 @@ func (s *Store) Replace(ctx context.Context, t token.Token, sealed token.Sealed,
 		if t.ExpiresAt != nil {
 			it.ExpiresAt, it.ExpiryDay = token.FormatTime(*t.ExpiresAt), expiryDay(*t.ExpiresAt)
 		}
+		it.Egress, it.EgressDigest = egressItemOf(t.Egress)
+		it.setListKeys()
 		av, err := attributevalue.MarshalMap(it)
 		if err != nil {
 			return token.InternalError(err)
@@ -82,6 +92,13 @@ func (s *Store) Replace(ctx context.Context, t token.Token, sealed token.Sealed,
 		replaced.ReplacedBy, replaced.Changes = t.ID, changes
 		replacedEvent := s.eventPut(t.Tenant, replaced, "")
 		cond, values := st.sameToken()
+		cond += st.listedCond()
+		set := "SET expiresAt = :exp, expiryDay = :day, retiresAt = :exp, replacedBy = :new, modifiedAt = :now, eventAt = :eventAt, requestId = :req"
+		if st.listed {
+			set += ", byExpires = :bexp, byModified = :bmod"
+			values[":bexp"] = &types.AttributeValueMemberS{Value: expiresKey(token.FormatTime(retire), old)}
+			values[":bmod"] = &types.AttributeValueMemberS{Value: now + "#" + old}
+		}
 		values[":n"] = &types.AttributeValueMemberN{Value: strconv.Itoa(len(usages))}
 		values[":exp"] = &types.AttributeValueMemberS{Value: token.FormatTime(retire)}
 		values[":day"] = &types.AttributeValueMemberS{Value: expiryDay(retire)}
@@ -89,6 +106,11 @@ func (s *Store) Replace(ctx context.Context, t token.Token, sealed token.Sealed,
 		values[":now"] = &types.AttributeValueMemberS{Value: now}
 		values[":req"] = &types.AttributeValueMemberS{Value: ev.RequestID}
 		values[":one"] = &types.AttributeValueMemberN{Value: "1"}
+		egressCond := "attribute_not_exists(egressDigest)" // the policy as read: the successor's was checked against it
+		if st.egressDigest != "" {
+			egressCond = "egressDigest = :egd"
+			values[":egd"] = &types.AttributeValueMemberS{Value: st.egressDigest}
+		}
 		restrictedCond := "attribute_not_exists(restricted)"
 		if st.restricted {
 			restrictedCond = "restricted = :true"
@@ -99,12 +121,13 @@ func (s *Store) Replace(ctx context.Context, t token.Token, sealed token.Sealed,
 			{Put: &types.Put{TableName: aws.String(s.table), Item: av, ConditionExpression: aws.String("attribute_not_exists(pk)")}},
 			createdEvent,
 			{Update: &types.Update{TableName: aws.String(s.table), Key: key(t.Tenant, old),
-				UpdateExpression: aws.String("SET expiresAt = :exp, expiryDay = :day, retiresAt = :exp, replacedBy = :new, modifiedAt = :now, eventAt = :eventAt, requestId = :req ADD version :one"),
+				UpdateExpression: aws.String(set + " ADD version :one"),
 				// The restriction as read: the successor's was decided from it.
 				ConditionExpression: aws.String(cond + " AND attribute_not_exists(replacedBy)" +
-					" AND (attribute_not_exists(usageCount) OR usageCount = :n) AND " + restrictedCond + " AND " + eventsCond),
+					" AND (attribute_not_exists(usageCount) OR usageCount = :n) AND " + restrictedCond + " AND " + egressCond + " AND " + eventsCond),
 				ExpressionAttributeValues: values}},
 			replacedEvent,
+			s.tokenCountChange(t.Tenant, t.ID, 1),
 		}
 		usageCond, usageValues := usageOf(st)
 		for _, u := range usages {

@@ -64,6 +64,19 @@ type item struct {
 	// usage changes, reminders). Each such write stamps its event after it and conditions its
 	// transaction on it unchanged, so a token's events sort in the order they committed (write.go).
 	EventAt string `dynamodbav:"eventAt,omitempty"`
+	// The list indexes' sort keys, derived from id, name and times (listing.go); "" on a token
+	// written before them, until BackfillListing.
+	ByName     string `dynamodbav:"byName,omitempty"`
+	ByCreated  string `dynamodbav:"byCreated,omitempty"`
+	ByModified string `dynamodbav:"byModified,omitempty"`
+	ByExpires  string `dynamodbav:"byExpires,omitempty"`
+
+	// Egress is the token's egress policy, written by the create (or replace) and never changed;
+	// EgressDigest is its digest as the create bound it into the value's encryption context
+	// (kept to show, and for the invariant check; Open recomputes it from Egress as read, so a
+	// policy rewritten here does not open whatever this says).
+	Egress       *egressItem `dynamodbav:"egress,omitempty"`
+	EgressDigest string      `dynamodbav:"egressDigest,omitempty"`
 
 	SealKeyID      string `dynamodbav:"sealKeyId,omitempty"`
 	SealAlgorithm  string `dynamodbav:"sealAlgorithm,omitempty"`
@@ -73,10 +86,32 @@ type item struct {
 	SealDigest     []byte `dynamodbav:"sealDigest,omitempty"`
 }
 
+// egressItem is a token.Egress as DynamoDB holds it (a map; the hosts a list, in their order).
+type egressItem struct {
+	AllowedHosts []string `dynamodbav:"allowedHosts"`
+	In           string   `dynamodbav:"in"`
+	Name         string   `dynamodbav:"name"`
+	Template     string   `dynamodbav:"template"`
+}
+
+func egressItemOf(e *token.Egress) (*egressItem, string) {
+	if e == nil {
+		return nil, ""
+	}
+	return &egressItem{AllowedHosts: e.AllowedHosts, In: e.Inject.In, Name: e.Inject.Name, Template: e.Inject.Template}, e.Digest()
+}
+
+func (e *egressItem) egress() *token.Egress {
+	if e == nil {
+		return nil
+	}
+	return &token.Egress{AllowedHosts: e.AllowedHosts, Inject: token.Inject{In: e.In, Name: e.Name, Template: e.Template}}
+}
+
 // publicAttributes are the attributes every read for showing or listing fetches: never the
 // sealed value.
 var publicAttributes = []string{"id", "name", "version", "createdAt", "modifiedAt", "lastUsedAt", "usageCount",
-	"expiresAt", "restricted", "hint", "replaces", "replacedBy"}
+	"expiresAt", "restricted", "hint", "replaces", "replacedBy", "egress"}
 
 // projectionExpr is a ProjectionExpression and its attribute names, built once: the GET path
 // runs on every request and need not rebuild the same expression.
@@ -108,7 +143,8 @@ var (
 
 func (it item) token(tenant string) token.Token {
 	t := token.Token{Tenant: tenant, ID: it.ID, Name: it.Name, Version: it.Version, UsageCount: it.UsageCount,
-		Restricted: it.Restricted, Hint: it.Hint, Consumers: it.Consumers, Replaces: it.Replaces, ReplacedBy: it.ReplacedBy}
+		Restricted: it.Restricted, Hint: it.Hint, Consumers: it.Consumers, Replaces: it.Replaces, ReplacedBy: it.ReplacedBy,
+		Egress: it.Egress.egress()}
 	t.CreatedAt, _ = time.Parse(time.RFC3339Nano, it.CreatedAt)
 	t.ModifiedAt, _ = time.Parse(time.RFC3339Nano, it.ModifiedAt)
 	if it.LastUsedAt != "" {
@@ -230,9 +266,11 @@ func (s *Store) Create(ctx context.Context, t token.Token, sealed token.Sealed, 
 			EventAt: now, RequestID: ev.RequestID, UID: uid, Restricted: t.Restricted, Hint: t.Hint, SealKeyID: sealed.KeyID,
 			SealAlgorithm: sealed.Algorithm, SealWrappedKey: sealed.WrappedKey, SealNonce: sealed.Nonce,
 			SealCiphertext: sealed.Ciphertext, SealDigest: sealed.Digest}
+		it.Egress, it.EgressDigest = egressItemOf(t.Egress)
 		if t.ExpiresAt != nil {
 			it.ExpiresAt, it.ExpiryDay = token.FormatTime(*t.ExpiresAt), expiryDay(*t.ExpiresAt)
 		}
+		it.setListKeys()
 		av, err := attributevalue.MarshalMap(it)
 		if err != nil {
 			return token.InternalError(err)
@@ -242,6 +280,7 @@ func (s *Store) Create(ctx context.Context, t token.Token, sealed token.Sealed, 
 		failed, err := s.transact(ctx, []types.TransactWriteItem{
 			{Put: &types.Put{TableName: aws.String(s.table), Item: av, ConditionExpression: aws.String("attribute_not_exists(pk)")}},
 			event,
+			s.tokenCountChange(t.Tenant, t.ID, 1),
 		})
 		if err != nil || failed == nil {
 			return err
@@ -311,15 +350,23 @@ func (s *Store) Update(ctx context.Context, u Update, ev token.Event) error {
 		}
 		at := s.stamp(st)
 		cond, values := st.sameToken()
-		cond += " AND " + st.sameRetirement(values) + " AND " + eventsBefore(at, values)
+		cond += st.listedCond() + " AND " + st.sameRetirement(values) + " AND " + eventsBefore(at, values)
 		values[":req"] = &types.AttributeValueMemberS{Value: ev.RequestID}
 		values[":now"] = &types.AttributeValueMemberS{Value: token.FormatTime(at)}
 		values[":one"] = &types.AttributeValueMemberN{Value: "1"}
 		set := "SET modifiedAt = :now, eventAt = :eventAt, requestId = :req"
 		var remove []string
+		if st.listed { // the list keys follow what they derive from (an unlisted token gets them from the backfill)
+			set += ", byModified = :bmod"
+			values[":bmod"] = &types.AttributeValueMemberS{Value: token.FormatTime(at) + "#" + u.ID}
+		}
 		if u.Name != nil {
 			set += ", #name = :name"
 			values[":name"] = &types.AttributeValueMemberS{Value: *u.Name}
+			if st.listed {
+				set += ", byName = :bname"
+				values[":bname"] = &types.AttributeValueMemberS{Value: nameKey(*u.Name, u.ID)}
+			}
 		}
 		switch {
 		case u.ExpiresAt != nil:
@@ -331,6 +378,14 @@ func (s *Store) Update(ctx context.Context, u Update, ev token.Event) error {
 			}
 		case u.RemoveExpiry:
 			remove = append(remove, "expiresAt", "expiryDay")
+		}
+		if st.listed && (u.ExpiresAt != nil || u.RemoveExpiry) {
+			set += ", byExpires = :bexp"
+			exp := ""
+			if u.ExpiresAt != nil {
+				exp = token.FormatTime(*u.ExpiresAt)
+			}
+			values[":bexp"] = &types.AttributeValueMemberS{Value: expiresKey(exp, u.ID)}
 		}
 		switch {
 		case u.Restricted == nil:

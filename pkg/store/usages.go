@@ -219,12 +219,16 @@ func (s *Store) DeleteUnused(ctx context.Context, tenant, id string, ev token.Ev
 func (s *Store) tokenDelete(tenant, id string, st state, usages int, ev token.Event) []types.TransactWriteItem {
 	ev.At, ev.TokenID, ev.Version = s.stamp(st), id, st.version
 	cond, values := st.sameToken()
-	cond += " AND " + eventsBefore(ev.At, values) // an event that committed before the delete is never stamped after it
+	cond += st.listedCond() + " AND " + eventsBefore(ev.At, values) // an event that committed before the delete is never stamped after it
 	values[":n"] = &types.AttributeValueMemberN{Value: strconv.Itoa(usages)}
 	event := s.eventPut(tenant, ev, "")
-	return []types.TransactWriteItem{{Delete: &types.Delete{TableName: aws.String(s.table), Key: key(tenant, id),
+	items := []types.TransactWriteItem{{Delete: &types.Delete{TableName: aws.String(s.table), Key: key(tenant, id),
 		ConditionExpression:       aws.String(cond + " AND (attribute_not_exists(usageCount) OR usageCount = :n)"),
 		ExpressionAttributeValues: values}}, event}
+	if st.listed { // counted: the count goes down with it (an unlisted token was never counted)
+		items = append(items, s.tokenCountChange(tenant, id, -1))
+	}
+	return items
 }
 
 // DynamoDB's limit of items in one TransactWriteItems, and the usages a forced delete removes
@@ -252,7 +256,7 @@ func (s *Store) ForceDelete(ctx context.Context, tenant, id string, ev token.Eve
 			return err
 		}
 		var items []types.TransactWriteItem
-		last := len(usages) <= maxTransactionItems-2 // the token, its event and its usages
+		last := len(usages) <= maxTransactionItems-3 // the token, its event, its count and its usages
 		if last {
 			ev.Action = token.ActionForceDelete
 			items = s.tokenDelete(tenant, id, st, len(usages), ev)

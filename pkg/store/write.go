@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	mrand "math/rand/v2"
 	"strconv"
 	"time"
 
@@ -40,7 +41,11 @@ func (s *Store) rounds(ctx context.Context, round func() error) error {
 }
 
 func (s *Store) pause(ctx context.Context, attempt int) error {
-	timer := time.NewTimer(time.Duration(attempt+1) * 5 * time.Millisecond)
+	// Doubling, to 160 ms, and jittered (half to one and a half of it): writers that met would
+	// otherwise pause alike and meet again, round after round (a crowd of them on one token
+	// then ran out of rounds).
+	base := min(5*time.Millisecond<<attempt, 160*time.Millisecond)
+	timer := time.NewTimer(base/2 + mrand.N(base))
 	defer timer.Stop()
 	select {
 	case <-ctx.Done():
@@ -74,26 +79,31 @@ func (s *Store) transact(ctx context.Context, items []types.TransactWriteItem) (
 // state is what a write reads first: the token's identity, version and usage count, which its
 // transaction then requires unchanged, and the facts its event and timestamps need.
 type state struct {
-	found      bool
-	uid        string // "" for a token created before tokens had one
-	version    int
-	usageCount int
-	modifiedAt time.Time
-	requestID  string     // the request that wrote the token last
-	expiresAt  *time.Time // nil: never
-	replacedBy string
-	retiresAt  *time.Time // a replaced token's retirement (nil: not replaced, or replaced before retiresAt was kept)
-	restricted bool
-	eventAt    string // the stamp of its last event, as stored ("" for a token written before eventAt was kept)
+	found        bool
+	uid          string // "" for a token created before tokens had one
+	version      int
+	usageCount   int
+	modifiedAt   time.Time
+	requestID    string     // the request that wrote the token last
+	expiresAt    *time.Time // nil: never
+	replacedBy   string
+	retiresAt    *time.Time // a replaced token's retirement (nil: not replaced, or replaced before retiresAt was kept)
+	restricted   bool
+	eventAt      string        // the stamp of its last event, as stored ("" for a token written before eventAt was kept)
+	listed       bool          // has its list keys and is counted (listing.go)
+	egress       *token.Egress // its egress policy (nil: none), which a replacement may only narrow
+	egressDigest string
 }
 
-var stateProjection = projectionExpr{expr: aws.String("#v, #c, #u, #m, #r, #e, #rb, #ra, #rs, #ea"), names: map[string]string{
+var stateProjection = projectionExpr{expr: aws.String("#v, #c, #u, #m, #r, #e, #rb, #ra, #rs, #ea, #ln, #eg, #egd"), names: map[string]string{
 	"#v": attrVersion, "#c": "usageCount", "#u": attrUID, "#m": "modifiedAt", "#r": attrRequestID,
-	"#e": "expiresAt", "#rb": "replacedBy", "#ra": attrRetiresAt, "#rs": "restricted", "#ea": attrEventAt}}
+	"#e": "expiresAt", "#rb": "replacedBy", "#ra": attrRetiresAt, "#rs": "restricted", "#ea": attrEventAt, "#ln": attrByName,
+	"#eg": "egress", "#egd": attrEgressDigest}}
 
 const (
-	attrRetiresAt = "retiresAt"
-	attrEventAt   = "eventAt"
+	attrRetiresAt    = "retiresAt"
+	attrEventAt      = "eventAt"
+	attrEgressDigest = "egressDigest"
 )
 
 func (s *Store) state(ctx context.Context, tenant, id string) (state, error) {
@@ -105,7 +115,8 @@ func (s *Store) state(ctx context.Context, tenant, id string) (state, error) {
 		return state{}, err
 	}
 	st := state{found: true, uid: it.UID, version: it.Version, usageCount: it.UsageCount, requestID: it.RequestID,
-		replacedBy: it.ReplacedBy, restricted: it.Restricted, eventAt: it.EventAt}
+		replacedBy: it.ReplacedBy, restricted: it.Restricted, eventAt: it.EventAt, listed: it.ByName != "",
+		egress: it.Egress.egress(), egressDigest: it.EgressDigest}
 	if it.RetiresAt != "" {
 		at, _ := time.Parse(time.RFC3339Nano, it.RetiresAt)
 		st.retiresAt = &at

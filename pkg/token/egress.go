@@ -232,3 +232,17 @@ func (e *Egress) Equal(o *Egress) bool {
 	}
 	return string(e.Canonical()) == string(o.Canonical())
 }
+
+// CheckNarrows refuses a replacement's own policy that widens its predecessor's (old): every
+// host it allows must be one old allows (the same entry, port included). How the value is put
+// into the request may change; where it may go only shrinks.
+func (e Egress) CheckNarrows(old Egress) error {
+	for i, h := range e.AllowedHosts {
+		if !slices.Contains(old.AllowedHosts, h) {
+			field := fmt.Sprintf("egress.allowedHosts[%d]", i)
+			return InvalidField(field, field+" "+strconv.Quote(h)+" is not allowed by the egress policy of the token this one replaces: "+
+				"a replacement may only narrow its predecessor's allowedHosts ("+strings.Join(old.AllowedHosts, ", ")+"); create an unlinked token to go elsewhere")
+		}
+	}
+	return nil
+}

@@ -161,3 +161,27 @@ func TestEgressCanonicalDigest(t *testing.T) {
 		t.Error("Equal with nil is wrong")
 	}
 }
+
+func TestEgressCheckNarrows(t *testing.T) {
+	old := validEgress() // api.openai.com, example.org:8443
+	for _, c := range []struct {
+		hosts []string
+		field string // "" : narrows
+	}{
+		{[]string{"api.openai.com"}, ""},
+		{[]string{"example.org:8443", "api.openai.com"}, ""},
+		{[]string{"api.openai.com", "evil.example"}, "egress.allowedHosts[1]"},
+		{[]string{"example.org"}, "egress.allowedHosts[0]"},         // another port is another host
+		{[]string{"api.openai.com:8443"}, "egress.allowedHosts[0]"}, // and the other way round
+	} {
+		e := validEgress()
+		e.AllowedHosts = c.hosts
+		err := e.CheckNarrows(old)
+		switch {
+		case c.field == "" && err != nil:
+			t.Errorf("%v: %v, want it to narrow", c.hosts, err)
+		case c.field != "" && (err == nil || As(err).Details[0].Field != c.field):
+			t.Errorf("%v: %v, want invalid on %s", c.hosts, err, c.field)
+		}
+	}
+}

@@ -126,6 +126,12 @@ func (t Token) Document() map[string]any {
 	if t.ReplacedBy != "" {
 		doc["replacedBy"] = t.ReplacedBy
 	}
+	if t.Egress != nil {
+		doc["egress"] = map[string]any{
+			"allowedHosts": append([]string{}, t.Egress.AllowedHosts...),
+			"inject":       map[string]any{"in": t.Egress.Inject.In, "name": t.Egress.Inject.Name, "template": t.Egress.Inject.Template},
+		}
+	}
 	return doc
 }
 

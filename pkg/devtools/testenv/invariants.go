@@ -4,13 +4,17 @@ import (
 	"cmp"
 	"context"
 	"fmt"
+	"hash/fnv"
 	"slices"
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/feature/dynamodb/attributevalue"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+
+	"aitokens/pkg/token"
 )
 
 // The invariants of the table, written down once and checked after every test that uses
@@ -49,8 +53,30 @@ import (
 //     every write that records one) is the time of the last event of its trail, reminders
 //     included, and no two requests' events on a token share a stamp.
 
+//
+// And the promises of scale (docs/security.md, Promises):
+//
+//  9. every token has the list indexes' sort keys, each what its id, name and times give
+//     (byName: the name cut to 900 bytes at a character, "\x01", the id; byCreated and byModified:
+//     the time, "#", the id; byExpires: expiresAt, "#", the id, or "~" and the id without one);
+// 10. the tenant's counter items (sk "count#NN") count its tokens: each the number of tokens
+//     whose id falls to it (FNV-1a of the id, modulo 16).
+//
+// And the egress promises (docs/security.md, Egress):
+//
+// 11. a token's egress policy, when it has one, is valid, and its egressDigest (the digest the
+//     create bound into the value's encryption context) is the policy's digest; a token without
+//     a policy has no digest (a write that changed a policy would have to re-seal the value);
+// 12. a replacement never widens where the value may go: when both exist and the predecessor
+//     has a policy, the successor has one whose every host the predecessor's allows.
+
 type rawToken struct {
 	ID         string   `dynamodbav:"id"`
+	Name       string   `dynamodbav:"name"`
+	ByName     string   `dynamodbav:"byName"`
+	ByCreated  string   `dynamodbav:"byCreated"`
+	ByModified string   `dynamodbav:"byModified"`
+	ByExpires  string   `dynamodbav:"byExpires"`
 	UID        string   `dynamodbav:"uid"`
 	Version    int      `dynamodbav:"version"`
 	UsageCount int      `dynamodbav:"usageCount"`
@@ -63,6 +89,22 @@ type rawToken struct {
 	Replaces   string   `dynamodbav:"replaces"`
 	ReplacedBy string   `dynamodbav:"replacedBy"`
 	EventAt    string   `dynamodbav:"eventAt"`
+	Egress     *struct {
+		AllowedHosts []string `dynamodbav:"allowedHosts"`
+		In           string   `dynamodbav:"in"`
+		Name         string   `dynamodbav:"name"`
+		Template     string   `dynamodbav:"template"`
+	} `dynamodbav:"egress"`
+	EgressDigest string `dynamodbav:"egressDigest"`
+}
+
+// egress is the token's policy in the domain's type (nil: none).
+func (t rawToken) egress() *token.Egress {
+	if t.Egress == nil {
+		return nil
+	}
+	return &token.Egress{AllowedHosts: t.Egress.AllowedHosts,
+		Inject: token.Inject{In: t.Egress.In, Name: t.Egress.Name, Template: t.Egress.Template}}
 }
 
 type rawUsage struct {
@@ -102,6 +144,7 @@ type partition struct {
 	// reminder markers, and every event by its sort key (resolves included), for invariant 5
 	markers  []rawMarker
 	eventsBy map[string]rawEvent
+	counts   map[string]int // counter item sk -> its count, for invariant 7
 }
 
 // Violations returns every broken invariant of table, one line each.
@@ -124,7 +167,7 @@ func Violations(ctx context.Context, db *dynamodb.Client, table string) ([]strin
 			p := parts[k.PK]
 			if p == nil {
 				p = &partition{tokens: map[string]rawToken{}, usages: map[string][]rawUsage{}, events: map[string][]rawEvent{},
-					eventsBy: map[string]rawEvent{}}
+					eventsBy: map[string]rawEvent{}, counts: map[string]int{}}
 				parts[k.PK] = p
 			}
 			switch kind, _, _ := strings.Cut(k.SK, "#"); kind {
@@ -143,6 +186,12 @@ func Violations(ctx context.Context, db *dynamodb.Client, table string) ([]strin
 					p.events[e.TokenID] = append(p.events[e.TokenID], e)
 				}
 				p.eventsBy[e.SK] = e
+			case "count":
+				var c struct {
+					N int `dynamodbav:"tokens"`
+				}
+				err = attributevalue.UnmarshalMap(raw, &c)
+				p.counts[k.SK] = c.N
 			case "reminder":
 				var m rawMarker
 				err = attributevalue.UnmarshalMap(raw, &m)
@@ -204,6 +253,58 @@ func (p *partition) violations() []string {
 		if old, ok := p.tokens[t.Replaces]; ok && t.Replaces != "" && old.ReplacedBy == id && old.Restricted && !t.Restricted &&
 			!restrictionChanged(p.events[id], "create") && !restrictionChanged(p.events[t.Replaces], "replaced") {
 			bad("token %s: open, but its predecessor %s is restricted and neither one's restriction changed since the replace", id, t.Replaces)
+		}
+	}
+	shards := map[string]int{}
+	for id, t := range p.tokens {
+		h := fnv.New32a()
+		h.Write([]byte(id))
+		shards[fmt.Sprintf("count#%02d", h.Sum32()%16)]++
+		name := t.Name
+		if len(name) > 900 {
+			cut := 900
+			for !utf8.RuneStart(name[cut]) {
+				cut--
+			}
+			name = name[:cut]
+		}
+		expires := "~" + id
+		if t.ExpiresAt != "" {
+			expires = t.ExpiresAt + "#" + id
+		}
+		want := rawToken{ByName: name + "\x01" + id, ByCreated: t.CreatedAt + "#" + id, ByModified: t.ModifiedAt + "#" + id, ByExpires: expires}
+		if t.ByName != want.ByName || t.ByCreated != want.ByCreated || t.ByModified != want.ByModified || t.ByExpires != want.ByExpires {
+			bad("token %s: list keys %q %q %q %q, its fields give %q %q %q %q", id, t.ByName, t.ByCreated, t.ByModified, t.ByExpires,
+				want.ByName, want.ByCreated, want.ByModified, want.ByExpires)
+		}
+	}
+	for sk := range p.counts {
+		shards[sk] += 0
+	}
+	for sk, n := range shards {
+		if p.counts[sk] != n {
+			bad("counter %s says %d tokens, %d tokens fall to it", sk, p.counts[sk], n)
+		}
+	}
+	for id, t := range p.tokens {
+		e := t.egress()
+		switch {
+		case e == nil && t.EgressDigest != "":
+			bad("token %s: egressDigest %s, but no egress policy", id, t.EgressDigest)
+		case e == nil:
+		case e.Validate() != nil:
+			bad("token %s: its egress policy is invalid: %s", id, token.As(e.Validate()).Details[0].Message)
+		case e.Digest() != t.EgressDigest:
+			bad("token %s: egress policy of digest %s, but its value was bound to %q", id, e.Digest(), t.EgressDigest)
+		}
+		old, ok := p.tokens[t.Replaces]
+		if !ok || t.Replaces == "" || old.ReplacedBy != id || old.egress() == nil {
+			continue
+		}
+		if e == nil {
+			bad("token %s: no egress policy, but its predecessor %s has one", id, t.Replaces)
+		} else if err := e.CheckNarrows(*old.egress()); err != nil {
+			bad("token %s: its egress policy widens its predecessor %s's: %s", id, t.Replaces, token.As(err).Details[0].Message)
 		}
 	}
 	for _, m := range p.markers {
