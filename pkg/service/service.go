@@ -642,7 +642,7 @@ func (s *Service) scan(ctx context.Context, in List, skip int) (ListResult, erro
 				best = append(best, matched{t, doc})
 			}
 		}
-		if len(best) > 2*keep+query.MaxPageSize { // keep only the best: memory follows the page, not the tenant
+		if len(best) > 2*keep+100 { // keep only the best: memory follows the page, not the tenant
 			query.Sort(best, func(m matched) map[string]any { return m.doc }, in.Sort)
 			best = slices.Delete(best, keep, len(best))
 		}
