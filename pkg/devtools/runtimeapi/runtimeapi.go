@@ -161,6 +161,15 @@ type Process struct {
 	timeout time.Duration
 }
 
+// envRewriter, when set, changes every process's environment before it starts.
+var envRewriter func(function string, env []string) []string
+
+// RewriteEnv makes every process started afterwards start with f(function, environment): the
+// functions' tests point each function's AWS endpoints at recording proxies this way
+// (pkg/devtools/awsrecord), whichever test starts it. Call it before any process starts (in
+// TestMain), never concurrently with Start.
+func RewriteEnv(f func(function string, env []string) []string) { envRewriter = f }
+
 // Start runs the binary against a fresh Runtime API; Invoke hands it events one at a time.
 func Start(inv Invocation) (*Process, error) {
 	if inv.Timeout == 0 {
@@ -187,6 +196,9 @@ func Start(inv Invocation) (*Process, error) {
 		"_HANDLER=bootstrap",
 	)
 	p.cmd.Env = append(p.cmd.Env, inv.Env...)
+	if envRewriter != nil {
+		p.cmd.Env = envRewriter(inv.Function, p.cmd.Env)
+	}
 	p.cmd.Stdout, p.cmd.Stderr = p.logs, p.logs
 	p.start = time.Now()
 	if err := p.cmd.Start(); err != nil {
