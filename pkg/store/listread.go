@@ -127,9 +127,11 @@ func (e *entries) next(ctx context.Context) (map[string]types.AttributeValue, bo
 
 // orderEntries are the entries of tenant's tokens in order o.
 func (s *Store) orderEntries(tenant string, o ListOrder, want int) (*entries, error) {
-	t := map[string]types.AttributeValue{":t": &types.AttributeValueMemberS{Value: tenant}}
+	t := map[string]types.AttributeValue{":t": &types.AttributeValueMemberS{Value: tenant}, ":lo": &types.AttributeValueMemberS{Value: lowestKey}}
 	all := func(index string) []segment {
-		return []segment{{index: index, cond: "pk = :t", values: t, forward: !o.Desc}}
+		sortKey := map[string]string{ListIndexByID: "id", ListIndexByName: attrByName, ListIndexByCreated: attrByCreated,
+			ListIndexByModified: attrByModified, ListIndexByExpires: attrByExpires}[index]
+		return []segment{{index: index, cond: "pk = :t AND " + sortKey + " >= :lo", values: t, forward: !o.Desc}}
 	}
 	e := &entries{s: s, want: want}
 	switch o.Field {
@@ -151,8 +153,9 @@ func (s *Store) orderEntries(tenant string, o ListOrder, want int) (*entries, er
 		e.segs = []segment{
 			{index: ListIndexByExpires, cond: "pk = :t AND byExpires < :n", forward: false,
 				values: map[string]types.AttributeValue{":t": t[":t"], ":n": &types.AttributeValueMemberS{Value: noExpiry}}},
-			{index: ListIndexByExpires, cond: "pk = :t AND begins_with(byExpires, :n)", forward: true,
-				values: map[string]types.AttributeValue{":t": t[":t"], ":n": &types.AttributeValueMemberS{Value: noExpiry}}},
+			{index: ListIndexByExpires, cond: "pk = :t AND byExpires BETWEEN :n AND :n2", forward: true,
+				values: map[string]types.AttributeValue{":t": t[":t"], ":n": &types.AttributeValueMemberS{Value: noExpiry},
+					":n2": &types.AttributeValueMemberS{Value: successor(noExpiry)}}},
 		}
 	default:
 		return nil, token.InternalError(errors.New("store: no list index orders by " + o.Field))
@@ -265,19 +268,20 @@ type ScanRange struct {
 // range for a name prefix (and then, unless r.NameOnly, the range's items). It stops at fn's
 // first error and returns it with the items read so far; more says whether pages follow.
 func (s *Store) Scan(ctx context.Context, tenant string, r ScanRange, fn func(tokens []token.Token, read int, more bool) error) (int, error) {
-	values := map[string]types.AttributeValue{":t": &types.AttributeValueMemberS{Value: tenant}}
+	values := map[string]types.AttributeValue{":t": &types.AttributeValueMemberS{Value: tenant}, ":lo": &types.AttributeValueMemberS{Value: lowestKey}}
 	in := &dynamodb.QueryInput{TableName: aws.String(s.table), IndexName: aws.String(ListIndexByID),
-		KeyConditionExpression: aws.String("pk = :t"), ExpressionAttributeValues: values, Limit: aws.Int32(ScanPageItems)}
+		KeyConditionExpression: aws.String("pk = :t AND id >= :lo"), ExpressionAttributeValues: values, Limit: aws.Int32(ScanPageItems)}
 	fromName := r.NameOnly || r.NamePrefix != ""
 	if fromName {
 		in.IndexName = aws.String(ListIndexByName)
+		in.KeyConditionExpression = aws.String("pk = :t AND byName >= :lo")
 		if r.NamePrefix != "" {
 			p := nameKeyPart(r.NamePrefix)
 			if r.Exact {
 				p += nameSep
 			}
-			in.KeyConditionExpression = aws.String("pk = :t AND begins_with(byName, :p)")
-			values[":p"] = &types.AttributeValueMemberS{Value: p}
+			delete(values, ":lo")
+			in.KeyConditionExpression = aws.String("pk = :t AND " + prefixCond(attrByName, p, values))
 		}
 	}
 	read := 0
