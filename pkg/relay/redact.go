@@ -47,30 +47,39 @@ func redactHeader(h http.Header, secrets [][]byte) {
 	}
 }
 
-// redactor removes the secrets from a stream written to it in chunks of any size. It holds back
-// the last longest-1 bytes of what it was given, since a secret may begin there and end in the
-// next chunk; a secret wholly in view is replaced before anything of it is passed on. What is
-// held back is written by Close only: a stream that breaks off loses it (fails closed).
+// redactor removes the secrets from a stream written to it in chunks of any size. Of what it
+// was given it holds back only the longest end that could be the start of a secret (which the
+// next chunk may complete); a secret wholly in view is replaced before anything of it is passed
+// on. So an SSE event, which no secret starts with "\n\n", goes on at once. What is held back is
+// written by Close only: a stream that breaks off loses it (fails closed).
 type redactor struct {
 	secrets [][]byte
-	keep    int // longest secret - 1
 	buf     []byte
 	out     func([]byte) error
 }
 
 func newRedactor(secrets [][]byte, out func([]byte) error) *redactor {
-	keep := 0
-	if len(secrets) > 0 {
-		keep = len(secrets[0]) - 1
+	return &redactor{secrets: secrets, out: out}
+}
+
+// partial is the length of the longest end of b that is a proper prefix of a secret.
+func partial(b []byte, secrets [][]byte) int {
+	longest := 0
+	for _, s := range secrets {
+		for k := min(len(s)-1, len(b)); k > longest; k-- {
+			if bytes.HasSuffix(b, s[:k]) {
+				longest = k
+				break
+			}
+		}
 	}
-	return &redactor{secrets: secrets, keep: keep, out: out}
+	return longest
 }
 
 func (r *redactor) Write(p []byte) error {
 	r.buf = redact(append(r.buf, p...), r.secrets)
-	// A secret that begins before cut would end within buf, and was replaced.
-	cut := len(r.buf) - r.keep
-	if cut <= 0 {
+	cut := len(r.buf) - partial(r.buf, r.secrets)
+	if cut == 0 {
 		return nil
 	}
 	err := r.out(r.buf[:cut])

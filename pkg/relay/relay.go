@@ -242,6 +242,7 @@ func (h *Handler) stream(w http.ResponseWriter, c *call, res *http.Response) {
 		}
 	}
 	redactHeader(w.Header(), c.secrets)
+	w.Header().Set("X-Request-Id", c.rid)
 	c.status = res.StatusCode
 	w.WriteHeader(res.StatusCode)
 	rc := http.NewResponseController(w)
@@ -281,7 +282,7 @@ func (h *Handler) stream(w http.ResponseWriter, c *call, res *http.Response) {
 func (h *Handler) finish(w http.ResponseWriter, r *http.Request, c *call, err error) {
 	aborted := c.status == -1
 	if err != nil {
-		c.status = writeError(w, err)
+		c.status = writeError(w, err, c.rid)
 	}
 	if aborted {
 		c.status = http.StatusBadGateway
@@ -342,8 +343,9 @@ func b2f(b bool) float64 {
 
 // writeError answers err in the API's error shape. Expired and retired tokens are 410 here (the
 // relay's caller cannot fix them; resolve keeps its 403), and an upstream timeout is 504.
-func writeError(w http.ResponseWriter, err error) int {
+func writeError(w http.ResponseWriter, err error, rid string) int {
 	status, body := api.Render(err)
+	body.RequestID = rid
 	switch token.As(err).Reason {
 	case token.Expired, token.Replaced:
 		status = http.StatusGone
@@ -353,6 +355,7 @@ func writeError(w http.ResponseWriter, err error) int {
 	body.Code, body.Status = status, http.StatusText(status)
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("X-Request-Id", rid)
 	if status == http.StatusServiceUnavailable {
 		w.Header().Set("Retry-After", "2")
 	}
