@@ -5,7 +5,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
 )
 
 // logLine is one request's log line as the runbook's queries read it.
@@ -37,9 +36,9 @@ func TestLogLevelFollowsStatus(t *testing.T) {
 	mgr := h.manager()
 	h.create("openai", "OpenAI", "sk-level-value")
 	cases := []struct {
-		name   string
-		h      *harness
-		before func()
+		name                    string
+		h                       *harness
+		before                  func()
 		method, path, body, jwt string
 		status                  int
 	}{
@@ -87,7 +86,6 @@ func levelFollowsStatus(t testing.TB, logs []byte) {
 		}
 	}
 }
-
 
 // Every answer names its request as its log line does: the X-Request-Id header on each, the
 // same id in each error body's requestId (the 401's fault body too), and one log line with

@@ -451,7 +451,7 @@ func TestRetirementIsFinal(t *testing.T) {
 	}
 	// An item whose expiry went around the checks: past its retirement, resolve still refuses.
 	if _, err := testenv.Client().UpdateItem(context.Background(), &dynamodb.UpdateItemInput{TableName: aws.String(h.table),
-		Key: map[string]types.AttributeValue{"pk": &types.AttributeValueMemberS{Value: "acme"}, "sk": &types.AttributeValueMemberS{Value: "token#old"}},
+		Key:              map[string]types.AttributeValue{"pk": &types.AttributeValueMemberS{Value: "acme"}, "sk": &types.AttributeValueMemberS{Value: "token#old"}},
 		UpdateExpression: aws.String("REMOVE expiresAt, expiryDay")}); err != nil {
 		t.Fatal(err)
 	}

@@ -24,7 +24,7 @@ func TestInvariantCheckSeesBrokenPromises(t *testing.T) {
 	svc := newService(t, store.New(testenv.Client(), table))
 	cases := []struct {
 		name, id, update string // id: the token changed, "<pair>" or "<pair>-next"
-		want                 string
+		want             string
 	}{
 		{"retirement removed", "a", "REMOVE retiresAt", "a replaced token must expire at its retirement"},
 		{"expiry moved past the retirement", "b", "SET expiresAt = :later, byExpires = :laterKey", "a replaced token must expire at its retirement"},
