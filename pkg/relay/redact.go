@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
+	"strings"
 )
 
 // Redacted is what stands where the value was.
@@ -37,9 +38,18 @@ func redact(b []byte, secrets [][]byte) []byte {
 	return b
 }
 
-// redactHeader removes every secret from the values of h.
+// redactHeader removes every secret from the values of h, and drops a header whose name holds
+// one (header names are case-folded on the way, so in any case).
 func redactHeader(h http.Header, secrets [][]byte) {
 	for k, vs := range h {
+		for _, s := range secrets {
+			if strings.Contains(strings.ToLower(k), strings.ToLower(string(s))) {
+				delete(h, k)
+			}
+		}
+		if _, ok := h[k]; !ok {
+			continue
+		}
 		for i, v := range vs {
 			vs[i] = string(redact([]byte(v), secrets))
 		}

@@ -126,7 +126,11 @@ func (h *Handler) relay(w http.ResponseWriter, r *http.Request) {
 		h.finish(w, r, c, err)
 		return
 	}
-	out, rendered, err := h.outbound(ctx, r, c.host, value, egress)
+	// The upstream may be silent for HeaderTimeout at most, before its headers (the transport's
+	// bound) and between two reads of its body (idle, reset on every read): every wait ends.
+	upCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	out, rendered, err := h.outbound(upCtx, r, c.host, value, egress)
 	c.secrets = secrets(value, rendered)
 	if err != nil {
 		h.finish(w, r, c, err)
@@ -144,14 +148,30 @@ func (h *Handler) relay(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer res.Body.Close()
-	if ce := res.Header.Get("Content-Encoding"); ce != "" && !strings.EqualFold(ce, "identity") {
+	if ce, ok := identity(res.Header); !ok {
 		// An encoded body cannot be searched for the value: refused rather than passed on.
 		h.finish(w, r, c, &token.Error{Kind: token.Dependency, Reason: reasonEncoded, ResourceID: c.tokenID,
 			Message: "The upstream answered with Content-Encoding " + strconv.Quote(ce) + ", which the relay cannot search for the value."})
 		return
 	}
-	h.stream(w, c, res)
+	idle := time.AfterFunc(h.cfg.HeaderTimeout, cancel)
+	defer idle.Stop()
+	h.stream(w, c, res, func() { idle.Reset(h.cfg.HeaderTimeout) })
 	h.finish(w, r, c, nil)
+}
+
+// identity says whether the body comes as sent: every Content-Encoding line (an upstream may
+// send several) and every coding in it is identity. Else it returns the encodings.
+func identity(h http.Header) (string, bool) {
+	vs := h.Values("Content-Encoding")
+	for _, v := range vs {
+		for f := range strings.SplitSeq(v, ",") {
+			if f = strings.TrimSpace(f); f != "" && !strings.EqualFold(f, "identity") {
+				return strings.Join(vs, ", "), false
+			}
+		}
+	}
+	return "", true
 }
 
 // outbound is the request to the upstream, with the value injected, and the injected header or
@@ -213,14 +233,15 @@ func forwardedHeader(in http.Header, inject token.Inject) http.Header {
 		}
 	}
 	for k, vs := range in {
-		ck := http.CanonicalHeaderKey(k)
+		// "_" read as "-": CGI-style servers (X_Api_Key -> HTTP_X_API_KEY) take both for one name.
+		ck := http.CanonicalHeaderKey(strings.ReplaceAll(k, "_", "-"))
 		lk := strings.ToLower(ck)
 		if dropped[ck] || hop[ck] || strings.HasPrefix(lk, "proxy-") || strings.HasPrefix(lk, "x-amz-") ||
 			strings.HasPrefix(lk, "x-amzn-") || strings.HasPrefix(lk, "x-forwarded-") ||
 			inject.In == token.InjectHeader && strings.EqualFold(ck, inject.Name) {
 			continue
 		}
-		out[ck] = append([]string(nil), vs...)
+		out[http.CanonicalHeaderKey(k)] = append(out[http.CanonicalHeaderKey(k)], vs...)
 	}
 	// The body must come as sent, or it could not be searched for the value.
 	out.Set("Accept-Encoding", "identity")
@@ -235,7 +256,7 @@ var responseDropped = map[string]bool{
 }
 
 // stream passes the upstream's answer on, a chunk as it comes, redacted and flushed.
-func (h *Handler) stream(w http.ResponseWriter, c *call, res *http.Response) {
+func (h *Handler) stream(w http.ResponseWriter, c *call, res *http.Response, alive func()) {
 	for k, vs := range res.Header {
 		if !responseDropped[http.CanonicalHeaderKey(k)] {
 			w.Header()[k] = append([]string(nil), vs...)
@@ -258,10 +279,12 @@ func (h *Handler) stream(w http.ResponseWriter, c *call, res *http.Response) {
 	buf := make([]byte, 32*1024)
 	for {
 		n, err := res.Body.Read(buf)
+		alive()
 		if n > 0 {
 			if werr := red.Write(buf[:n]); werr != nil {
 				return // the caller went away
 			}
+			alive() // a slow caller is not a silent upstream
 		}
 		if err == io.EOF {
 			red.Close()
