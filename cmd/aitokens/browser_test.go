@@ -72,7 +72,7 @@ func startDevServer(t *testing.T, corsOrigins []string) (string, *devkeys.Claims
 		t.Fatal(err)
 	}
 	t.Cleanup(stopDB)
-	srv, err := buildServer(ctx, cfg, log)
+	srv, err := buildServer(ctx, cfg, log, true)
 	if err != nil {
 		t.Fatal(err)
 	}
