@@ -110,7 +110,7 @@ func TestContextOverTheLimitsIsRefused(t *testing.T) {
 	over := map[string]map[string]string{
 		"9 pairs":                   {"tenant": "acme", "tokenId": "x", "a": "1", "b": "2", "c": "3", "d": "4", "e": "5", "f": "6", "g": "7"},
 		"a value of 385 characters": {"tenant": "acme", "tokenId": strings.Repeat("x", seal.MaxContextValueChars+1)},
-		"4097 bytes": bytesOver(),
+		"4097 bytes":                bytesOver(),
 	}
 	client, err := kmsseal.NewClient(context.Background(), envConfig(t).AWS)
 	if err != nil {
