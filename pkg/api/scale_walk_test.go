@@ -121,6 +121,20 @@ func orderOf(tokens []seeded, field string, desc bool) []seeded {
 	return out
 }
 
+// longestRun is the most tokens that share one value of the sort field.
+func longestRun(tokens []seeded, field string) int {
+	runs, most := map[string]int{}, 1
+	for _, t := range tokens {
+		v := map[string]string{"name": t.name, "metadata.createdAt": t.createdAt, "metadata.modifiedAt": t.modifiedAt,
+			"expiresAt": t.expiresAt}[field]
+		if v != "" {
+			runs[v]++
+			most = max(most, runs[v])
+		}
+	}
+	return most
+}
+
 // walkDoc is what the walk reads of a listed token.
 type walkDoc struct {
 	ID       string `json:"id"`
@@ -198,12 +212,14 @@ func TestScaleWalk(t *testing.T) {
 		size   int      // pageSize sent (0: none, the default 60)
 		page   int      // pageNumber sent (0: none)
 		index  bool     // an index order without q: its reads are checked as a page's
+		run    int      // for index: the longest run of tokens equal in the sort field
 	}
 	var calls []call
 	// The dashboard's calls (cmd/aitokens/browser_test.go): no pageSize, no pageNumber.
 	calls = append(calls,
-		call{name: "dashboard sort=name", params: url.Values{"sort": {"name"}}, want: orderOf(f.big, "name", false), index: true},
-		call{name: "dashboard default", params: url.Values{}, want: orderOf(f.big, "id", false), index: true})
+		call{name: "dashboard sort=name", params: url.Values{"sort": {"name"}}, want: orderOf(f.big, "name", false), index: true,
+			run: longestRun(f.big, "name")},
+		call{name: "dashboard default", params: url.Values{}, want: orderOf(f.big, "id", false), index: true, run: 1})
 	const size = 20
 	for _, s := range []string{"", "id", "id:desc", "name", "name:desc", "metadata.createdAt", "metadata.createdAt:desc",
 		"metadata.modifiedAt", "metadata.modifiedAt:desc", "expiresAt", "expiresAt:desc"} {
@@ -214,7 +230,8 @@ func TestScaleWalk(t *testing.T) {
 			if s != "" {
 				params.Set("sort", s)
 			}
-			calls = append(calls, call{name: fmt.Sprintf("sort=%s page %d", s, p), params: params, want: want, size: size, page: p, index: true})
+			calls = append(calls, call{name: fmt.Sprintf("sort=%s page %d", s, p), params: params, want: want, size: size, page: p, index: true,
+				run: longestRun(f.big, cmp.Or(field, "id"))})
 		}
 	}
 	nameRun := scaleName(75) // tokens 75, 76 and 77 share it
@@ -326,8 +343,17 @@ func TestScaleWalk(t *testing.T) {
 				t.Errorf("%s: a page read the index %q", c.name, r.index)
 			}
 		}
-		if c.index && whole > to-from {
+		// A page of an index order reads its items and the entries before it (and a run of
+		// equal values at its edge, and one entry ahead), never more; the page after the last
+		// reads only the counter.
+		switch {
+		case !c.index:
+		case from == len(c.want) && (entries > 0 || whole > 0):
+			t.Errorf("%s: past the last page, read %d index entries and %d items", c.name, entries, whole)
+		case whole > to-from:
 			t.Errorf("%s: read %d whole items for a page of %d", c.name, whole, to-from)
+		case entries > to+c.run+2:
+			t.Errorf("%s: read %d index entries for the %d up to the page's end", c.name, entries, to)
 		}
 		if n > 1000 {
 			t.Logf("%s: %d of %d in %s; %d index entries, %d items read", c.name, len(got), len(c.want), took.Round(time.Millisecond), entries, whole)
