@@ -13,7 +13,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"os/exec"
 	"strings"
 	"testing"
@@ -28,9 +27,9 @@ import (
 	"aitokens/pkg/devtools/testenv"
 )
 
-// chromium finds a Chromium to drive. Outside CI a machine without one skips the browser test
-// and says how to get one; under CI=true a missing browser fails the run, since .ci/run
-// installs it and a silent skip would hide that the browser test never ran.
+// chromium finds a Chromium to drive. A -short run, or one outside CI, without one skips the
+// browser test and says how to get one; under CI=true a full run without a browser fails, since
+// .ci/run installs it and a silent skip would hide that the browser test never ran.
 func chromium(t *testing.T) string {
 	t.Helper()
 	for _, name := range []string{"chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "headless-shell"} {
@@ -38,11 +37,7 @@ func chromium(t *testing.T) string {
 			return path
 		}
 	}
-	const how = "no Chromium found on PATH; install one to run the browser test: apt-get update && apt-get install -y chromium"
-	if os.Getenv("CI") == "true" {
-		t.Fatal(how + " (.ci/run does this; under CI=true the browser test never skips)")
-	}
-	t.Skip(how)
+	testenv.Missing(t, "no Chromium found on PATH; install one to run the browser test: apt-get update && apt-get install -y chromium (.ci/run does)")
 	return ""
 }
 
@@ -56,7 +51,7 @@ func startDevServer(t *testing.T, corsOrigins []string) (string, *devkeys.Claims
 	vars := map[string]string{
 		"DATA_DIR":             t.TempDir(),
 		"TABLE_NAME":           "browser-" + hex.EncodeToString(suffix),
-		"DYNAMODB_ENDPOINT":    testenv.Endpoint(),
+		"DYNAMODB_ENDPOINT":    testenv.EndpointFor(t),
 		"CORS_ALLOWED_ORIGINS": strings.Join(corsOrigins, ","),
 	}
 	cfg, err := config.Load(func(k string) string { return vars[k] })
@@ -77,7 +72,7 @@ func startDevServer(t *testing.T, corsOrigins []string) (string, *devkeys.Claims
 		t.Fatal(err)
 	}
 	t.Cleanup(stopDB)
-	srv, err := buildServer(ctx, cfg, log)
+	srv, err := buildServer(ctx, cfg, log, true)
 	if err != nil {
 		t.Fatal(err)
 	}

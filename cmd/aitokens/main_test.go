@@ -51,9 +51,10 @@ func TestServeRefusesMalformedCORSOrigins(t *testing.T) {
 
 // serve --dev allows any origin unless CORS_ALLOWED_ORIGINS names some.
 func TestDevDefaultsToAnyOrigin(t *testing.T) {
+	endpoint := testenv.EndpointFor(t) // devSetup would start a DynamoDB Local of its own without one
 	for _, c := range []struct{ set, want string }{{"", "*"}, {"http://localhost:3000", "http://localhost:3000"}} {
 		cfg, err := config.Load(func(k string) string {
-			return map[string]string{"DATA_DIR": t.TempDir(), "DYNAMODB_ENDPOINT": testenv.Endpoint(), "CORS_ALLOWED_ORIGINS": c.set}[k]
+			return map[string]string{"DATA_DIR": t.TempDir(), "DYNAMODB_ENDPOINT": endpoint, "CORS_ALLOWED_ORIGINS": c.set}[k]
 		})
 		if err != nil {
 			t.Fatal(err)

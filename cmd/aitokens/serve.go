@@ -3,14 +3,20 @@ package main
 import (
 	"cmp"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -18,6 +24,8 @@ import (
 	"aitokens/pkg/auth/jwtauth"
 	"aitokens/pkg/config"
 	"aitokens/pkg/devtools/devkeys"
+	"aitokens/pkg/relay"
+	"aitokens/pkg/seal"
 	"aitokens/pkg/seal/kmsseal"
 	"aitokens/pkg/service"
 	"aitokens/pkg/store"
@@ -69,7 +77,7 @@ func serveUntil(ctx context.Context, args []string) error {
 		}
 		defer stopEvents()
 	}
-	srv, err := buildServer(ctx, cfg, log)
+	srv, err := buildServer(ctx, cfg, log, *dev)
 	if err != nil {
 		return err
 	}
@@ -109,9 +117,10 @@ func devSetup(ctx context.Context, log *slog.Logger, cfg *config.Config) (stop f
 }
 
 // buildServer is the local server of cfg, the one composition `serve` runs: JWT verification
-// as API Gateway's authorizer does it, the sealer, the store, every route, and newHTTPServer's
-// limits and CORS.
-func buildServer(ctx context.Context, cfg config.Config, log *slog.Logger) (*http.Server, error) {
+// as API Gateway's authorizer does it, the sealer, the store, every route, the relay under
+// relay.Prefix (dev: plain HTTP to localhost upstreams too), and newLocalServer's limits, CORS
+// and local caller check.
+func buildServer(ctx context.Context, cfg config.Config, log *slog.Logger, dev bool) (*http.Server, error) {
 	authn, err := jwtauth.New(ctx, jwtauth.Config{JWKSFile: cfg.JWKSFile, JWKSURL: cfg.JWKSURL,
 		Issuer: cfg.JWTIssuer, Audience: cfg.JWTAudience, TenantClaim: cfg.TenantClaim,
 		RefreshInterval: cfg.JWKSRefreshInterval, Log: log})
@@ -135,20 +144,104 @@ func buildServer(ctx context.Context, cfg config.Config, log *slog.Logger) (*htt
 	if err != nil {
 		return nil, err
 	}
-	return newHTTPServer(":"+cfg.Port, handler, limitsFor(cfg), cfg.CORSAllowedOrigins), nil
+	// The relay opens values as resolve-token does: through the resolve cache, so a warm call
+	// makes no KMS call. The API's service never opens one and keeps the plain sealer.
+	relaySvc, err := service.New(store.New(client, cfg.TableName).WithAuditRetention(cfg.AuditRetention),
+		seal.NewCache(sealer, cfg.ResolveCacheSize, cfg.ResolveCacheTTL), nil)
+	if err != nil {
+		return nil, err
+	}
+	rl, err := relay.New(relay.Config{Grants: relaySvc, Log: log, Dev: dev})
+	if err != nil {
+		return nil, err
+	}
+	return newLocalServer(":"+cfg.Port, handler, rl, limitsFor(cfg), cfg.CORSAllowedOrigins, log), nil
 }
 
-// newHTTPServer is the local server with its limits; requests beyond maxConcurrent get a JSON
-// 503 with Retry-After. CORS for corsOrigins (none: off) wraps everything else, so that its
-// preflights take no request slot and every answer, the limiter's 503 included, carries the
-// headers a page on an allowed origin needs to read it.
+// newHTTPServer is newLocalServer without the relay.
 func newHTTPServer(addr string, handler http.Handler, l limits, corsOrigins []string) *http.Server {
+	return newLocalServer(addr, handler, nil, l, corsOrigins, nil)
+}
+
+// newLocalServer is the local server with its limits; requests beyond maxConcurrent get a JSON
+// 503 with Retry-After. CORS for corsOrigins (none: off) wraps the API, so that its preflights
+// take no request slot and every answer, the limiter's 503 included, carries the headers a page
+// on an allowed origin needs to read it. The relay (nil: none) is under relay.Prefix, outside
+// CORS and the API's request cap, behind localOnly.
+func newLocalServer(addr string, handler, rl http.Handler, l limits, corsOrigins []string, log *slog.Logger) *http.Server {
+	root := api.WithCORS(handler, corsOrigins)
+	if rl != nil {
+		apiH, local := root, localOnly(rl, log)
+		// A prefix test, not a ServeMux: the relay's path goes on exactly as the caller wrote it.
+		root = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if strings.HasPrefix(r.URL.Path, relay.Prefix) {
+				local.ServeHTTP(w, r)
+				return
+			}
+			apiH.ServeHTTP(w, r)
+		})
+	}
 	return &http.Server{
 		Addr:              addr,
-		Handler:           api.WithCORS(handler, corsOrigins),
+		Handler:           root,
 		ReadHeaderTimeout: l.readHeader,
 		ReadTimeout:       l.read,
 		WriteTimeout:      l.write,
 		IdleTimeout:       l.idle,
 	}
+}
+
+// relayStreamLimit bounds the writing of one relay answer on the local server, as Lambda bounds
+// a function URL's response stream (15 minutes, the longest a function runs). The server's own
+// write timeout is the API's (REQUEST_TIMEOUT + 5 s), far too short for an LLM's streamed
+// answer. The request itself (headers and body) must still arrive within REQUEST_TIMEOUT.
+const relayStreamLimit = 15 * time.Minute
+
+// localOnly is the local stand-in for the function URL's AWS_IAM auth: the relay spends the
+// tenant's keys for whoever reaches it, so locally it answers only a caller on this machine,
+// addressed by a loopback name (a page's DNS-rebound name is refused), and not a browser
+// (a request with Origin or Sec-Fetch-Site, which browsers send and curl and SDKs do not): a
+// page on any site must not drive it from the developer's browser. Anything else is a 403 in
+// the API's error shape, with one log line, and never reaches the relay.
+func localOnly(next http.Handler, log *slog.Logger) http.Handler {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if why := notLocal(r); why != "" {
+			b := make([]byte, 16)
+			rand.Read(b)
+			rid := hex.EncodeToString(b)
+			log.Info("relay", "requestId", rid, "route", "relay", "method", r.Method, "status", http.StatusForbidden, "outcome", "not_local_caller", "why", why)
+			w.Header().Set("Content-Type", "application/json")
+			w.Header().Set("Cache-Control", "no-store")
+			w.Header().Set("X-Request-Id", rid)
+			w.WriteHeader(http.StatusForbidden)
+			json.NewEncoder(w).Encode(api.ErrorMessage{Code: http.StatusForbidden, Status: http.StatusText(http.StatusForbidden),
+				Message: "The local relay answers only callers on this machine (loopback address and name), and no browser page.", RequestID: rid})
+			return
+		}
+		http.NewResponseController(w).SetWriteDeadline(time.Now().Add(relayStreamLimit))
+		next.ServeHTTP(w, r)
+	})
+}
+
+// notLocal says why r is not a local, non-browser caller ("" when it is one).
+func notLocal(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if ip, perr := netip.ParseAddr(host); err != nil || perr != nil || !ip.Unmap().IsLoopback() {
+		return "remote address"
+	}
+	name := r.Host
+	if h, _, err := net.SplitHostPort(name); err == nil {
+		name = h
+	}
+	name = strings.TrimSuffix(strings.Trim(name, "[]"), ".")
+	if ip, err := netip.ParseAddr(name); !strings.EqualFold(name, "localhost") && (err != nil || !ip.Unmap().IsLoopback()) {
+		return "host name"
+	}
+	if r.Header.Get("Origin") != "" || r.Header.Get("Sec-Fetch-Site") != "" {
+		return "browser"
+	}
+	return ""
 }

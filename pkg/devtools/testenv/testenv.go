@@ -56,7 +56,7 @@ func Main(m interface{ Run() int }) int {
 	endpoint = cfg.DynamoDBEndpoint
 	if endpoint == "" {
 		inst, err := ddblocal.Start(ctx, ddblocal.Options{Jar: cfg.DynamoDBLocalJar})
-		if err != nil && testing.Short() {
+		if err != nil && withoutPart(testing.Short(), ci(), false) == skip {
 			unavailable = err
 			fmt.Fprintln(stderr, "testenv: -short: DynamoDB Local cannot start, the tests that need it skip:", err)
 			return m.Run()
@@ -87,12 +87,58 @@ func Require(t testing.TB) {
 	}
 }
 
+// verdict is what a test run does when a part that a test needs is missing.
+type verdict int
+
+const (
+	fail verdict = iota
+	skip
+)
+
+// withoutPart decides what a run does without a part its tests need: DynamoDB Local (no Java,
+// no jar) or an optional one such as Chromium. The fast tier, `go test -short`, must pass on any
+// machine with Go, so it skips whatever is missing. A full run needs DynamoDB Local everywhere
+// and fails without it; it fails without an optional part under CI=true too, where .ci/run
+// installs it and a silent skip would hide that its test never ran, and skips elsewhere.
+func withoutPart(short, ci, optional bool) verdict {
+	if short || optional && !ci {
+		return skip
+	}
+	return fail
+}
+
+func (v verdict) String() string { return map[verdict]string{fail: "fail", skip: "skip"}[v] }
+
+func ci() bool { return os.Getenv("CI") == "true" }
+
+// Missing ends t because an optional part it needs is missing (a browser), how saying how to
+// get it: a skip in a -short run or outside CI, a failure in a full run under CI=true.
+func Missing(t testing.TB, how string) {
+	t.Helper()
+	if withoutPart(testing.Short(), ci(), true) == skip {
+		t.Skip(how)
+	} else {
+		t.Fatal(how + " (under CI=true a full run never skips this test)")
+	}
+}
+
+// EndpointFor is Endpoint for a test that talks to DynamoDB Local without a table of NewTable's
+// (it hands the address to code that makes its own): it skips t as Require does. Handing on
+// Endpoint's empty address instead would make that code start a DynamoDB Local of its own,
+// and fail on the very machine the -short run skipped it on.
+func EndpointFor(t testing.TB) string {
+	t.Helper()
+	Require(t)
+	return endpoint
+}
+
 // Policy is the AWS client policy of tests: the production attempts without the real backoff
 // sleeps (a test proves a bound with a small limit, not by waiting), and a roomy per-attempt
 // deadline for DynamoDB Local on a busy 2-core machine under the race detector.
 var Policy = awsretry.Policy{MaxAttempts: awsretry.DefaultPolicy.MaxAttempts, AttemptTimeout: 20 * time.Second, Backoff: awsretry.NoBackoff}
 
-// Endpoint is the DynamoDB Local address of this package run.
+// Endpoint is the DynamoDB Local address of this package run, for a test that holds a table
+// (NewTable) or called Require; it is empty in a -short run without one (see EndpointFor).
 func Endpoint() string { return endpoint }
 
 // Client is a DynamoDB client for Endpoint.
