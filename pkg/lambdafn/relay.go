@@ -128,4 +128,3 @@ func StartRelay(sealer SealerFactory) {
 	}
 	lambda.Start(h)
 }
-
