@@ -2,6 +2,7 @@ package functions_test
 
 import (
 	"encoding/json"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -470,5 +471,124 @@ func TestKMSConditionsAdmitTheSealersContext(t *testing.T) {
 	}
 	if grants == 0 {
 		t.Fatal("no KMS grant found in template.yaml")
+	}
+}
+
+// samconfigSections reads samconfig.toml's flat layout: [section] headers and key = value lines
+// (values as written, quotes and all).
+func samconfigSections(t *testing.T) map[string]map[string]string {
+	t.Helper()
+	raw, err := os.ReadFile("../samconfig.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sections := map[string]map[string]string{}
+	current := ""
+	for _, line := range strings.Split(string(raw), "\n") {
+		line = strings.TrimSpace(line)
+		switch {
+		case line == "" || strings.HasPrefix(line, "#"):
+		case strings.HasPrefix(line, "[") && strings.HasSuffix(line, "]"):
+			current = strings.Trim(line, "[]")
+			sections[current] = map[string]string{}
+		default:
+			key, value, ok := strings.Cut(line, "=")
+			if ok && current != "" {
+				sections[current][strings.TrimSpace(key)] = strings.TrimSpace(value)
+			}
+		}
+	}
+	return sections
+}
+
+// The README's deploy section says what a first deploy needs, and that agrees with
+// samconfig.toml and the template: each placeholder it tells you to change is in samconfig's
+// parameter_overrides as written and is a template parameter (JwtIssuer, JwtAudience and
+// CorsAllowedOrigins among them); the capabilities it names are samconfig's, and they are the
+// ones the template needs; the SAM CLI's local expansion of AWS::LanguageExtensions is switched
+// on where the template declares it; the stack outputs its commands read exist.
+func TestDeployDocsMatchSamconfig(t *testing.T) {
+	_, tpl, resources := loadTemplate(t)
+	params, _ := dig(tpl, "Parameters").(map[string]any)
+	readme, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, section, ok := strings.Cut(string(readme), "\n### Deploy\n")
+	if !ok {
+		t.Fatal("README.md has no ### Deploy section")
+	}
+	section = section[:strings.Index(section+"\n### ", "\n### ")] // up to the next subsection
+	sam := samconfigSections(t)
+	deploy := sam["default.deploy.parameters"]
+
+	overrides := deploy["parameter_overrides"]
+	placeholders := regexp.MustCompile("(?m)^\\| `([A-Za-z]+)=\"([^\"]*)\"` \\|").FindAllStringSubmatch(section, -1)
+	named := map[string]bool{}
+	for _, m := range placeholders {
+		name, value := m[1], m[2]
+		named[name] = true
+		if !strings.Contains(overrides, name+`=\"`+value+`\"`) {
+			t.Errorf("README's placeholder %s=%q is not in samconfig.toml's parameter_overrides", name, value)
+		}
+		if _, ok := params[name]; !ok {
+			t.Errorf("README's placeholder %s is no parameter of template.yaml", name)
+		}
+	}
+	for _, name := range []string{"JwtIssuer", "JwtAudience", "CorsAllowedOrigins"} {
+		if !named[name] {
+			t.Errorf("README's deploy section does not say what to change %s to", name)
+		}
+	}
+
+	// The capabilities the template needs: IAM for roles, NAMED_IAM when one has a name,
+	// AUTO_EXPAND for its transforms (macros).
+	want := map[string]bool{}
+	for _, res := range resources {
+		if typ, _ := dig(res, "Type").(string); strings.HasPrefix(typ, "AWS::IAM::") {
+			want["CAPABILITY_IAM"] = true
+			for _, key := range []string{"RoleName", "UserName", "GroupName", "ManagedPolicyName", "InstanceProfileName"} {
+				if dig(res, "Properties", key) != nil {
+					want["CAPABILITY_NAMED_IAM"] = true
+				}
+			}
+		}
+	}
+	transforms := strs(dig(tpl, "Transform"))
+	if len(transforms) > 0 {
+		want["CAPABILITY_AUTO_EXPAND"] = true
+	}
+	capabilities := strings.Trim(deploy["capabilities"], `"`)
+	got := map[string]bool{}
+	for _, c := range strings.Fields(capabilities) {
+		got[c] = true
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("samconfig.toml acknowledges %v; the template needs %v", slices.Sorted(maps.Keys(got)), slices.Sorted(maps.Keys(want)))
+	}
+	if !strings.Contains(section, `capabilities = "`+capabilities+`"`) {
+		t.Errorf("README's deploy section does not name samconfig.toml's capabilities %q", capabilities)
+	}
+
+	if slices.Contains(transforms, "AWS::LanguageExtensions") {
+		for _, name := range []string{"build", "package", "deploy", "validate", "local_invoke"} {
+			if sam["default."+name+".parameters"]["language_extensions"] != "true" {
+				t.Errorf("samconfig.toml: sam %s does not expand AWS::LanguageExtensions (language_extensions = true)", name)
+			}
+		}
+		if !strings.Contains(section, "SAM CLI 1.160.0 or newer") {
+			t.Error("README's deploy section does not name the SAM CLI version that supports AWS::LanguageExtensions")
+		}
+	}
+
+	outputs, _ := dig(tpl, "Outputs").(map[string]any)
+	used := regexp.MustCompile(`\$\(out ([A-Za-z]+)\)`).FindAllStringSubmatch(section, -1)
+	if len(used) == 0 {
+		t.Error("README's deploy section reads no stack output")
+	}
+	for _, m := range used {
+		if _, ok := outputs[m[1]]; !ok {
+			t.Errorf("README's deploy check reads the output %s, which template.yaml does not declare", m[1])
+		}
 	}
 }

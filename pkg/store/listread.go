@@ -48,12 +48,17 @@ type entries struct {
 	in      *dynamodb.QueryInput
 	buf     []map[string]types.AttributeValue
 	out     []map[string]types.AttributeValue
-	sortKey string // the attribute regroup reads; "" for none
+	peeked  map[string]types.AttributeValue // read ahead by regroup: the next run's first
+	sortKey string                          // the attribute regroup reads; "" for none
 	read    int
 	want    int // entries still wanted, for the Limit
 }
 
 func (e *entries) raw(ctx context.Context) (map[string]types.AttributeValue, bool, error) {
+	if it := e.peeked; it != nil {
+		e.peeked = nil
+		return it, true, nil
+	}
 	for len(e.buf) == 0 {
 		if e.in == nil {
 			if len(e.segs) == 0 {
@@ -111,7 +116,7 @@ func (e *entries) next(ctx context.Context) (map[string]types.AttributeValue, bo
 				break
 			}
 			if primaryOf(str(it, e.sortKey)) != p {
-				e.buf = append([]map[string]types.AttributeValue{it}, e.buf...) // the next run's first
+				e.peeked = it // kept aside: putting it back in front of buf copied the page for every run
 				break
 			}
 			run = append(run, it)

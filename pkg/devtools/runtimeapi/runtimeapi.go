@@ -9,6 +9,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"encoding/base64"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -38,12 +39,60 @@ type Result struct {
 	// InvokeDuration is from handing out the event to receiving the answer.
 	InvokeDuration time.Duration
 	Logs           []byte // the process's stdout and stderr
+	// Streamed says the function answered with a streamed response (Invoke read it whole into
+	// Response); StreamErrorType and StreamError are the error it reported in the stream's
+	// trailers (Lambda-Runtime-Function-Error-Type and -Body, decoded), if it broke off.
+	Streamed        bool
+	StreamErrorType string
+	StreamError     []byte
+	handedOut       time.Time
 }
 
 type outcome struct {
-	body  []byte
-	isErr bool
+	body   []byte
+	isErr  bool
+	stream *Stream
 }
+
+// Stream is a streamed response as it arrives: a function URL's with InvokeMode
+// RESPONSE_STREAM (aws-lambda-go's lambdaurl) posts it chunked, a JSON prelude (statusCode,
+// headers, cookies), 8 NUL bytes, then the body, and reports an error that breaks it off in
+// its trailers.
+type Stream struct {
+	ContentType string
+	body        *io.PipeReader
+	done        chan struct{} // closed once the whole stream and its trailers were read
+	errType     string
+	errBody     []byte
+}
+
+// Read reads the stream as the function writes it.
+func (s *Stream) Read(p []byte) (int, error) { return s.body.Read(p) }
+
+// Close stops reading; the rest of the stream is discarded.
+func (s *Stream) Close() error { return s.body.Close() }
+
+// Trailer waits until the stream has ended and returns the error it reported, if any (its
+// Lambda-Runtime-Function-Error-Type, and -Body decoded from base64).
+func (s *Stream) Trailer(ctx context.Context) (errType string, errBody []byte, err error) {
+	select {
+	case <-s.done:
+		return s.errType, s.errBody, nil
+	case <-ctx.Done():
+		return "", nil, ctx.Err()
+	}
+}
+
+// streamed says whether a response is posted as a stream: with Lambda's streaming response
+// mode header, or as the function URL integration's content type (aws-lambda-go sends no mode
+// header, and posts every response chunked, so neither chunking nor trailers tell).
+func streamed(r *http.Request) bool {
+	return strings.EqualFold(r.Header.Get("Lambda-Runtime-Function-Response-Mode"), "streaming") ||
+		r.Header.Get("Content-Type") == IntegrationResponse
+}
+
+// IntegrationResponse is the content type of a function URL's streamed response.
+const IntegrationResponse = "application/vnd.awslambda.http-integration-response"
 
 // pending is an event handed to the process, waiting for its answer.
 type pending struct {
@@ -103,6 +152,21 @@ func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.mu.Unlock()
 		if p == nil || (kind != "response" && kind != "error") {
 			http.Error(w, "unknown invocation", http.StatusNotFound)
+			return
+		}
+		if kind == "response" && streamed(r) {
+			// Handed to the caller as it arrives; the trailers are read once the body ended.
+			pr, pw := io.Pipe()
+			st := &Stream{ContentType: r.Header.Get("Content-Type"), body: pr, done: make(chan struct{})}
+			p.done <- outcome{stream: st}
+			_, err := io.Copy(pw, r.Body)
+			st.errType = r.Trailer.Get("Lambda-Runtime-Function-Error-Type")
+			if b := r.Trailer.Get("Lambda-Runtime-Function-Error-Body"); b != "" {
+				st.errBody, _ = base64.StdEncoding.DecodeString(b)
+			}
+			close(st.done)
+			pw.CloseWithError(err) // nil: EOF
+			w.WriteHeader(http.StatusAccepted)
 			return
 		}
 		body, _ := io.ReadAll(r.Body)
@@ -209,48 +273,91 @@ func Start(inv Invocation) (*Process, error) {
 	return p, nil
 }
 
-// Invoke hands the running process one event and waits for its answer.
+// Invoke hands the running process one event and waits for its answer; a streamed answer is
+// read whole into Response, with the error its trailers report.
 func (p *Process) Invoke(ctx context.Context, event []byte) (Result, error) {
+	res, st, err := p.InvokeStream(ctx, event)
+	if err != nil || st == nil {
+		return res, err
+	}
+	res.Streamed = true
+	read := make(chan error, 1)
+	go func() {
+		var err error
+		res.Response, err = io.ReadAll(st)
+		read <- err
+	}()
+	timer := time.NewTimer(p.timeout + 10*time.Second)
+	defer timer.Stop()
+	select {
+	case err = <-read:
+	case <-timer.C:
+		err = errors.New("the function's stream did not end in time")
+	case <-ctx.Done():
+		err = ctx.Err()
+	}
+	if err != nil {
+		st.Close()
+		<-read
+		return res, err
+	}
+	res.StreamErrorType, res.StreamError, _ = st.Trailer(ctx)
+	res.InvokeDuration = time.Since(res.handedOut)
+	return res, nil
+}
+
+// InvokeStream hands the running process one event and waits for the start of its answer: a
+// streamed one is returned as the Stream, to read as it arrives (Result holds the ids and init
+// duration); any other is in Result, with a nil Stream.
+func (p *Process) InvokeStream(ctx context.Context, event []byte) (Result, *Stream, error) {
+	res, out, err := p.invoke(ctx, event)
+	return res, out.stream, err
+}
+
+func (p *Process) invoke(ctx context.Context, event []byte) (res Result, out outcome, err error) {
 	id := make([]byte, 8+12)
 	rand.Read(id)
 	// An X-Ray trace id: version 1, the time in hex seconds, 96 random bits.
 	trace := fmt.Sprintf("1-%08x-%s", time.Now().Unix(), hex.EncodeToString(id[8:]))
 	pe := &pending{requestID: hex.EncodeToString(id[:8]), traceID: trace, event: event, done: make(chan outcome, 1)}
-	res := Result{RequestID: pe.requestID, TraceID: trace}
+	res = Result{RequestID: pe.requestID, TraceID: trace}
 	timer := time.NewTimer(p.timeout + 10*time.Second)
 	defer timer.Stop()
 	select {
 	case p.srv.queue <- pe:
 	case body := <-p.srv.initErr:
 		res.InitError = body
-		return res, nil
+		return res, out, nil
 	case <-p.exited:
-		return res, fmt.Errorf("the function exited before taking the event (%v)", p.waitErr)
+		return res, out, fmt.Errorf("the function exited before taking the event (%v)", p.waitErr)
 	case <-timer.C:
-		return res, errors.New("the function did not ask for the event in time")
+		return res, out, errors.New("the function did not ask for the event in time")
 	case <-ctx.Done():
-		return res, ctx.Err()
+		return res, out, ctx.Err()
 	}
 	select {
-	case out := <-pe.done:
-		if out.isErr {
+	case out = <-pe.done:
+		switch {
+		case out.stream != nil:
+		case out.isErr:
 			res.Error = out.body
-		} else {
+		default:
 			res.Response = out.body
 		}
 	case <-p.exited:
-		return res, fmt.Errorf("the function exited before answering (%v)", p.waitErr)
+		return res, out, fmt.Errorf("the function exited before answering (%v)", p.waitErr)
 	case <-timer.C:
-		return res, errors.New("the function did not answer in time")
+		return res, out, errors.New("the function did not answer in time")
 	case <-ctx.Done():
-		return res, ctx.Err()
+		return res, out, ctx.Err()
 	}
 	answered := time.Now()
 	p.srv.mu.Lock()
 	res.InitDuration = p.srv.firstPoll.Sub(p.start)
+	res.handedOut = pe.handedOut
 	res.InvokeDuration = answered.Sub(pe.handedOut)
 	p.srv.mu.Unlock()
-	return res, nil
+	return res, out, nil
 }
 
 // Ready waits until the process polls for its first event (its init is over) and returns the
