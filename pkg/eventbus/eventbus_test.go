@@ -2,6 +2,7 @@ package eventbus_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -10,6 +11,10 @@ import (
 	"time"
 
 	"github.com/aws/aws-lambda-go/events"
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/eventbridge"
+	"github.com/aws/aws-sdk-go-v2/service/eventbridge/types"
+	"github.com/aws/smithy-go"
 
 	"aitokens/pkg/awsretry"
 	"aitokens/pkg/devtools/ebtest"
@@ -127,4 +132,107 @@ func TestDetailTypes(t *testing.T) {
 	if eventbus.DetailType("something_new") != eventbus.DetailTypeOther {
 		t.Error("an unknown action")
 	}
+}
+
+// EventBridge's limits of one call (issue 27), which the test EventBridge enforces as AWS does:
+// a call of entries totalling 256 KB or more by the documented formula is refused whole, one
+// just under is taken, and so are 10 entries but not 11.
+func TestTestEventBridgeEnforcesPutEventsLimits(t *testing.T) {
+	eb := ebtest.New()
+	t.Cleanup(eb.Close)
+	eb.UseFromEnv(t)
+	client, err := eventbus.NewClient(context.Background(), awsretry.Policy{MaxAttempts: 1, AttemptTimeout: 5 * time.Second, Backoff: awsretry.NoBackoff})
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
+	entry := func(size int) types.PutEventsRequestEntry {
+		e := types.PutEventsRequestEntry{Source: aws.String("aitokens"), DetailType: aws.String("AI Token Updated"), EventBusName: aws.String(ebtest.Bus),
+			Time: &at, Resources: []string{"arn:aws:dynamodb:us-east-1:111122223333:table/t"}}
+		pad := size - eventbus.EntrySize(e) - len(`{"p":""}`)
+		// Multi-byte characters (and one quote JSON escapes): the size is of UTF-8 bytes, not of the request.
+		e.Detail = aws.String(`{"p":"` + strings.Repeat("€", pad/3) + strings.Repeat("x", pad%3) + `"}`)
+		if eventbus.EntrySize(e) != size {
+			t.Fatalf("entry of %d bytes, want %d", eventbus.EntrySize(e), size)
+		}
+		return e
+	}
+	cases := []struct {
+		name    string
+		entries []types.PutEventsRequestEntry
+		ok      bool
+	}{
+		{"one entry of 256 KB - 1", []types.PutEventsRequestEntry{entry(eventbus.MaxRequestBytes - 1)}, true},
+		{"one entry of 256 KB", []types.PutEventsRequestEntry{entry(eventbus.MaxRequestBytes)}, false},
+		{"two entries of 128 KB", []types.PutEventsRequestEntry{entry(eventbus.MaxRequestBytes / 2), entry(eventbus.MaxRequestBytes / 2)}, false},
+		{"10 entries", slices.Repeat([]types.PutEventsRequestEntry{entry(1000)}, 10), true},
+		{"11 entries", slices.Repeat([]types.PutEventsRequestEntry{entry(1000)}, 11), false},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			out, err := client.PutEvents(context.Background(), &eventbridge.PutEventsInput{Entries: c.entries})
+			var apiErr smithy.APIError
+			switch {
+			case c.ok && (err != nil || out.FailedEntryCount != 0):
+				t.Fatalf("refused: %v %+v", err, out)
+			case !c.ok && (!errors.As(err, &apiErr) || apiErr.ErrorCode() != "ValidationException"):
+				t.Fatalf("%v, want a ValidationException", err)
+			}
+		})
+	}
+}
+
+// A batch whose entries would make a call of 256 KB or more is cut into calls under it (and of
+// at most 10 entries), every entry published once; an entry that alone is 256 KB or more is
+// never sent (EventBridge would refuse its whole call) and is reported, saying why, while the
+// others go out.
+func TestBatchesAreCutToPutEventsLimits(t *testing.T) {
+	eb, p := publisher(t)
+	big := func(seq int, n int) events.DynamoDBEventRecord {
+		// The usage attribute carries into the detail: 90 KB of it makes an entry of ~90 KB.
+		return record(seq, fmt.Sprintf("t%02d", seq), map[string]events.DynamoDBAttributeValue{"usage": events.NewStringAttribute(strings.Repeat("u", n))})
+	}
+	var batch events.DynamoDBEvent
+	for i := range 7 {
+		batch.Records = append(batch.Records, big(i+1, 90*1024))
+	}
+	batch.Records = append(batch.Records, big(8, eventbus.MaxRequestBytes))
+	for i := range 12 {
+		batch.Records = append(batch.Records, record(9+i, fmt.Sprintf("s%02d", i), nil))
+	}
+	var logs strings.Builder
+	p = eventbus.New(clientOf(t), ebtest.Bus, "aitokens", slog.New(slog.NewJSONHandler(&logs, nil))).WithBudget(10*time.Second, 100*time.Millisecond)
+	res, sum := p.Publish(context.Background(), batch)
+	if !slices.Equal(failures(res), []string{"8"}) || sum.Published != 19 || sum.Failed != 1 || len(eb.Entries()) != 19 {
+		t.Fatalf("failures %v, summary %+v, %d accepted", failures(res), sum, len(eb.Entries()))
+	}
+	var sizes []int
+	for _, c := range eb.Calls() {
+		total := 0
+		for _, e := range c {
+			total += e.Size()
+			if strings.Contains(e.Detail, `"tokenId":"t08"`) {
+				t.Fatal("the entry over the limit was sent")
+			}
+		}
+		if total >= ebtest.MaxRequestBytes || len(c) > eventbus.MaxEntries {
+			t.Fatalf("a call of %d entries and %d bytes", len(c), total)
+		}
+		sizes = append(sizes, len(c))
+	}
+	// 90 KB entries two to a call; the small ones fill the call of the last big one to 10, then 3.
+	if !slices.Equal(sizes, []int{2, 2, 2, 10, 3}) {
+		t.Fatalf("calls of %v entries", sizes)
+	}
+	if !strings.Contains(logs.String(), "not less than EventBridge's PutEvents limit of 262144") {
+		t.Fatalf("the refusal is not logged with its reason:\n%s", logs.String())
+	}
+}
+
+func clientOf(t *testing.T) *eventbridge.Client {
+	client, err := eventbus.NewClient(context.Background(), awsretry.Policy{MaxAttempts: 1, AttemptTimeout: 5 * time.Second, Backoff: awsretry.NoBackoff})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return client
 }
