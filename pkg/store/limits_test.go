@@ -17,6 +17,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 
+	"aitokens/pkg/api"
 	"aitokens/pkg/devtools/testenv"
 	"aitokens/pkg/seal"
 	"aitokens/pkg/seal/kmsseal"
@@ -319,6 +320,12 @@ func TestUsageLimit(t *testing.T) {
 	}
 	if after := scan(t, table); after != before {
 		t.Fatal("a refused registration changed the table")
+	}
+	// As the client sees it: the documented 409 ErrorMessage, naming the token and the bound.
+	status, body := api.Render(err)
+	if status != 409 || body.ResourceID != "x" || !strings.Contains(body.Message, "(3)") ||
+		len(body.Details) != 1 || body.Details[0] != (api.Detail{Field: "usages", Type: "limit", Message: "at most 3 usages"}) {
+		t.Fatalf("rendered %d %+v", status, body)
 	}
 	if created, err := register(st, "a", "req-again"); err != nil || created {
 		t.Fatalf("registering one it has, when full: created %v, %v; want false, nil", created, err)
