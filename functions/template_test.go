@@ -2,6 +2,7 @@ package functions_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"maps"
 	"os"
 	"os/exec"
@@ -18,6 +19,7 @@ import (
 
 	"aitokens/pkg/api"
 	"aitokens/pkg/config"
+	"aitokens/pkg/relay"
 	"aitokens/pkg/seal"
 )
 
@@ -197,7 +199,7 @@ func TestTemplateMatchesRouteTable(t *testing.T) {
 	}
 	for _, fn := range internalFunctions {
 		_, kms := actionsOf(t, resources, fn)
-		if want := map[string][]string{"resolve-token": {"kms:Decrypt"}}[fn]; !slices.Equal(kms, want) {
+		if want := map[string][]string{"resolve-token": {"kms:Decrypt"}, "relay": {"kms:Decrypt"}}[fn]; !slices.Equal(kms, want) {
 			t.Errorf("%s KMS permissions %v, want %v", fn, kms, want)
 		}
 		evs, _ := dig(resources, logicalID(fn), "Properties", "Events").(map[string]any)
@@ -225,7 +227,7 @@ func TestReadFunctionsDoNotLinkKMS(t *testing.T) {
 			t.Errorf("%s links local-development or test tooling (pkg/devtools)", fn)
 		}
 		kms := links(t, fn, "github.com/aws/aws-sdk-go-v2/service/kms")
-		if want := fn == "upsert-token" || fn == "resolve-token"; kms != want {
+		if want := fn == "upsert-token" || fn == "resolve-token" || fn == "relay"; kms != want {
 			t.Errorf("%s links the KMS client: %v, want %v", fn, kms, want)
 		}
 	}
@@ -471,6 +473,43 @@ func TestKMSConditionsAdmitTheSealersContext(t *testing.T) {
 	}
 	if grants == 0 {
 		t.Fatal("no KMS grant found in template.yaml")
+	}
+}
+
+// The relay is its own function behind its own URL: AuthType AWS_IAM (only principals granted
+// lambda:InvokeFunctionUrl may call it: the URL is no API route and has no JWT), InvokeMode
+// RESPONSE_STREAM (lambdaurl streams), no CORS (no page may drive it), a timeout that outlasts
+// the silence pkg/relay allows an upstream, KMS for opening values, and the URL as an output.
+func TestTemplateRelayFunction(t *testing.T) {
+	_, tpl, resources := loadTemplate(t)
+	props := dig(resources, "RelayFunction", "Properties")
+	url := dig(props, "FunctionUrlConfig")
+	if dig(url, "AuthType") != "AWS_IAM" || dig(url, "InvokeMode") != "RESPONSE_STREAM" || dig(url, "Cors") != nil {
+		t.Errorf("RelayFunction FunctionUrlConfig %v: want AuthType AWS_IAM, InvokeMode RESPONSE_STREAM, no Cors", url)
+	}
+	for id, res := range resources {
+		if id != "RelayFunction" && dig(res, "Properties", "FunctionUrlConfig") != nil {
+			t.Errorf("%s has a function URL: only the relay has one", id)
+		}
+		if dig(res, "Type") == "AWS::Lambda::Permission" && strings.Contains(fmt.Sprint(dig(res, "Properties", "Action")), "InvokeFunctionUrl") {
+			t.Errorf("%s grants lambda:InvokeFunctionUrl in the stack: who may call the relay is the platform's choice, granted to its agents' roles", id)
+		}
+	}
+	timeout, err := strconv.Atoi(fmt.Sprint(dig(props, "Timeout")))
+	if err != nil || time.Duration(timeout)*time.Second <= relay.DefaultHeaderTimeout || timeout > 900 {
+		t.Errorf("RelayFunction Timeout %v: want more than pkg/relay.DefaultHeaderTimeout (%v), at most Lambda's 900 s", dig(props, "Timeout"), relay.DefaultHeaderTimeout)
+	}
+	if !reflect.DeepEqual(dig(props, "Environment", "Variables", "KMS_KEY_ID"), map[string]any{"!GetAtt": "TokenKey.Arn"}) {
+		t.Errorf("RelayFunction KMS_KEY_ID %v", dig(props, "Environment", "Variables", "KMS_KEY_ID"))
+	}
+	if got := dig(tpl, "Outputs", "RelayUrl", "Value"); !reflect.DeepEqual(got, map[string]any{"!GetAtt": "RelayFunctionUrl.FunctionUrl"}) {
+		t.Errorf("Outputs RelayUrl %v: want !GetAtt RelayFunctionUrl.FunctionUrl (the URL SAM makes for RelayFunction)", got)
+	}
+	all, _ := actionsOf(t, resources, "relay")
+	slices.Sort(all)
+	want := []string{"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "kms:Decrypt", "logs:CreateLogStream", "logs:PutLogEvents"}
+	if !slices.Equal(all, want) {
+		t.Errorf("RelayRole may %v, want exactly %v (resolve's read and lastUsedAt, the refusal's event, Decrypt, its logs)", all, want)
 	}
 }
 
