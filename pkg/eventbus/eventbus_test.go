@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -19,6 +20,7 @@ import (
 	"aitokens/pkg/awsretry"
 	"aitokens/pkg/devtools/ebtest"
 	"aitokens/pkg/eventbus"
+	"aitokens/pkg/token"
 )
 
 // record is a stream record of a new audit event item of token id (seq its sequence number),
@@ -235,4 +237,61 @@ func clientOf(t *testing.T) *eventbridge.Client {
 		t.Fatal(err)
 	}
 	return client
+}
+
+// longest is the longest run of c that pattern matches (it fails on an unbounded pattern).
+func longest(t *testing.T, pattern, c string) string {
+	t.Helper()
+	re := regexp.MustCompile(pattern)
+	matched := false
+	for n := 1; n < 10_000; n++ {
+		switch ok := re.MatchString(strings.Repeat(c, n)); {
+		case ok:
+			matched = true
+		case matched:
+			return strings.Repeat(c, n-1)
+		}
+	}
+	t.Fatalf("%s is unbounded", pattern)
+	return ""
+}
+
+// The largest audit event the service writes (every field at the bound of what fills it; the
+// actor, a JWT's sub, within API Gateway's 10,240 bytes of request line and headers, "Quotas
+// for configuring and running an HTTP API") is far under 256 KB, and 10 of them still go in one
+// call: in production the cut by size never splits a batch; it guards against what the code
+// cannot bound.
+func TestLargestEventsGoTenToACall(t *testing.T) {
+	eb, p := publisher(t)
+	tenant := longest(t, token.TenantPattern, "t")
+	id := longest(t, token.IDPattern, "i")
+	usage := token.Usage{Kind: "oauth-client", RefID: longest(t, token.RefIDPattern, "r")}
+	var records []events.DynamoDBEventRecord
+	for i := range eventbus.MaxEntries {
+		rid := fmt.Sprintf("c6af9ac6-7b61-11e6-9a41-%012d", i) // a Lambda request id
+		sk := "event#" + id + "#2026-12-01T10:00:00.000Z#" + rid + "#" + usage.Key()
+		str := events.NewStringAttribute
+		img := map[string]events.DynamoDBAttributeValue{"pk": str(tenant), "sk": str(sk), "at": str("2026-12-01T10:00:00.000Z"),
+			"action": str(token.ActionUsageUnregister), "actor": str(strings.Repeat("a", 10240)), "requestId": str(rid), "tokenId": str(id),
+			"version": events.NewNumberAttribute("2147483647"), "outcome": str("key_service_unavailable"),
+			"changes": events.NewListAttribute([]events.DynamoDBAttributeValue{str("name"), str("expiresAt"), str("restricted"), str("replacedBy")}),
+			"usage":   str(usage.Kind + "/" + usage.RefID), "replaces": str(id), "replacedBy": str(id), "lead": str(strings.Repeat("l", 32)),
+			"expiresAt": str("9999-12-31T23:59:59.999Z")}
+		records = append(records, events.DynamoDBEventRecord{EventName: "INSERT", Change: events.DynamoDBStreamRecord{SequenceNumber: fmt.Sprint(i + 1),
+			Keys: map[string]events.DynamoDBAttributeValue{"pk": img["pk"], "sk": img["sk"]}, NewImage: img}})
+	}
+	res, sum := p.Publish(context.Background(), events.DynamoDBEvent{Records: records})
+	calls := eb.Calls()
+	if len(failures(res)) != 0 || sum.Published != eventbus.MaxEntries || len(calls) != 1 {
+		t.Fatalf("failures %v, %+v, %d calls", failures(res), sum, len(calls))
+	}
+	total, largest := 0, 0
+	for _, e := range calls[0] {
+		total += e.Size()
+		largest = max(largest, e.Size())
+	}
+	t.Logf("largest event entry %d bytes; 10 of them %d of EventBridge's %d", largest, total, eventbus.MaxRequestBytes)
+	if total >= eventbus.MaxRequestBytes {
+		t.Fatalf("10 of the largest entries are %d bytes, over EventBridge's %d", total, eventbus.MaxRequestBytes)
+	}
 }

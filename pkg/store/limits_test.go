@@ -17,6 +17,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 
+	"aitokens/pkg/api"
 	"aitokens/pkg/devtools/testenv"
 	"aitokens/pkg/seal"
 	"aitokens/pkg/seal/kmsseal"
@@ -31,7 +32,7 @@ import (
 // bound (a name, value, egress or usage limit, MaxReplaceUsages) past what AWS takes fails them.
 
 // maxLen is the longest UTF-8 string a bounded pattern (token.IDPattern, ...) matches.
-func maxLen(t *testing.T, pattern string) int {
+func maxLen(t testing.TB, pattern string) int {
 	t.Helper()
 	re, err := syntax.Parse(pattern, syntax.Perl)
 	if err != nil {
@@ -87,7 +88,7 @@ func largest(c string, n int) string { return strings.Repeat(c, n/len(c)) }
 // characters) and its sealed value at the largest sizes KMS documents: a key ARN of 2048
 // characters and a CiphertextBlob of 6144 bytes (KMS API reference, GenerateDataKey:
 // "KeyId ... Maximum length of 2048", "CiphertextBlob ... Maximum length of 6144").
-func worstToken(t *testing.T, tenant, id string) (token.Token, token.Sealed) {
+func worstToken(t testing.TB, tenant, id string) (token.Token, token.Sealed) {
 	hosts := make([]string, token.MaxAllowedHosts)
 	for i := range hosts {
 		// 253 characters: three labels of 63 and one of 61, each host its own first letter.
@@ -320,6 +321,12 @@ func TestUsageLimit(t *testing.T) {
 	if after := scan(t, table); after != before {
 		t.Fatal("a refused registration changed the table")
 	}
+	// As the client sees it: the documented 409 ErrorMessage, naming the token and the bound.
+	status, body := api.Render(err)
+	if status != 409 || body.ResourceID != "x" || !strings.Contains(body.Message, "(3)") ||
+		len(body.Details) != 1 || body.Details[0] != (api.Detail{Field: "usages", Type: "limit", Message: "at most 3 usages"}) {
+		t.Fatalf("rendered %d %+v", status, body)
+	}
 	if created, err := register(st, "a", "req-again"); err != nil || created {
 		t.Fatalf("registering one it has, when full: created %v, %v; want false, nil", created, err)
 	}
@@ -357,4 +364,44 @@ func scan(t *testing.T, table string) string {
 	}
 	slices.Sort(lines)
 	return strings.Join(lines, "\n")
+}
+
+// BenchmarkTransactionCheck measures what transact's limit check costs: the check alone on the
+// largest create's transaction (its token item at every bound, an event, a count update)
+// against that create on DynamoDB Local (which includes the check), and their ratio.
+func BenchmarkTransactionCheck(b *testing.B) {
+	ctx := context.Background()
+	st := store.New(testenv.Client(), testenv.NewTable(b))
+	tenant := largest("t", maxLen(b, token.TenantPattern))
+	tok, sealed := worstToken(b, tenant, "x")
+	item, err := store.FullTokenItem(tok, sealed, nil, "", time.Now())
+	if err != nil {
+		b.Fatal(err)
+	}
+	key := map[string]types.AttributeValue{"pk": &types.AttributeValueMemberS{Value: tenant}, "sk": &types.AttributeValueMemberS{Value: "count#07"}}
+	items := []types.TransactWriteItem{
+		{Put: &types.Put{TableName: aws.String("t"), Item: item, ConditionExpression: aws.String("attribute_not_exists(pk)")}},
+		{Put: &types.Put{TableName: aws.String("t"), Item: key, ConditionExpression: aws.String("attribute_not_exists(pk)")}},
+		{Update: &types.Update{TableName: aws.String("t"), Key: key, UpdateExpression: aws.String("ADD #n :d"),
+			ExpressionAttributeValues: map[string]types.AttributeValue{":d": &types.AttributeValueMemberN{Value: "1"}}}},
+	}
+	var check, create time.Duration
+	i := 0
+	for b.Loop() {
+		start := time.Now()
+		if err := store.CheckTransaction(items); err != nil {
+			b.Fatal(err)
+		}
+		check += time.Since(start)
+		tok.ID = fmt.Sprint("t", i)
+		start = time.Now()
+		if err := st.Create(ctx, tok, sealed, token.Event{RequestID: tok.ID}); err != nil {
+			b.Fatal(err)
+		}
+		create += time.Since(start)
+		i++
+	}
+	b.ReportMetric(float64(check.Nanoseconds())/float64(b.N), "check-ns/op")
+	b.ReportMetric(float64(create.Nanoseconds())/float64(b.N), "create-ns/op")
+	b.ReportMetric(float64(check)/float64(create), "check/create")
 }
