@@ -49,7 +49,7 @@ func ExampleNew_aws() {
 		log.Fatal(err)
 	}
 	rt, err := relayclient.New(relayclient.Config{
-		RelayURL:    os.Getenv("RELAY_URL"), // https://<url-id>.lambda-url.<region>.on.aws
+		RelayURL:    os.Getenv("RELAY_URL"), // the stack's RelayUrl output
 		Tenant:      "acme",
 		TokenID:     "openai-relayed",
 		Consumer:    "agent:support-agent",

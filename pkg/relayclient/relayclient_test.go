@@ -380,3 +380,20 @@ func TestREADMEQuotesTheExample(t *testing.T) {
 		t.Fatalf("README.md does not quote ExampleNew as it is:\n%s", example)
 	}
 }
+
+// closeCounter is a base transport that counts CloseIdleConnections calls.
+type closeCounter struct {
+	http.RoundTripper
+	closed int
+}
+
+func (c *closeCounter) CloseIdleConnections() { c.closed++ }
+
+// http.Client.CloseIdleConnections reaches the base transport through the relay's.
+func TestCloseIdleConnectionsReachesBase(t *testing.T) {
+	base := &closeCounter{RoundTripper: http.DefaultTransport}
+	(&http.Client{Transport: must(t, relayclient.Config{RelayURL: "http://localhost:8080", Tenant: "acme", TokenID: "openai", Base: base})}).CloseIdleConnections()
+	if base.closed != 1 {
+		t.Fatalf("base closed %d times", base.closed)
+	}
+}
