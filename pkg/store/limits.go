@@ -25,6 +25,10 @@ const (
 	MaxTransactionBytes = 4 * 1024 * 1024
 	MaxExpressionBytes  = 4 * 1024
 	maxTransactionItems = 100
+	// A BatchGetItem names at most 100 keys (and answers at most 16 MB, the rest coming back as
+	// UnprocessedKeys, which the readers follow), "Quotas in Amazon DynamoDB", API-specific.
+	// The store writes no BatchWriteItem (its 25-item bound does not arise).
+	maxBatchGetKeys = 100
 )
 
 // MaxUsages is the most usages one token may have. Every usage is mirrored in the token item's

@@ -16,6 +16,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/feature/dynamodb/attributevalue"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+	"github.com/aws/smithy-go"
 
 	"aitokens/pkg/api"
 	"aitokens/pkg/devtools/testenv"
@@ -404,4 +405,67 @@ func BenchmarkTransactionCheck(b *testing.B) {
 	b.ReportMetric(float64(check.Nanoseconds())/float64(b.N), "check-ns/op")
 	b.ReportMetric(float64(create.Nanoseconds())/float64(b.N), "create-ns/op")
 	b.ReportMetric(float64(check)/float64(create), "check/create")
+}
+
+// What the tests above lean on: DynamoDB Local refuses what AWS refuses at each of these
+// limits, so a write that fits there fits in AWS. Should a DynamoDB Local release grow laxer,
+// this fails rather than the others passing for nothing.
+func TestDynamoDBLocalEnforcesTheLimits(t *testing.T) {
+	ctx := context.Background()
+	table := testenv.NewTable(t)
+	testenv.LeaveInvariants(t, table, "raw items, no tokens")
+	db := testenv.Client()
+	raw := func(sk string, pad int) map[string]types.AttributeValue {
+		return map[string]types.AttributeValue{"pk": &types.AttributeValueMemberS{Value: "acme"}, "sk": &types.AttributeValueMemberS{Value: sk},
+			"p": &types.AttributeValueMemberS{Value: strings.Repeat("p", pad)}}
+	}
+	tx := func(items ...map[string]types.AttributeValue) error {
+		var actions []types.TransactWriteItem
+		for _, it := range items {
+			actions = append(actions, types.TransactWriteItem{Put: &types.Put{TableName: aws.String(table), Item: it}})
+		}
+		_, err := db.TransactWriteItems(ctx, &dynamodb.TransactWriteItemsInput{TransactItems: actions})
+		return err
+	}
+	many := func(n, pad int) []map[string]types.AttributeValue {
+		out := make([]map[string]types.AttributeValue, n)
+		for i := range out {
+			out[i] = raw(fmt.Sprint("m", n, "-", i), pad)
+		}
+		return out
+	}
+	if _, err := db.PutItem(ctx, &dynamodb.PutItemInput{TableName: aws.String(table), Item: raw("grow", 300*1024)}); err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		name string
+		call func() error
+	}{
+		{"an item over 400 KB", func() error {
+			_, err := db.PutItem(ctx, &dynamodb.PutItemInput{TableName: aws.String(table), Item: raw("big", store.MaxItemBytes)})
+			return err
+		}},
+		{"an update growing an item past 400 KB", func() error {
+			_, err := db.UpdateItem(ctx, &dynamodb.UpdateItemInput{TableName: aws.String(table), Key: map[string]types.AttributeValue{
+				"pk": &types.AttributeValueMemberS{Value: "acme"}, "sk": &types.AttributeValueMemberS{Value: "grow"}},
+				UpdateExpression:          aws.String("SET q = :q"),
+				ExpressionAttributeValues: map[string]types.AttributeValue{":q": &types.AttributeValueMemberS{Value: strings.Repeat("q", 101*1024)}}})
+			return err
+		}},
+		{"101 actions", func() error { return tx(many(101, 1)...) }},
+		{"a transaction over 4 MB", func() error { return tx(many(11, 390*1024)...) }},
+		{"an expression over 4 KB", func() error {
+			_, err := db.PutItem(ctx, &dynamodb.PutItemInput{TableName: aws.String(table), Item: raw("e", 1),
+				ConditionExpression: aws.String("attribute_not_exists(pk)" + strings.Repeat(" AND attribute_not_exists(pk)", 150))})
+			return err
+		}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			var apiErr smithy.APIError
+			if err := c.call(); !errors.As(err, &apiErr) || apiErr.ErrorCode() != "ValidationException" {
+				t.Fatalf("%v, want a ValidationException", err)
+			}
+		})
+	}
 }
