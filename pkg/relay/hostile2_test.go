@@ -109,6 +109,39 @@ func TestHostile2EncodedIDs(t *testing.T) {
 	}
 }
 
+// CONNECT and TRACE are refused (405 in the API's error shape) before the upstream is called:
+// CONNECT would turn the relay into a tunnel of unsearched bytes, TRACE asks the upstream to echo
+// the injected header back. OPTIONS goes through like any method.
+func TestHostile2Methods(t *testing.T) {
+	e := newEnv(t, true)
+	up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodTrace {
+			w.Header().Set("Content-Type", "message/http")
+			r.Header.Write(w)
+		}
+	})
+	e.create("open", bearer(up.host()), nil)
+	p := "/relay/acme/open/" + up.host() + "/x"
+	for _, m := range []string{"CONNECT", "TRACE", "trace"} {
+		res, body := e.raw(m + " " + p + " HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+		if !isError(res, body, http.StatusMethodNotAllowed) {
+			t.Errorf("%s: %d %s, want a JSON 405", m, res.StatusCode, body)
+		}
+	}
+	if n := len(up.received()); n != 0 {
+		t.Fatalf("the upstream got %d CONNECT/TRACE requests", n)
+	}
+	res, body := e.raw("OPTIONS " + p + " HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+	if res.StatusCode != 200 || len(up.received()) != 1 || up.received()[0].Method != "OPTIONS" {
+		t.Fatalf("OPTIONS: %d %s", res.StatusCode, body)
+	}
+	for k := range res.Header {
+		if strings.HasPrefix(strings.ToLower(k), "access-control-") {
+			t.Errorf("the relay added %s", k)
+		}
+	}
+}
+
 // A large request body reaches the upstream as the caller sends it: the upstream has read the
 // first MiB before the caller sends the rest (the relay does not buffer it), and gets it whole.
 func TestHostile2StreamsALargeRequestBody(t *testing.T) {
