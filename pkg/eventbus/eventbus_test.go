@@ -189,7 +189,7 @@ func TestTestEventBridgeEnforcesPutEventsLimits(t *testing.T) {
 // never sent (EventBridge would refuse its whole call) and is reported, saying why, while the
 // others go out.
 func TestBatchesAreCutToPutEventsLimits(t *testing.T) {
-	eb, p := publisher(t)
+	eb, _ := publisher(t)
 	big := func(seq int, n int) events.DynamoDBEventRecord {
 		// The usage attribute carries into the detail: 90 KB of it makes an entry of ~90 KB.
 		return record(seq, fmt.Sprintf("t%02d", seq), map[string]events.DynamoDBAttributeValue{"usage": events.NewStringAttribute(strings.Repeat("u", n))})
@@ -203,7 +203,7 @@ func TestBatchesAreCutToPutEventsLimits(t *testing.T) {
 		batch.Records = append(batch.Records, record(9+i, fmt.Sprintf("s%02d", i), nil))
 	}
 	var logs strings.Builder
-	p = eventbus.New(clientOf(t), ebtest.Bus, "aitokens", slog.New(slog.NewJSONHandler(&logs, nil))).WithBudget(10*time.Second, 100*time.Millisecond)
+	p := eventbus.New(clientOf(t), ebtest.Bus, "aitokens", slog.New(slog.NewJSONHandler(&logs, nil))).WithBudget(10*time.Second, 100*time.Millisecond)
 	res, sum := p.Publish(context.Background(), batch)
 	if !slices.Equal(failures(res), []string{"8"}) || sum.Published != 19 || sum.Failed != 1 || len(eb.Entries()) != 19 {
 		t.Fatalf("failures %v, summary %+v, %d accepted", failures(res), sum, len(eb.Entries()))
