@@ -109,6 +109,32 @@ func TestHostile2EncodedIDs(t *testing.T) {
 	}
 }
 
+// A {host} in another case reaches the listed entry, named as the policy names it (the Host the
+// upstream sees, the scheme --dev picks for localhost); an entry without a port is port 443 only,
+// one with a port that port only.
+func TestHostile2HostCaseAndPorts(t *testing.T) {
+	e := newEnv(t, true)
+	up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {})
+	port := strings.TrimPrefix(up.host(), "localhost:")
+	e.create("open", bearer(up.host(), "api.example.com"), nil)
+	a := e.do("GET", "/relay/acme/open/LocalHost:"+port+"/x", nil, "")
+	if a.status != 200 || len(up.received()) != 1 || up.received()[0].Host != up.host() {
+		t.Fatalf("uppercase host: %d %s, upstream got %d", a.status, a.body, len(up.received()))
+	}
+	for h, status := range map[string]int{
+		"api.example.com:8443": 403, "api.example.com:80": 403, "api.example.com:0443": 403, "localhost": 403,
+		"localhost:443": 403, "localhost:" + port + ":" + port: 403, "localhost:+" + port: 403, "[::1]:" + port: 403,
+		"user%40localhost:" + port: 403, "localhost.:" + port: 403, "%5B::1%5D:" + port: 403,
+	} {
+		if a := e.do("GET", "/relay/acme/open/"+h+"/x", nil, ""); a.status != status || a.err["code"] != float64(status) {
+			t.Errorf("%s: %d %s, want %d", h, a.status, a.body, status)
+		}
+	}
+	if n := len(up.received()); n != 1 {
+		t.Fatalf("the upstream got %d requests, want the one", n)
+	}
+}
+
 // CONNECT and TRACE are refused (405 in the API's error shape) before the upstream is called:
 // CONNECT would turn the relay into a tunnel of unsearched bytes, TRACE asks the upstream to echo
 // the injected header back. OPTIONS goes through like any method.
