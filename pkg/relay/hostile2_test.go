@@ -304,8 +304,9 @@ func TestHostile2ValueSplitAcrossChunks(t *testing.T) {
 }
 
 // The token's state and owner decide, warm or not: another tenant's token of the same id, a
-// token deleted or expired after a warm call, a consumer of another kind, two consumers in one
-// header are refused and the upstream gets nothing.
+// token deleted or expired after a warm call, a consumer of another kind, two consumer headers
+// (ambiguous: refused, whichever comes first) or two consumers in one are refused and the
+// upstream gets nothing.
 func TestHostile2TokenStates(t *testing.T) {
 	e := newEnv(t, true)
 	up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {})
@@ -348,6 +349,8 @@ func TestHostile2TokenStates(t *testing.T) {
 		{"deleted after a warm call", "/relay/acme/gone/" + up.host() + "/x", nil, 404},
 		{"expired after a warm call", "/relay/acme/soon/" + up.host() + "/x", nil, 410},
 		{"a consumer of another kind", "/relay/acme/restricted/" + up.host() + "/x", []string{"tool:support"}, 403},
+		{"two consumer headers, the registered one first", "/relay/acme/restricted/" + up.host() + "/x", []string{"agent:support", "agent:other"}, 400},
+		{"two consumer headers, the registered one last", "/relay/acme/restricted/" + up.host() + "/x", []string{"agent:other", "agent:support"}, 400},
 		{"two consumers in one header", "/relay/acme/restricted/" + up.host() + "/x", []string{"agent:support, agent:other"}, 400},
 	} {
 		req, _ := http.NewRequest("GET", e.relay.URL+c.path, nil)
