@@ -3,6 +3,7 @@ package relay_test
 import (
 	"bufio"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -300,6 +301,65 @@ func TestHostile2ValueSplitAcrossChunks(t *testing.T) {
 	a := e.do("GET", "/relay/acme/open/"+up.host()+"/x", nil, "")
 	if want := "data: " + relay.Redacted + "\n\ndata: " + relay.Redacted + "\n\n"; a.body != want {
 		t.Fatalf("body %q, want %q", a.body, want)
+	}
+}
+
+// encValue's base64 holds '+' and '/' (so its padded, unpadded, standard and URL alphabets all
+// differ), and it holds '/' and '<' (which JSON encoders escape as "\/" and "\u003c").
+const encValue = "sk-enc/val<ue?>>?0123456789abcd"
+
+// The forms of the value the relay promises to search for, in a body, a header and a redirect's
+// Location: the value and the rendered header, URL-encoded (query and path), base64 in both
+// alphabets, padded or not, and JSON-escaped as encoders write it.
+func TestHostile2EncodedEchoes(t *testing.T) {
+	e := newEnv(t, true)
+	forms := func(v string) []string {
+		out := []string{}
+		for _, s := range []string{v, "Bearer " + v} {
+			j, _ := json.Marshal(s)
+			js := strings.Trim(string(j), `"`)
+			out = append(out, s, url.QueryEscape(s), url.PathEscape(s), base64.StdEncoding.EncodeToString([]byte(s)),
+				base64.RawStdEncoding.EncodeToString([]byte(s)), base64.URLEncoding.EncodeToString([]byte(s)),
+				base64.RawURLEncoding.EncodeToString([]byte(s)), js, strings.ReplaceAll(js, "/", `\/`))
+		}
+		return out
+	}
+	up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		v := strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")
+		for i, f := range forms(v) {
+			w.Header().Add("X-Echo", fmt.Sprintf("%d %s", i, f))
+		}
+		w.Header().Set("Location", "https://elsewhere.example/?k="+base64.RawStdEncoding.EncodeToString([]byte(v)))
+		w.WriteHeader(http.StatusFound)
+		for i, f := range forms(v) {
+			fmt.Fprintf(w, "%d [%s]\n", i, f)
+		}
+	})
+	if _, err := e.svc.Upsert(context.Background(), service.Upsert{Tenant: "acme", ID: "enc", Name: aws.String("enc"),
+		Value: aws.String(encValue), Egress: bearer(up.host()), Meta: service.Meta{RequestID: "create-enc"}}); err != nil {
+		t.Fatal(err)
+	}
+	c := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	res, err := c.Get(e.relay.URL + "/relay/acme/enc/" + up.host() + "/x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	all := fmt.Sprintf("%v\n%s", res.Header, b)
+	if res.StatusCode != http.StatusFound {
+		t.Fatalf("%d %s", res.StatusCode, all)
+	}
+	for i, f := range forms(encValue) {
+		if strings.Contains(all, f) {
+			t.Errorf("form %d (%s) reached the caller", i, f)
+		}
+	}
+	if strings.Count(string(b), relay.Redacted) < len(forms(encValue)) {
+		t.Errorf("not every form redacted:\n%s", b)
+	}
+	if strings.Contains(e.logs.String(), encValue) || strings.Contains(e.emf.String(), encValue) {
+		t.Errorf("the value is in a log or metrics line")
 	}
 }
 
