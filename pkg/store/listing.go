@@ -29,7 +29,7 @@ import (
 //     (BatchGetItem, listing attributes only).
 //   - ListIndexByIDKeys (sort key id, keys only): a deep page of the id order reads the entries
 //     before it here, keys only as for the other orders, not list-id's listing attributes (at
-//     100,000 tokens its last page of 20 took 27–45 s on DynamoDB Local, from the keys 7–17 s).
+//     100,000 tokens its last page of 20 read 167 bytes per token from list-id, 34 from here).
 //
 // A token has its derived keys from its create on, changed in the same writes that change what
 // they derive from (Update, Replace). A token written before them has none (it is "unlisted")
