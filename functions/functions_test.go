@@ -28,9 +28,10 @@ import (
 )
 
 // internalFunctions are the functions without an API route: resolve-token (invoked directly
-// by the platform's services), publish-events (the table's stream) and sweep-expiring (a
-// schedule). The template test checks each one's trigger and permissions.
-var internalFunctions = []string{"resolve-token", "publish-events", "sweep-expiring"}
+// by the platform's services), publish-events (the table's stream), sweep-expiring (a
+// schedule) and relay (its own function URL). The template test checks each one's trigger and
+// permissions.
+var internalFunctions = []string{"resolve-token", "publish-events", "sweep-expiring", "relay"}
 
 // functionNames is every function: one per route plus the internal ones.
 func functionNames() []string {

@@ -76,9 +76,9 @@ func TestEveryFunctionLogsAndMeasuresItsInvocations(t *testing.T) {
 	// In an order in which each succeeds: create, read, change, use, resolve, delete; then the
 	// event functions (on their sample events, which hold no tenant's request).
 	order := []string{"upsert-token", "get-token", "patch-token", "list-tokens", "search-tokens", "register-token-usage",
-		"list-token-usages", "unregister-token-usage", "resolve-token", "list-token-events", "delete-token",
+		"list-token-usages", "unregister-token-usage", "resolve-token", "relay", "list-token-events", "delete-token",
 		"publish-events", "sweep-expiring"}
-	internal := map[string]string{"resolve-token": "resolve", "publish-events": "publish", "sweep-expiring": "sweep"} // their msg
+	internal := map[string]string{"resolve-token": "resolve", "publish-events": "publish", "sweep-expiring": "sweep", "relay": "relay"} // their msg
 	if len(order) != len(functionNames()) {
 		t.Fatalf("the order names %d functions, there are %d", len(order), len(functionNames()))
 	}
@@ -146,6 +146,10 @@ func TestEveryFunctionLogsAndMeasuresItsInvocations(t *testing.T) {
 		case "resolve-token":
 			if m["KMSCalls"] != 1.0 || m["ResolveCacheMisses"] != 1.0 {
 				t.Errorf("a cold resolve-token: %v", m)
+			}
+		case "relay": // the sample's token has no egress policy: opened, then refused
+			if m["KMSCalls"] != 1.0 || m["ResolveCacheMisses"] != 1.0 || m["status"] != "403" || m["tokenId"] != "openai" {
+				t.Errorf("a cold relay on a token without a policy: %v", m)
 			}
 		case "publish-events": // the sample holds two audit events and a token's change
 			if m["EventsPublished"] != 2.0 || m["EventsFailed"] != 0.0 || len(bus.Entries()) != 2 {

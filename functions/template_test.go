@@ -2,6 +2,8 @@ package functions_test
 
 import (
 	"encoding/json"
+	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,6 +19,7 @@ import (
 
 	"aitokens/pkg/api"
 	"aitokens/pkg/config"
+	"aitokens/pkg/relay"
 	"aitokens/pkg/seal"
 )
 
@@ -196,7 +199,7 @@ func TestTemplateMatchesRouteTable(t *testing.T) {
 	}
 	for _, fn := range internalFunctions {
 		_, kms := actionsOf(t, resources, fn)
-		if want := map[string][]string{"resolve-token": {"kms:Decrypt"}}[fn]; !slices.Equal(kms, want) {
+		if want := map[string][]string{"resolve-token": {"kms:Decrypt"}, "relay": {"kms:Decrypt"}}[fn]; !slices.Equal(kms, want) {
 			t.Errorf("%s KMS permissions %v, want %v", fn, kms, want)
 		}
 		evs, _ := dig(resources, logicalID(fn), "Properties", "Events").(map[string]any)
@@ -224,7 +227,7 @@ func TestReadFunctionsDoNotLinkKMS(t *testing.T) {
 			t.Errorf("%s links local-development or test tooling (pkg/devtools)", fn)
 		}
 		kms := links(t, fn, "github.com/aws/aws-sdk-go-v2/service/kms")
-		if want := fn == "upsert-token" || fn == "resolve-token"; kms != want {
+		if want := fn == "upsert-token" || fn == "resolve-token" || fn == "relay"; kms != want {
 			t.Errorf("%s links the KMS client: %v, want %v", fn, kms, want)
 		}
 	}
@@ -470,5 +473,161 @@ func TestKMSConditionsAdmitTheSealersContext(t *testing.T) {
 	}
 	if grants == 0 {
 		t.Fatal("no KMS grant found in template.yaml")
+	}
+}
+
+// The relay is its own function behind its own URL: AuthType AWS_IAM (only principals granted
+// lambda:InvokeFunctionUrl may call it: the URL is no API route and has no JWT), InvokeMode
+// RESPONSE_STREAM (lambdaurl streams), no CORS (no page may drive it), a timeout that outlasts
+// the silence pkg/relay allows an upstream, KMS for opening values, and the URL as an output.
+func TestTemplateRelayFunction(t *testing.T) {
+	_, tpl, resources := loadTemplate(t)
+	props := dig(resources, "RelayFunction", "Properties")
+	url := dig(props, "FunctionUrlConfig")
+	if dig(url, "AuthType") != "AWS_IAM" || dig(url, "InvokeMode") != "RESPONSE_STREAM" || dig(url, "Cors") != nil {
+		t.Errorf("RelayFunction FunctionUrlConfig %v: want AuthType AWS_IAM, InvokeMode RESPONSE_STREAM, no Cors", url)
+	}
+	for id, res := range resources {
+		if id != "RelayFunction" && dig(res, "Properties", "FunctionUrlConfig") != nil {
+			t.Errorf("%s has a function URL: only the relay has one", id)
+		}
+		if dig(res, "Type") == "AWS::Lambda::Permission" && strings.Contains(fmt.Sprint(dig(res, "Properties", "Action")), "InvokeFunctionUrl") {
+			t.Errorf("%s grants lambda:InvokeFunctionUrl in the stack: who may call the relay is the platform's choice, granted to its agents' roles", id)
+		}
+	}
+	timeout, err := strconv.Atoi(fmt.Sprint(dig(props, "Timeout")))
+	if err != nil || time.Duration(timeout)*time.Second <= relay.DefaultHeaderTimeout || timeout > 900 {
+		t.Errorf("RelayFunction Timeout %v: want more than pkg/relay.DefaultHeaderTimeout (%v), at most Lambda's 900 s", dig(props, "Timeout"), relay.DefaultHeaderTimeout)
+	}
+	if !reflect.DeepEqual(dig(props, "Environment", "Variables", "KMS_KEY_ID"), map[string]any{"!GetAtt": "TokenKey.Arn"}) {
+		t.Errorf("RelayFunction KMS_KEY_ID %v", dig(props, "Environment", "Variables", "KMS_KEY_ID"))
+	}
+	if got := dig(tpl, "Outputs", "RelayUrl", "Value"); !reflect.DeepEqual(got, map[string]any{"!GetAtt": "RelayFunctionUrl.FunctionUrl"}) {
+		t.Errorf("Outputs RelayUrl %v: want !GetAtt RelayFunctionUrl.FunctionUrl (the URL SAM makes for RelayFunction)", got)
+	}
+	all, _ := actionsOf(t, resources, "relay")
+	slices.Sort(all)
+	want := []string{"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "kms:Decrypt", "logs:CreateLogStream", "logs:PutLogEvents"}
+	if !slices.Equal(all, want) {
+		t.Errorf("RelayRole may %v, want exactly %v (resolve's read and lastUsedAt, the refusal's event, Decrypt, its logs)", all, want)
+	}
+}
+
+// samconfigSections reads samconfig.toml's flat layout: [section] headers and key = value lines
+// (values as written, quotes and all).
+func samconfigSections(t *testing.T) map[string]map[string]string {
+	t.Helper()
+	raw, err := os.ReadFile("../samconfig.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sections := map[string]map[string]string{}
+	current := ""
+	for _, line := range strings.Split(string(raw), "\n") {
+		line = strings.TrimSpace(line)
+		switch {
+		case line == "" || strings.HasPrefix(line, "#"):
+		case strings.HasPrefix(line, "[") && strings.HasSuffix(line, "]"):
+			current = strings.Trim(line, "[]")
+			sections[current] = map[string]string{}
+		default:
+			key, value, ok := strings.Cut(line, "=")
+			if ok && current != "" {
+				sections[current][strings.TrimSpace(key)] = strings.TrimSpace(value)
+			}
+		}
+	}
+	return sections
+}
+
+// The README's deploy section says what a first deploy needs, and that agrees with
+// samconfig.toml and the template: each placeholder it tells you to change is in samconfig's
+// parameter_overrides as written and is a template parameter (JwtIssuer, JwtAudience and
+// CorsAllowedOrigins among them); the capabilities it names are samconfig's, and they are the
+// ones the template needs; the SAM CLI's local expansion of AWS::LanguageExtensions is switched
+// on where the template declares it; the stack outputs its commands read exist.
+func TestDeployDocsMatchSamconfig(t *testing.T) {
+	_, tpl, resources := loadTemplate(t)
+	params, _ := dig(tpl, "Parameters").(map[string]any)
+	readme, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, section, ok := strings.Cut(string(readme), "\n### Deploy\n")
+	if !ok {
+		t.Fatal("README.md has no ### Deploy section")
+	}
+	section = section[:strings.Index(section+"\n### ", "\n### ")] // up to the next subsection
+	sam := samconfigSections(t)
+	deploy := sam["default.deploy.parameters"]
+
+	overrides := deploy["parameter_overrides"]
+	placeholders := regexp.MustCompile("(?m)^\\| `([A-Za-z]+)=\"([^\"]*)\"` \\|").FindAllStringSubmatch(section, -1)
+	named := map[string]bool{}
+	for _, m := range placeholders {
+		name, value := m[1], m[2]
+		named[name] = true
+		if !strings.Contains(overrides, name+`=\"`+value+`\"`) {
+			t.Errorf("README's placeholder %s=%q is not in samconfig.toml's parameter_overrides", name, value)
+		}
+		if _, ok := params[name]; !ok {
+			t.Errorf("README's placeholder %s is no parameter of template.yaml", name)
+		}
+	}
+	for _, name := range []string{"JwtIssuer", "JwtAudience", "CorsAllowedOrigins"} {
+		if !named[name] {
+			t.Errorf("README's deploy section does not say what to change %s to", name)
+		}
+	}
+
+	// The capabilities the template needs: IAM for roles, NAMED_IAM when one has a name,
+	// AUTO_EXPAND for its transforms (macros).
+	want := map[string]bool{}
+	for _, res := range resources {
+		if typ, _ := dig(res, "Type").(string); strings.HasPrefix(typ, "AWS::IAM::") {
+			want["CAPABILITY_IAM"] = true
+			for _, key := range []string{"RoleName", "UserName", "GroupName", "ManagedPolicyName", "InstanceProfileName"} {
+				if dig(res, "Properties", key) != nil {
+					want["CAPABILITY_NAMED_IAM"] = true
+				}
+			}
+		}
+	}
+	transforms := strs(dig(tpl, "Transform"))
+	if len(transforms) > 0 {
+		want["CAPABILITY_AUTO_EXPAND"] = true
+	}
+	capabilities := strings.Trim(deploy["capabilities"], `"`)
+	got := map[string]bool{}
+	for _, c := range strings.Fields(capabilities) {
+		got[c] = true
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("samconfig.toml acknowledges %v; the template needs %v", slices.Sorted(maps.Keys(got)), slices.Sorted(maps.Keys(want)))
+	}
+	if !strings.Contains(section, `capabilities = "`+capabilities+`"`) {
+		t.Errorf("README's deploy section does not name samconfig.toml's capabilities %q", capabilities)
+	}
+
+	if slices.Contains(transforms, "AWS::LanguageExtensions") {
+		for _, name := range []string{"build", "package", "deploy", "validate", "local_invoke"} {
+			if sam["default."+name+".parameters"]["language_extensions"] != "true" {
+				t.Errorf("samconfig.toml: sam %s does not expand AWS::LanguageExtensions (language_extensions = true)", name)
+			}
+		}
+		if !strings.Contains(section, "SAM CLI 1.160.0 or newer") {
+			t.Error("README's deploy section does not name the SAM CLI version that supports AWS::LanguageExtensions")
+		}
+	}
+
+	outputs, _ := dig(tpl, "Outputs").(map[string]any)
+	used := regexp.MustCompile(`\$\(out ([A-Za-z]+)\)`).FindAllStringSubmatch(section, -1)
+	if len(used) == 0 {
+		t.Error("README's deploy section reads no stack output")
+	}
+	for _, m := range used {
+		if _, ok := outputs[m[1]]; !ok {
+			t.Errorf("README's deploy check reads the output %s, which template.yaml does not declare", m[1])
+		}
 	}
 }

@@ -73,6 +73,14 @@ func invoke(args []string) error {
 	}
 	fmt.Fprintf(os.Stderr, "init %s, invoke %s\n", res.InitDuration.Round(100_000), res.InvokeDuration.Round(100_000))
 	out := res.Response
+	if res.Streamed { // a function URL's stream (the relay): the prelude, a line, the body as sent
+		if prelude, body, ok := bytes.Cut(out, make([]byte, 8)); ok {
+			out = append(append(prelude, '\n'), body...)
+		}
+		if res.StreamErrorType != "" {
+			fmt.Fprintf(os.Stderr, "the stream broke off: %s %s\n", res.StreamErrorType, res.StreamError)
+		}
+	}
 	if out == nil {
 		out = append(res.Error, res.InitError...)
 	}

@@ -135,6 +135,9 @@ func Render(err error) (int, ErrorMessage) {
 	case token.TooManyUsages:
 		body.Message = fmt.Sprintf("The token %s has more usages than one replacement carries (%d); unregister some, or create the new token and move them yourself.", e.ResourceID, e.Limit)
 		body.Details = []Detail{{Field: "replaces", Type: "limit", Message: fmt.Sprintf("at most %d usages", e.Limit)}}
+	case token.UsageLimit:
+		body.Message = fmt.Sprintf("The token %s has the most usages a token may have (%d); unregister one first.", e.ResourceID, e.Limit)
+		body.Details = []Detail{{Field: "usages", Type: "limit", Message: fmt.Sprintf("at most %d usages", e.Limit)}}
 	case token.OtherTenant:
 		body.Message = forbidden
 		body.Details = []Detail{{Type: "tenant", Message: "the access token is not for this tenant"}}

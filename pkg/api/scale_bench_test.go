@@ -68,12 +68,7 @@ func (m *capacityMeter) saw(op, index string, items ...map[string]types.Attribut
 	m.reads = append(m.reads, r)
 }
 
-// take returns the units and reads since the last take.
-func (m *capacityMeter) take() float64 {
-	u, _ := m.takeAll()
-	return u
-}
-
+// takeAll returns the units and reads since the last take.
 func (m *capacityMeter) takeAll() (float64, []readSeen) {
 	m.mu.Lock()
 	defer m.mu.Unlock()

@@ -2,18 +2,25 @@ package eventbus_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/aws/aws-lambda-go/events"
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/eventbridge"
+	"github.com/aws/aws-sdk-go-v2/service/eventbridge/types"
+	"github.com/aws/smithy-go"
 
 	"aitokens/pkg/awsretry"
 	"aitokens/pkg/devtools/ebtest"
 	"aitokens/pkg/eventbus"
+	"aitokens/pkg/token"
 )
 
 // record is a stream record of a new audit event item of token id (seq its sequence number),
@@ -126,5 +133,165 @@ func TestDetailTypes(t *testing.T) {
 	}
 	if eventbus.DetailType("something_new") != eventbus.DetailTypeOther {
 		t.Error("an unknown action")
+	}
+}
+
+// EventBridge's limits of one call (issue 27), which the test EventBridge enforces as AWS does:
+// a call of entries totalling 256 KB or more by the documented formula is refused whole, one
+// just under is taken, and so are 10 entries but not 11.
+func TestTestEventBridgeEnforcesPutEventsLimits(t *testing.T) {
+	eb := ebtest.New()
+	t.Cleanup(eb.Close)
+	eb.UseFromEnv(t)
+	client, err := eventbus.NewClient(context.Background(), awsretry.Policy{MaxAttempts: 1, AttemptTimeout: 5 * time.Second, Backoff: awsretry.NoBackoff})
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
+	entry := func(size int) types.PutEventsRequestEntry {
+		e := types.PutEventsRequestEntry{Source: aws.String("aitokens"), DetailType: aws.String("AI Token Updated"), EventBusName: aws.String(ebtest.Bus),
+			Time: &at, Resources: []string{"arn:aws:dynamodb:us-east-1:111122223333:table/t"}}
+		pad := size - eventbus.EntrySize(e) - len(`{"p":""}`)
+		// Multi-byte characters (and one quote JSON escapes): the size is of UTF-8 bytes, not of the request.
+		e.Detail = aws.String(`{"p":"` + strings.Repeat("€", pad/3) + strings.Repeat("x", pad%3) + `"}`)
+		if eventbus.EntrySize(e) != size {
+			t.Fatalf("entry of %d bytes, want %d", eventbus.EntrySize(e), size)
+		}
+		return e
+	}
+	cases := []struct {
+		name    string
+		entries []types.PutEventsRequestEntry
+		ok      bool
+	}{
+		{"one entry of 256 KB - 1", []types.PutEventsRequestEntry{entry(eventbus.MaxRequestBytes - 1)}, true},
+		{"one entry of 256 KB", []types.PutEventsRequestEntry{entry(eventbus.MaxRequestBytes)}, false},
+		{"two entries of 128 KB", []types.PutEventsRequestEntry{entry(eventbus.MaxRequestBytes / 2), entry(eventbus.MaxRequestBytes / 2)}, false},
+		{"10 entries", slices.Repeat([]types.PutEventsRequestEntry{entry(1000)}, 10), true},
+		{"11 entries", slices.Repeat([]types.PutEventsRequestEntry{entry(1000)}, 11), false},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			out, err := client.PutEvents(context.Background(), &eventbridge.PutEventsInput{Entries: c.entries})
+			var apiErr smithy.APIError
+			switch {
+			case c.ok && (err != nil || out.FailedEntryCount != 0):
+				t.Fatalf("refused: %v %+v", err, out)
+			case !c.ok && (!errors.As(err, &apiErr) || apiErr.ErrorCode() != "ValidationException"):
+				t.Fatalf("%v, want a ValidationException", err)
+			}
+		})
+	}
+}
+
+// A batch whose entries would make a call of 256 KB or more is cut into calls under it (and of
+// at most 10 entries), every entry published once; an entry that alone is 256 KB or more is
+// never sent (EventBridge would refuse its whole call) and is reported, saying why, while the
+// others go out.
+func TestBatchesAreCutToPutEventsLimits(t *testing.T) {
+	eb, _ := publisher(t)
+	big := func(seq int, n int) events.DynamoDBEventRecord {
+		// The usage attribute carries into the detail: 90 KB of it makes an entry of ~90 KB.
+		return record(seq, fmt.Sprintf("t%02d", seq), map[string]events.DynamoDBAttributeValue{"usage": events.NewStringAttribute(strings.Repeat("u", n))})
+	}
+	var batch events.DynamoDBEvent
+	for i := range 7 {
+		batch.Records = append(batch.Records, big(i+1, 90*1024))
+	}
+	batch.Records = append(batch.Records, big(8, eventbus.MaxRequestBytes))
+	for i := range 12 {
+		batch.Records = append(batch.Records, record(9+i, fmt.Sprintf("s%02d", i), nil))
+	}
+	var logs strings.Builder
+	p := eventbus.New(clientOf(t), ebtest.Bus, "aitokens", slog.New(slog.NewJSONHandler(&logs, nil))).WithBudget(10*time.Second, 100*time.Millisecond)
+	res, sum := p.Publish(context.Background(), batch)
+	if !slices.Equal(failures(res), []string{"8"}) || sum.Published != 19 || sum.Failed != 1 || len(eb.Entries()) != 19 {
+		t.Fatalf("failures %v, summary %+v, %d accepted", failures(res), sum, len(eb.Entries()))
+	}
+	var sizes []int
+	for _, c := range eb.Calls() {
+		total := 0
+		for _, e := range c {
+			total += e.Size()
+			if strings.Contains(e.Detail, `"tokenId":"t08"`) {
+				t.Fatal("the entry over the limit was sent")
+			}
+		}
+		if total >= ebtest.MaxRequestBytes || len(c) > eventbus.MaxEntries {
+			t.Fatalf("a call of %d entries and %d bytes", len(c), total)
+		}
+		sizes = append(sizes, len(c))
+	}
+	// 90 KB entries two to a call; the small ones fill the call of the last big one to 10, then 3.
+	if !slices.Equal(sizes, []int{2, 2, 2, 10, 3}) {
+		t.Fatalf("calls of %v entries", sizes)
+	}
+	if !strings.Contains(logs.String(), "not less than EventBridge's PutEvents limit of 262144") {
+		t.Fatalf("the refusal is not logged with its reason:\n%s", logs.String())
+	}
+}
+
+func clientOf(t *testing.T) *eventbridge.Client {
+	client, err := eventbus.NewClient(context.Background(), awsretry.Policy{MaxAttempts: 1, AttemptTimeout: 5 * time.Second, Backoff: awsretry.NoBackoff})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return client
+}
+
+// longest is the longest run of c that pattern matches (it fails on an unbounded pattern).
+func longest(t *testing.T, pattern, c string) string {
+	t.Helper()
+	re := regexp.MustCompile(pattern)
+	matched := false
+	for n := 1; n < 10_000; n++ {
+		switch ok := re.MatchString(strings.Repeat(c, n)); {
+		case ok:
+			matched = true
+		case matched:
+			return strings.Repeat(c, n-1)
+		}
+	}
+	t.Fatalf("%s is unbounded", pattern)
+	return ""
+}
+
+// The largest audit event the service writes (every field at the bound of what fills it; the
+// actor, a JWT's sub, within API Gateway's 10,240 bytes of request line and headers, "Quotas
+// for configuring and running an HTTP API") is far under 256 KB, and 10 of them still go in one
+// call: in production the cut by size never splits a batch; it guards against what the code
+// cannot bound.
+func TestLargestEventsGoTenToACall(t *testing.T) {
+	eb, p := publisher(t)
+	tenant := longest(t, token.TenantPattern, "t")
+	id := longest(t, token.IDPattern, "i")
+	usage := token.Usage{Kind: "oauth-client", RefID: longest(t, token.RefIDPattern, "r")}
+	var records []events.DynamoDBEventRecord
+	for i := range eventbus.MaxEntries {
+		rid := fmt.Sprintf("c6af9ac6-7b61-11e6-9a41-%012d", i) // a Lambda request id
+		sk := "event#" + id + "#2026-12-01T10:00:00.000Z#" + rid + "#" + usage.Key()
+		str := events.NewStringAttribute
+		img := map[string]events.DynamoDBAttributeValue{"pk": str(tenant), "sk": str(sk), "at": str("2026-12-01T10:00:00.000Z"),
+			"action": str(token.ActionUsageUnregister), "actor": str(strings.Repeat("a", 10240)), "requestId": str(rid), "tokenId": str(id),
+			"version": events.NewNumberAttribute("2147483647"), "outcome": str("key_service_unavailable"),
+			"changes": events.NewListAttribute([]events.DynamoDBAttributeValue{str("name"), str("expiresAt"), str("restricted"), str("replacedBy")}),
+			"usage":   str(usage.Kind + "/" + usage.RefID), "replaces": str(id), "replacedBy": str(id), "lead": str(strings.Repeat("l", 32)),
+			"expiresAt": str("9999-12-31T23:59:59.999Z")}
+		records = append(records, events.DynamoDBEventRecord{EventName: "INSERT", Change: events.DynamoDBStreamRecord{SequenceNumber: fmt.Sprint(i + 1),
+			Keys: map[string]events.DynamoDBAttributeValue{"pk": img["pk"], "sk": img["sk"]}, NewImage: img}})
+	}
+	res, sum := p.Publish(context.Background(), events.DynamoDBEvent{Records: records})
+	calls := eb.Calls()
+	if len(failures(res)) != 0 || sum.Published != eventbus.MaxEntries || len(calls) != 1 {
+		t.Fatalf("failures %v, %+v, %d calls", failures(res), sum, len(calls))
+	}
+	total, largest := 0, 0
+	for _, e := range calls[0] {
+		total += e.Size()
+		largest = max(largest, e.Size())
+	}
+	t.Logf("largest event entry %d bytes; 10 of them %d of EventBridge's %d", largest, total, eventbus.MaxRequestBytes)
+	if total >= eventbus.MaxRequestBytes {
+		t.Fatalf("10 of the largest entries are %d bytes, over EventBridge's %d", total, eventbus.MaxRequestBytes)
 	}
 }

@@ -21,8 +21,50 @@ import (
 	"aitokens/pkg/config"
 )
 
-// MaxEntries is how many entries one PutEvents call takes (EventBridge's limit).
-const MaxEntries = 10
+// EventBridge's limits of one PutEvents call (issue 27): at most 10 entries ("Amazon
+// EventBridge quotas", https://docs.aws.amazon.com/eventbridge/latest/userguide/eb-quota.html),
+// whose total entry size, counted as EntrySize does, must be less than 256 KB ("Calculating
+// Amazon EventBridge PutEvents event entry size",
+// https://docs.aws.amazon.com/eventbridge/latest/userguide/eb-putevent-size.html). A batch is
+// cut into calls within both, and an entry that alone is not less than MaxRequestBytes is
+// reported rather than sent (EventBridge would refuse the whole call it is in).
+const (
+	MaxEntries      = 10
+	MaxRequestBytes = 256 * 1024
+)
+
+// EntrySize is an entry's size as EventBridge counts it against MaxRequestBytes: 14 bytes for
+// Time when set, and the UTF-8 bytes of Source, DetailType, Detail and each of Resources (the
+// documented formula: EventBusName and the JSON around the fields do not count).
+func EntrySize(e types.PutEventsRequestEntry) int {
+	n := len(aws.ToString(e.Source)) + len(aws.ToString(e.DetailType)) + len(aws.ToString(e.Detail))
+	if e.Time != nil {
+		n += 14
+	}
+	for _, r := range e.Resources {
+		n += len(r)
+	}
+	return n
+}
+
+// calls cuts entries into PutEvents calls of at most MaxEntries entries and less than
+// MaxRequestBytes in all, in their order (each entry is less than MaxRequestBytes itself).
+func calls(todo []*pending) [][]*pending {
+	var out [][]*pending
+	start, size := 0, 0
+	for i, p := range todo {
+		n := EntrySize(p.entry)
+		if i > start && (i-start == MaxEntries || size+n >= MaxRequestBytes) {
+			out = append(out, todo[start:i])
+			start, size = i, 0
+		}
+		size += n
+	}
+	if start < len(todo) {
+		out = append(out, todo[start:])
+	}
+	return out
+}
 
 // Client is the one EventBridge call the publisher makes: *eventbridge.Client, or LogClient.
 type Client interface {
@@ -86,6 +128,7 @@ type pending struct {
 	entry  types.PutEventsRequestEntry
 	tries  int
 	reason string // why its last try failed
+	unsent bool   // failed before any try: not an entry, or one EventBridge never takes
 }
 
 // Summary is what one batch came to.
@@ -126,7 +169,7 @@ func (p *Publisher) Publish(ctx context.Context, batch events.DynamoDBEvent) (ev
 		}
 		d, err := DetailOf(r)
 		if err != nil {
-			failed = append(failed, &pending{seq: r.Change.SequenceNumber, reason: err.Error()})
+			failed = append(failed, &pending{seq: r.Change.SequenceNumber, reason: err.Error(), unsent: true})
 			continue
 		}
 		e := types.PutEventsRequestEntry{Source: aws.String(p.source), DetailType: aws.String(DetailType(d.Action)),
@@ -136,6 +179,12 @@ func (p *Publisher) Publish(ctx context.Context, batch events.DynamoDBEvent) (ev
 		}
 		if at, err := time.Parse(time.RFC3339Nano, d.At); err == nil {
 			e.Time = &at
+		}
+		if n := EntrySize(e); n >= MaxRequestBytes {
+			// Never accepted, however often it is tried: reported (Lambda's retries, then the DLQ).
+			failed = append(failed, &pending{seq: r.Change.SequenceNumber, id: d.ID, entry: e, unsent: true,
+				reason: fmt.Sprintf("the entry is %d bytes, not less than EventBridge's PutEvents limit of %d", n, MaxRequestBytes)})
+			continue
 		}
 		todo = append(todo, &pending{seq: r.Change.SequenceNumber, id: d.ID, entry: e})
 	}
@@ -151,8 +200,7 @@ func (p *Publisher) Publish(ctx context.Context, batch events.DynamoDBEvent) (ev
 			}
 		}
 		var again []*pending
-		for start := 0; start < len(todo); start += MaxEntries {
-			chunk := todo[start:min(start+MaxEntries, len(todo))]
+		for _, chunk := range calls(todo) {
 			retry, gaveUp := p.put(budget, chunk)
 			again = append(again, retry...)
 			failed = append(failed, gaveUp...)
@@ -174,22 +222,22 @@ func (p *Publisher) Publish(ctx context.Context, batch events.DynamoDBEvent) (ev
 			p.log.ErrorContext(ctx, "event not published", "id", f.id, "sequenceNumber", f.seq, "tries", f.tries, "error", f.reason)
 		}
 	}
-	return res, Summary{Records: len(batch.Records), Ignored: ignored, Published: total - len(failed) + countUnparsed(failed),
+	return res, Summary{Records: len(batch.Records), Ignored: ignored, Published: total - len(failed) + countUnsent(failed),
 		Retried: retried, Failed: len(failed)}
 }
 
-// countUnparsed is how many failures were never entries (they are not among the published).
-func countUnparsed(failed []*pending) int {
+// countUnsent is how many failures were never sent (they are not among the published).
+func countUnsent(failed []*pending) int {
 	n := 0
 	for _, f := range failed {
-		if f.id == "" {
+		if f.unsent {
 			n++
 		}
 	}
 	return n
 }
 
-// put sends one call of at most MaxEntries entries: those to retry (failed entries, or all of
+// put sends one call (of at most MaxEntries entries and MaxRequestBytes): those to retry (failed entries, or all of
 // them after a throttled, failed or stalled call) and those not worth retrying (refused).
 func (p *Publisher) put(ctx context.Context, chunk []*pending) (retry, gaveUp []*pending) {
 	entries := make([]types.PutEventsRequestEntry, len(chunk))

@@ -55,6 +55,8 @@ type Config struct {
 	Dev bool
 	// HeaderTimeout bounds the wait for the upstream's response headers (504 after it).
 	HeaderTimeout time.Duration
+	// Props, when set, adds members to a call's metrics line (the function's X-Ray trace id).
+	Props func(context.Context) []metrics.Dimension
 }
 
 // Handler is the relay.
@@ -83,7 +85,7 @@ func New(cfg Config) (*Handler, error) {
 	h := &Handler{cfg: cfg, transport: newTransport(cfg.Dev, cfg.HeaderTimeout), mux: http.NewServeMux()}
 	h.mux.HandleFunc(Prefix+"{tenant}/{tokenId}/{host}/{path...}", h.relay)
 	h.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		h.finish(w, r, &call{start: time.Now(), rid: requestID(r.Context())},
+		h.finish(w, r, &call{start: time.Now(), rid: requestID(r.Context()), rec: recorder(r.Context())},
 			&token.Error{Kind: token.NotFound, Message: "The relay's path is /relay/{tenant}/{tokenId}/{host}/{path}."})
 	})
 	return h, nil
@@ -114,7 +116,7 @@ type call struct {
 
 func (h *Handler) relay(w http.ResponseWriter, r *http.Request) {
 	c := &call{start: time.Now(), rid: requestID(r.Context()), tenant: r.PathValue("tenant"), tokenID: r.PathValue("tokenId"),
-		host: r.PathValue("host"), rec: &metrics.Recorder{}}
+		host: r.PathValue("host"), rec: recorder(r.Context())}
 	ctx := metrics.NewContext(r.Context(), c.rec)
 	var err error
 	if c.consumer, err = parseConsumer(r.Header.Get(ConsumerHeader)); err != nil {
@@ -337,10 +339,13 @@ func (h *Handler) finish(w http.ResponseWriter, r *http.Request, c *call, err er
 		if c.consumer != nil {
 			consumer = c.consumer.Kind + "/" + c.consumer.ID
 		}
-		line := rec.AppendEMF(make([]byte, 0, 1024), time.Now(), h.cfg.Dims,
-			metrics.Dimension{Name: "requestId", Value: c.rid}, metrics.Dimension{Name: "tokenId", Value: c.tokenID},
-			metrics.Dimension{Name: "consumer", Value: consumer}, metrics.Dimension{Name: "host", Value: c.host},
-			metrics.Dimension{Name: "status", Value: strconv.Itoa(c.status)}, metrics.Dimension{Name: "bytes", Value: strconv.FormatInt(c.bytes, 10)})
+		props := []metrics.Dimension{{Name: "requestId", Value: c.rid}, {Name: "tokenId", Value: c.tokenID},
+			{Name: "consumer", Value: consumer}, {Name: "host", Value: c.host},
+			{Name: "status", Value: strconv.Itoa(c.status)}, {Name: "bytes", Value: strconv.FormatInt(c.bytes, 10)}}
+		if h.cfg.Props != nil {
+			props = append(props, h.cfg.Props(r.Context())...)
+		}
+		line := rec.AppendEMF(make([]byte, 0, 1024), time.Now(), h.cfg.Dims, props...)
 		h.metricsMu.Lock()
 		h.cfg.Metrics.Write(append(line, '\n'))
 		h.metricsMu.Unlock()
@@ -348,6 +353,15 @@ func (h *Handler) finish(w http.ResponseWriter, r *http.Request, c *call, err er
 	if aborted {
 		panic(http.ErrAbortHandler)
 	}
+}
+
+// recorder is the call's metrics: the invocation's when the caller has one (the function
+// counted its cold start there), else a new one.
+func recorder(ctx context.Context) *metrics.Recorder {
+	if rec := metrics.FromContext(ctx); rec != nil {
+		return rec
+	}
+	return &metrics.Recorder{}
 }
 
 func cmpReason(e *token.Error) token.Reason {

@@ -179,6 +179,14 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	return t.cfg.Base.RoundTrip(out)
 }
 
+// CloseIdleConnections closes Base's idle connections, when it keeps any, so that
+// http.Client.CloseIdleConnections reaches through the Transport.
+func (t *Transport) CloseIdleConnections() {
+	if c, ok := t.cfg.Base.(interface{ CloseIdleConnections() }); ok {
+		c.CloseIdleConnections()
+	}
+}
+
 // rewrite is req addressed to the relay, with the consumer, without the agent's own
 // credentials, signed when Credentials are set.
 func (t *Transport) rewrite(req *http.Request, host string) (*http.Request, error) {

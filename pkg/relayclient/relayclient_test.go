@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -359,3 +360,40 @@ type closeRecorder struct {
 }
 
 func (c *closeRecorder) Close() error { c.closed = true; return nil }
+
+// The README's Go example is ExampleNew as compiled here, word for word.
+func TestREADMEQuotesTheExample(t *testing.T) {
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	src, err := os.ReadFile("example_test.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := bytes.Index(src, []byte("func ExampleNew() {"))
+	end := bytes.Index(src[start:], []byte("\n}\n"))
+	if start < 0 || end < 0 {
+		t.Fatal("no ExampleNew in example_test.go")
+	}
+	if example := src[start : start+end+3]; !bytes.Contains(readme, []byte("```go\n"+string(example)+"```")) {
+		t.Fatalf("README.md does not quote ExampleNew as it is:\n%s", example)
+	}
+}
+
+// closeCounter is a base transport that counts CloseIdleConnections calls.
+type closeCounter struct {
+	http.RoundTripper
+	closed int
+}
+
+func (c *closeCounter) CloseIdleConnections() { c.closed++ }
+
+// http.Client.CloseIdleConnections reaches the base transport through the relay's.
+func TestCloseIdleConnectionsReachesBase(t *testing.T) {
+	base := &closeCounter{RoundTripper: http.DefaultTransport}
+	(&http.Client{Transport: must(t, relayclient.Config{RelayURL: "http://localhost:8080", Tenant: "acme", TokenID: "openai", Base: base})}).CloseIdleConnections()
+	if base.closed != 1 {
+		t.Fatalf("base closed %d times", base.closed)
+	}
+}

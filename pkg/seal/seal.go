@@ -13,6 +13,7 @@ import (
 	"crypto/subtle"
 	"encoding/json"
 	"fmt"
+	"unicode/utf8"
 
 	"golang.org/x/crypto/argon2"
 
@@ -55,6 +56,39 @@ func (b Binding) Context() map[string]string {
 		c["egress"] = b.Egress
 	}
 	return c
+}
+
+// Bounds of an encryption context (issue 27). The KMS API reference bounds an encryption
+// context where a grant constrains it: "up to 8 encryption context pairs", each value "cannot
+// exceed 384 characters" (CreateGrant, GrantConstraints:
+// https://docs.aws.amazon.com/kms/latest/APIReference/API_GrantConstraints.html); the
+// "Encryption context" page (https://docs.aws.amazon.com/kms/latest/developerguide/encrypt_context.html)
+// states no total, so MaxContextBytes takes the 4 KB that KMS emulators enforce, the smallest
+// total cited. A context within all three is one KMS takes and a grant can pin; the service's
+// is far inside (seal's limits_test.go computes its largest from the tenant and id patterns),
+// and CheckContext refuses one that is not before KMS is called.
+const (
+	MaxContextPairs      = 8
+	MaxContextValueChars = 384
+	MaxContextBytes      = 4096
+)
+
+// CheckContext refuses an encryption context over the bounds above.
+func CheckContext(c map[string]string) error {
+	total := 0
+	for k, v := range c {
+		if n := utf8.RuneCountInString(v); n > MaxContextValueChars {
+			return fmt.Errorf("seal: encryption context value of %s is %d characters, over %d", k, n, MaxContextValueChars)
+		}
+		total += len(k) + len(v)
+	}
+	switch {
+	case len(c) > MaxContextPairs:
+		return fmt.Errorf("seal: encryption context of %d pairs, over %d", len(c), MaxContextPairs)
+	case total > MaxContextBytes:
+		return fmt.Errorf("seal: encryption context of %d bytes, over %d", total, MaxContextBytes)
+	}
+	return nil
 }
 
 // AdditionalData is Context as canonical JSON (encoding/json sorts map keys).

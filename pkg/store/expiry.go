@@ -300,9 +300,9 @@ func (s *Store) Reminded(ctx context.Context, rs []Reminder) ([]bool, int, error
 	done := make([]bool, len(rs))
 	index := map[string]int{}
 	read := 0
-	for start := 0; start < len(rs); start += 100 {
+	for start := 0; start < len(rs); start += maxBatchGetKeys {
 		var keys []map[string]types.AttributeValue
-		for i := start; i < min(start+100, len(rs)); i++ {
+		for i := start; i < min(start+maxBatchGetKeys, len(rs)); i++ {
 			k := rs[i].markerKey()
 			index[rs[i].Tenant+"\x00"+k[attrSK].(*types.AttributeValueMemberS).Value] = i
 			keys = append(keys, k)

@@ -225,9 +225,9 @@ func (s *Store) ListPage(ctx context.Context, tenant string, o ListOrder, skip, 
 func (s *Store) GetPage(ctx context.Context, tenant string, ids []string) (ListResult, error) {
 	found := map[string]token.Token{}
 	var res ListResult
-	for start := 0; start < len(ids); start += 100 {
+	for start := 0; start < len(ids); start += maxBatchGetKeys {
 		var keys []map[string]types.AttributeValue
-		for _, id := range ids[start:min(start+100, len(ids))] {
+		for _, id := range ids[start:min(start+maxBatchGetKeys, len(ids))] {
 			keys = append(keys, key(tenant, id))
 		}
 		req := map[string]types.KeysAndAttributes{s.table: {Keys: keys, ProjectionExpression: publicProjection.expr,

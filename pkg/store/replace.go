@@ -71,15 +71,8 @@ func (s *Store) Replace(ctx context.Context, t token.Token, sealed token.Sealed,
 			keys[i] = u.Key()
 		}
 		now := token.FormatTime(at)
-		it := item{PK: t.Tenant, SK: tokenSKPrefix + t.ID, ID: t.ID, Name: t.Name, Version: 1, CreatedAt: now, ModifiedAt: now,
-			EventAt: now, RequestID: ev.RequestID, UID: uid, Restricted: t.Restricted || st.restricted, Hint: t.Hint, Replaces: old,
-			UsageCount: len(usages), Consumers: keys, SealKeyID: sealed.KeyID, SealAlgorithm: sealed.Algorithm,
-			SealWrappedKey: sealed.WrappedKey, SealNonce: sealed.Nonce, SealCiphertext: sealed.Ciphertext, SealDigest: sealed.Digest}
-		if t.ExpiresAt != nil {
-			it.ExpiresAt, it.ExpiryDay = token.FormatTime(*t.ExpiresAt), expiryDay(*t.ExpiresAt)
-		}
-		it.Egress, it.EgressDigest = egressItemOf(t.Egress)
-		it.setListKeys()
+		it := newItem(t, sealed, uid, ev.RequestID, at)
+		it.Restricted, it.Replaces, it.UsageCount, it.Consumers = t.Restricted || st.restricted, old, len(usages), keys
 		av, err := attributevalue.MarshalMap(it)
 		if err != nil {
 			return token.InternalError(err)

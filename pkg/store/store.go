@@ -172,11 +172,12 @@ type Store struct {
 	table     string
 	retention time.Duration // of audit events
 	now       func() time.Time
+	maxUsages int // MaxUsages; tests lower it (export_test.go)
 }
 
 // New returns a store over the given table.
 func New(db *dynamodb.Client, table string) *Store {
-	return &Store{db: db, table: table, retention: DefaultAuditRetention, now: time.Now}
+	return &Store{db: db, table: table, retention: DefaultAuditRetention, now: time.Now, maxUsages: MaxUsages}
 }
 
 // WithClock is the store taking the time of its writes from now (tests step it).
@@ -255,23 +256,28 @@ func (s *Store) lastWriter(ctx context.Context, tenant, id string) (requestID st
 	return it.RequestID, true, nil
 }
 
+// newItem is the item of t created at at (version 1) by request requestID, with its sealed value.
+func newItem(t token.Token, sealed token.Sealed, uid, requestID string, at time.Time) item {
+	now := token.FormatTime(at)
+	it := item{PK: t.Tenant, SK: tokenSKPrefix + t.ID, ID: t.ID, Name: t.Name, Version: 1, CreatedAt: now, ModifiedAt: now,
+		EventAt: now, RequestID: requestID, UID: uid, Restricted: t.Restricted, Hint: t.Hint, SealKeyID: sealed.KeyID,
+		SealAlgorithm: sealed.Algorithm, SealWrappedKey: sealed.WrappedKey, SealNonce: sealed.Nonce,
+		SealCiphertext: sealed.Ciphertext, SealDigest: sealed.Digest}
+	it.Egress, it.EgressDigest = egressItemOf(t.Egress)
+	if t.ExpiresAt != nil {
+		it.ExpiresAt, it.ExpiryDay = token.FormatTime(*t.ExpiresAt), expiryDay(*t.ExpiresAt)
+	}
+	it.setListKeys()
+	return it
+}
+
 // Create stores a new token at version 1 and its event, in one transaction; a token with that
 // id must not exist. Its createdAt and modifiedAt are the time of the write.
 func (s *Store) Create(ctx context.Context, t token.Token, sealed token.Sealed, ev token.Event) error {
 	uid := newUID()
 	return s.rounds(ctx, func() error {
 		at := s.now().UTC()
-		now := token.FormatTime(at)
-		it := item{PK: t.Tenant, SK: tokenSKPrefix + t.ID, ID: t.ID, Name: t.Name, Version: 1, CreatedAt: now, ModifiedAt: now,
-			EventAt: now, RequestID: ev.RequestID, UID: uid, Restricted: t.Restricted, Hint: t.Hint, SealKeyID: sealed.KeyID,
-			SealAlgorithm: sealed.Algorithm, SealWrappedKey: sealed.WrappedKey, SealNonce: sealed.Nonce,
-			SealCiphertext: sealed.Ciphertext, SealDigest: sealed.Digest}
-		it.Egress, it.EgressDigest = egressItemOf(t.Egress)
-		if t.ExpiresAt != nil {
-			it.ExpiresAt, it.ExpiryDay = token.FormatTime(*t.ExpiresAt), expiryDay(*t.ExpiresAt)
-		}
-		it.setListKeys()
-		av, err := attributevalue.MarshalMap(it)
+		av, err := attributevalue.MarshalMap(newItem(t, sealed, uid, ev.RequestID, at))
 		if err != nil {
 			return token.InternalError(err)
 		}

@@ -85,6 +85,18 @@ func (s *Store) RegisterUsage(ctx context.Context, tenant, tokenID, kind, refID 
 		if !st.found {
 			return token.ErrNotFound(tokenID)
 		}
+		if st.usageCount >= s.maxUsages {
+			// Full: refused, unless it is registered already (no change, a 204 as ever).
+			there, err := s.usageExists(ctx, tenant, tokenID, kind, refID)
+			switch {
+			case err != nil:
+				return err
+			case there:
+				already = true
+				return nil
+			}
+			return &token.Error{Kind: token.Conflict, Reason: token.UsageLimit, ResourceID: tokenID, Limit: s.maxUsages}
+		}
 		at := s.stamp(st)
 		av, err := attributevalue.MarshalMap(usageItem{PK: tenant, SK: usageSKPrefix + tokenID + "#" + kind + "#" + refID,
 			TokenID: tokenID, TokenUID: st.uid, Kind: kind, RefID: refID, CreatedAt: token.FormatTime(at)})
@@ -93,8 +105,13 @@ func (s *Store) RegisterUsage(ctx context.Context, tenant, tokenID, kind, refID 
 		}
 		ev.At, ev.Action, ev.TokenID, ev.Version, ev.Usage = at, token.ActionUsageRegister, tokenID, st.version, kind+"/"+refID
 		event := s.eventPut(tenant, ev, usage.Key())
+		count := s.countChange(tenant, tokenID, st, []string{usage.Key()}, false, at)
+		// Registrations that read the same count race past the check above: the last free place
+		// goes to one of them, the others read again and are refused.
+		*count.ConditionExpression += " AND (attribute_not_exists(usageCount) OR usageCount < :max)"
+		count.ExpressionAttributeValues[":max"] = &types.AttributeValueMemberN{Value: strconv.Itoa(s.maxUsages)}
 		failed, err := s.transact(ctx, []types.TransactWriteItem{
-			{Update: s.countChange(tenant, tokenID, st, []string{usage.Key()}, false, at)},
+			{Update: count},
 			{Put: &types.Put{TableName: aws.String(s.table), Item: av, ConditionExpression: aws.String("attribute_not_exists(pk)")}},
 			event,
 		})
@@ -135,6 +152,16 @@ func (s *Store) restoreConsumer(ctx context.Context, tenant, tokenID string, st 
 		})
 		return err // committed, or nothing to restore (already there, or gone meanwhile)
 	})
+}
+
+// usageExists reads (consistently) whether kind/refID is registered on the token.
+func (s *Store) usageExists(ctx context.Context, tenant, tokenID, kind, refID string) (bool, error) {
+	out, err := s.db.GetItem(ctx, &dynamodb.GetItemInput{TableName: aws.String(s.table), Key: usageKey(tenant, tokenID, kind, refID),
+		ConsistentRead: aws.Bool(true), ProjectionExpression: aws.String("pk")})
+	if err != nil {
+		return false, classify(err)
+	}
+	return out.Item != nil, nil
 }
 
 // UnregisterUsage removes a usage with its event; a missing one is not an error (and no event).
@@ -231,12 +258,9 @@ func (s *Store) tokenDelete(tenant, id string, st state, usages int, ev token.Ev
 	return items
 }
 
-// DynamoDB's limit of items in one TransactWriteItems, and the usages a forced delete removes
-// in one transaction before the last: each with its event, beside the token's count update.
-const (
-	maxTransactionItems = 100
-	usagesPerChunk      = (maxTransactionItems - 1) / 2
-)
+// The usages a forced delete removes in one transaction before the last: each with its event,
+// beside the token's count update, within DynamoDB's 100 actions (limits.go).
+const usagesPerChunk = (maxTransactionItems - 1) / 2
 
 // ForceDelete deletes a token and all its usages. Up to the transaction limit it is one
 // transaction, conditioned on the token it read, the usage count it saw and each usage it read

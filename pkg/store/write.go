@@ -59,6 +59,9 @@ func (s *Store) pause(ctx context.Context, attempt int) error {
 // by failed conditions, which items' conditions failed; errMoved when DynamoDB cancelled it for a
 // concurrent transaction on the same items (TransactionConflict: the round is read and tried again).
 func (s *Store) transact(ctx context.Context, items []types.TransactWriteItem) (failed []bool, err error) {
+	if err := checkTransaction(items); err != nil {
+		return nil, err
+	}
 	_, err = s.db.TransactWriteItems(ctx, &dynamodb.TransactWriteItemsInput{TransactItems: items})
 	var canceled *types.TransactionCanceledException
 	if !errors.As(err, &canceled) {

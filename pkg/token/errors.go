@@ -47,6 +47,7 @@ const (
 	Replaced          Reason = "replaced"         // ResourceID, Successor: resolve refused a retired, replaced token
 	AlreadyReplaced   Reason = "already_replaced" // ResourceID (the old token), Successor
 	TooManyUsages     Reason = "too_many_usages"  // ResourceID, Limit: more usages than one replacement carries
+	UsageLimit        Reason = "usage_limit"      // ResourceID, Limit: a registration past the most usages a token may have
 	// ResourceID, Successor, RetiresAt: a change that would let a replaced token resolve after its
 	// retirement (remove its expiry or move it later)
 	RetirementFinal Reason = "retirement_final"

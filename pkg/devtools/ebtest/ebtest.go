@@ -26,9 +26,33 @@ type Entry struct {
 	DetailType   string `json:"DetailType"`
 	Detail       string `json:"Detail"`
 	EventBusName string `json:"EventBusName"`
+	// Time (epoch seconds, as the SDK sends it) and Resources count towards the entry's size.
+	Time      json.RawMessage `json:"Time,omitempty"`
+	Resources []string        `json:"Resources,omitempty"`
 	// Call is the number (from 1) of the call that brought it; Arrived when that call arrived.
 	Call    int       `json:"-"`
 	Arrived time.Time `json:"-"`
+}
+
+// MaxRequestBytes is EventBridge's bound on one PutEvents call: its entries' total Size must
+// be less than 256 KB ("Calculating Amazon EventBridge PutEvents event entry size",
+// https://docs.aws.amazon.com/eventbridge/latest/userguide/eb-putevent-size.html). The server
+// refuses a call at or over it, as EventBridge does, so that a local run cannot pass what AWS
+// refuses.
+const MaxRequestBytes = 256 * 1024
+
+// Size is the entry's size by the documented formula: 14 bytes for Time when given, and the
+// UTF-8 bytes of Source, DetailType, Detail and each of Resources (not EventBusName, nor the
+// request's JSON around them).
+func (e Entry) Size() int {
+	n := len(e.Source) + len(e.DetailType) + len(e.Detail)
+	if len(e.Time) > 0 && string(e.Time) != "null" {
+		n += 14
+	}
+	for _, r := range e.Resources {
+		n += len(r)
+	}
+	return n
 }
 
 // ID is the "id" field of the entry's detail ("" if it has none).
@@ -173,7 +197,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		fail(w, 400, "UnknownOperationException", "only AWSEvents.PutEvents (application/x-amz-json-1.1) is served")
 		return
 	}
-	body, err := io.ReadAll(io.LimitReader(r.Body, 1<<20))
+	body, err := io.ReadAll(io.LimitReader(r.Body, 16<<20)) // JSON escaping makes 256 KB of entries up to 6 times longer
 	if err != nil {
 		return
 	}
@@ -207,7 +231,12 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	case len(req.Entries) == 0 || len(req.Entries) > 10:
 		fail(w, 400, "ValidationException", "1 validation error detected: Value at 'entries' failed to satisfy constraint: Member must have length less than or equal to 10")
 		return
-	case len(body) > 256*1024:
+	}
+	total := 0
+	for _, e := range req.Entries {
+		total += e.Size()
+	}
+	if total >= MaxRequestBytes {
 		fail(w, 400, "ValidationException", "Total size of the entries in the request is over the limit.")
 		return
 	}

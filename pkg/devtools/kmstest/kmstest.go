@@ -16,6 +16,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"unicode/utf8"
 )
 
 // KeyARN is the key id the server answers with.
@@ -149,6 +150,20 @@ func contextAllowed(c map[string]string) bool {
 	return true
 }
 
+// contextWithinLimits: at most 8 pairs, no value over 384 characters, 4096 bytes of keys and
+// values in all (pkg/seal.CheckContext says where these come from): a local run must not pass
+// a context AWS would refuse or a grant could not pin.
+func contextWithinLimits(c map[string]string) bool {
+	total := 0
+	for k, v := range c {
+		if utf8.RuneCountInString(v) > 384 {
+			return false
+		}
+		total += len(k) + len(v)
+	}
+	return len(c) <= 8 && total <= 4096
+}
+
 func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	op := strings.TrimPrefix(r.Header.Get("X-Amz-Target"), "TrentService.")
 	body, _ := io.ReadAll(r.Body)
@@ -186,6 +201,9 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		return
 	case refuse != "":
 		fail(w, 400, refuse, "refused by the test KMS")
+		return
+	case !contextWithinLimits(req.EncryptionContext):
+		fail(w, 400, "ValidationException", "the encryption context is over its limits (8 pairs, 384 characters a value, 4096 bytes)")
 		return
 	case !contextAllowed(req.EncryptionContext):
 		// What template.yaml's KMS conditions admit (ForAllValues of the keys, tenant and

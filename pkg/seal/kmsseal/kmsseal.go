@@ -64,6 +64,9 @@ func FromConfig(ctx context.Context, cfg appconfig.Config) (seal.Sealer, error) 
 }
 
 func (k *KMS) Seal(ctx context.Context, b seal.Binding, value []byte) (token.Sealed, error) {
+	if err := seal.CheckContext(b.Context()); err != nil {
+		return token.Sealed{}, token.InternalError(err) // never sent: KMS would refuse it
+	}
 	metrics.FromContext(ctx).Add(metrics.KMSCalls, 1)
 	out, err := k.client.GenerateDataKey(ctx, &kms.GenerateDataKeyInput{
 		KeyId:             aws.String(k.keyID),
@@ -84,6 +87,9 @@ func (k *KMS) Seal(ctx context.Context, b seal.Binding, value []byte) (token.Sea
 func (k *KMS) Open(ctx context.Context, b seal.Binding, s token.Sealed) ([]byte, error) {
 	if s.Algorithm != Algorithm {
 		return nil, token.InternalError(fmt.Errorf("kmsseal: cannot open a value sealed with %q", s.Algorithm))
+	}
+	if err := seal.CheckContext(b.Context()); err != nil {
+		return nil, token.InternalError(err)
 	}
 	metrics.FromContext(ctx).Add(metrics.KMSCalls, 1)
 	out, err := k.client.Decrypt(ctx, &kms.DecryptInput{
