@@ -53,6 +53,36 @@ func isError(res *http.Response, body string, status int) bool {
 		json.Unmarshal([]byte(body), &m) == nil && m["code"] == float64(status) && m["requestId"] != nil
 }
 
+// A path the ServeMux would clean (dot segments, plain or encoded, empty segments) is a JSON 400
+// naming the path, never the mux's redirect to another token, tenant or host; the upstream and a
+// second token's upstream receive nothing.
+func TestHostile2DotSegments(t *testing.T) {
+	e := newEnv(t, true)
+	up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {})
+	decoy := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {})
+	e.create("open", bearer(up.host()), nil)
+	e.create("other", bearer(decoy.host()), nil)
+	h, d := up.host(), decoy.host()
+	for _, p := range []string{
+		"/relay/acme/open/" + h + "/v1/../../../other/" + d + "/x",
+		"/relay/acme/open/" + h + "/v1/%2e%2e/%2E%2E/../other/" + d + "/x",
+		"/relay/acme/open/" + h + "/./x",
+		"/relay/acme/open/" + h + "/x/..",
+		"/relay/acme/open/" + h + "//x",
+		"/relay/acme/../acme/other/" + d + "/x",
+		"/relay/../relay/acme/open/" + h + "/x",
+		"/relay//acme/open/" + h + "/x",
+	} {
+		res, body := e.raw("GET " + p + " HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+		if !isError(res, body, 400) || res.Header.Get("Location") != "" {
+			t.Errorf("%s: %d Location %q %s, want a JSON 400", p, res.StatusCode, res.Header.Get("Location"), body)
+		}
+	}
+	if n, m := len(up.received()), len(decoy.received()); n+m != 0 {
+		t.Fatalf("the upstreams got %d and %d requests", n, m)
+	}
+}
+
 // Encoded slashes (once or twice encoded) and dots in tenant and token id never name another
 // token: each is a 4xx in the API's error shape and no upstream receives anything.
 func TestHostile2EncodedIDs(t *testing.T) {
@@ -76,6 +106,39 @@ func TestHostile2EncodedIDs(t *testing.T) {
 	}
 	if n, m := len(up.received()), len(decoy.received()); n+m != 0 {
 		t.Fatalf("the upstreams got %d and %d requests", n, m)
+	}
+}
+
+// CONNECT and TRACE are refused (405 in the API's error shape) before the upstream is called:
+// CONNECT would turn the relay into a tunnel of unsearched bytes, TRACE asks the upstream to echo
+// the injected header back. OPTIONS goes through like any method.
+func TestHostile2Methods(t *testing.T) {
+	e := newEnv(t, true)
+	up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodTrace {
+			w.Header().Set("Content-Type", "message/http")
+			r.Header.Write(w)
+		}
+	})
+	e.create("open", bearer(up.host()), nil)
+	p := "/relay/acme/open/" + up.host() + "/x"
+	for _, m := range []string{"CONNECT", "TRACE", "trace"} {
+		res, body := e.raw(m + " " + p + " HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+		if !isError(res, body, http.StatusMethodNotAllowed) {
+			t.Errorf("%s: %d %s, want a JSON 405", m, res.StatusCode, body)
+		}
+	}
+	if n := len(up.received()); n != 0 {
+		t.Fatalf("the upstream got %d CONNECT/TRACE requests", n)
+	}
+	res, body := e.raw("OPTIONS " + p + " HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+	if res.StatusCode != 200 || len(up.received()) != 1 || up.received()[0].Method != "OPTIONS" {
+		t.Fatalf("OPTIONS: %d %s", res.StatusCode, body)
+	}
+	for k := range res.Header {
+		if strings.HasPrefix(strings.ToLower(k), "access-control-") {
+			t.Errorf("the relay added %s", k)
+		}
 	}
 }
 
