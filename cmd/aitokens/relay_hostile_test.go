@@ -133,7 +133,7 @@ func TestHostileRelayWithoutDevReachesNoLoopback(t *testing.T) {
 	}
 	b, _ := io.ReadAll(res.Body)
 	res.Body.Close()
-	if res.StatusCode != http.StatusBadGateway || !strings.Contains(string(b), `"code":502`) {
+	if res.StatusCode != http.StatusBadGateway || !strings.Contains(string(b), `"code":502`) || strings.Contains(fmt.Sprint(res.Header)+string(b), relaySecret) {
 		t.Fatalf("%d %s", res.StatusCode, b)
 	}
 	if got := up.taken(); len(got) != 0 {
@@ -216,7 +216,8 @@ func TestHostileLocalMountDotSegments(t *testing.T) {
 		b, _ := io.ReadAll(conn)
 		conn.Close()
 		head, body, _ := strings.Cut(string(b), "\r\n\r\n")
-		if !strings.HasPrefix(head, "HTTP/1.1 400 ") || strings.Contains(head, "Location:") || !strings.Contains(body, `"code":400`) {
+		if !strings.HasPrefix(head, "HTTP/1.1 400 ") || strings.Contains(head, "Location:") || !strings.Contains(body, `"code":400`) ||
+			strings.Contains(string(b), relaySecret) {
 			t.Errorf("%s: %s\n%s", p, head, body)
 		}
 	}

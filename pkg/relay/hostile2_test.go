@@ -461,3 +461,57 @@ func TestHostile2QueryParamsNamedLikeTheInjected(t *testing.T) {
 		}
 	}
 }
+
+// With the value in the query, the URL holds it: the log line of an unreachable (502) or silent
+// (504) upstream, and of a dial refused outside --dev, carries the error but not the value
+// (noLeaks searches every line). The relay calls the transport, whose errors name no URL (a
+// Client's would), and redacts the message besides.
+func TestHostile2QueryValueInErrors(t *testing.T) {
+	for _, dev := range []bool{true, false} {
+		e := newEnv(t, dev)
+		release := make(chan struct{})
+		slow := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+			select {
+			case <-release:
+			case <-time.After(20 * time.Second):
+			}
+		})
+		gone := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {})
+		goneHost := gone.host()
+		gone.Close()
+		e.create("q", &token.Egress{AllowedHosts: []string{slow.host(), goneHost}, Inject: token.Inject{In: token.InjectQuery, Name: "key", Template: "k {{value}}"}}, nil)
+		want := map[string]int{goneHost: 502, slow.host(): 504}
+		if !dev {
+			want[slow.host()] = 502 // refused at the dial
+		}
+		for h, status := range want {
+			if a := e.do("GET", "/relay/acme/q/"+h+"/x?a=1", nil, ""); a.status != status {
+				t.Errorf("dev %v, %s: %d %s, want %d", dev, h, a.status, a.body, status)
+			}
+		}
+		close(release)
+		if n := strings.Count(e.logs.String(), `"error":`); n != len(want) {
+			t.Errorf("dev %v: %d log lines with the error, want %d:\n%s", dev, n, len(want), e.logs)
+		}
+	}
+}
+
+// The upstream's reason phrase is not passed on (the caller gets the standard one for the
+// status), so a value put there never reaches the caller.
+func TestHostile2ValueInTheReasonPhrase(t *testing.T) {
+	e := newEnv(t, true)
+	up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		conn, buf, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			return
+		}
+		defer conn.Close()
+		fmt.Fprintf(buf, "HTTP/1.1 418 %s\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok", r.Header.Get("Authorization"))
+		buf.Flush()
+	})
+	e.create("open", bearer(up.host()), nil)
+	res, body := e.raw("GET /relay/acme/open/" + up.host() + "/x HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+	if res.StatusCode != 418 || res.Status != "418 I'm a teapot" || body != "ok" {
+		t.Fatalf("%q %q", res.Status, body)
+	}
+}
