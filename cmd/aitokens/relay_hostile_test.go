@@ -133,7 +133,7 @@ func TestHostileRelayWithoutDevReachesNoLoopback(t *testing.T) {
 	}
 	b, _ := io.ReadAll(res.Body)
 	res.Body.Close()
-	if res.StatusCode != http.StatusBadGateway || !strings.Contains(string(b), `"code":502`) {
+	if res.StatusCode != http.StatusBadGateway || !strings.Contains(string(b), `"code":502`) || strings.Contains(fmt.Sprint(res.Header)+string(b), relaySecret) {
 		t.Fatalf("%d %s", res.StatusCode, b)
 	}
 	if got := up.taken(); len(got) != 0 {
@@ -189,5 +189,39 @@ func TestHostileRelayBodyThatNeverEnds(t *testing.T) {
 	}
 	if took := time.Since(start); took < timeout/2 {
 		t.Fatalf("cut off after %v, before the read limit %v", took, timeout)
+	}
+}
+
+// Through the local mount, a path that cleaning would move between the relay and the API is
+// answered where it was sent, in the API's error shape: /relay/../ai-service/... is the relay's
+// 400 (not the mux's redirect into the API), /ai-service/../relay/... the API's; neither
+// reaches the upstream.
+func TestHostileLocalMountDotSegments(t *testing.T) {
+	s := startHostileServe(t, true, 5*time.Second)
+	up := newEchoUpstream(t)
+	host := "localhost:" + port(t, up.URL)
+	s.create(t, "openai", host)
+	for _, p := range []string{
+		"/relay/../ai-service/acme/agentic/tokens",
+		"/relay/acme/openai/" + host + "/../../../../ai-service/acme/agentic/tokens",
+		"/ai-service/../relay/acme/openai/" + host + "/v1",
+		"/relay/acme/openai/" + host + "/v1/%2e%2e/x",
+	} {
+		conn, err := net.Dial("tcp", strings.TrimPrefix(s.base, "http://"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		conn.SetDeadline(time.Now().Add(10 * time.Second))
+		fmt.Fprintf(conn, "GET %s HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n", p)
+		b, _ := io.ReadAll(conn)
+		conn.Close()
+		head, body, _ := strings.Cut(string(b), "\r\n\r\n")
+		if !strings.HasPrefix(head, "HTTP/1.1 400 ") || strings.Contains(head, "Location:") || !strings.Contains(body, `"code":400`) ||
+			strings.Contains(string(b), relaySecret) {
+			t.Errorf("%s: %s\n%s", p, head, body)
+		}
+	}
+	if got := up.taken(); len(got) != 0 {
+		t.Fatalf("the upstream received %q", got)
 	}
 }

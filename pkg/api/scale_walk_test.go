@@ -177,14 +177,15 @@ var keysOnlyIndexes = map[string]string{store.ListIndexByName: "byName", store.L
 // item it fetched carries a sealed attribute; a page of an index order fetches no more whole
 // items than it shows, and the entries it reads before them (a deep page reads pageNumber ×
 // pageSize of them) come from keys-only index entries (only the id order's first page reads
-// list-id's listing attributes, which are the page). 303 tokens in `make test` (a ragged last page); AITOKENS_SCALE_TOKENS=100000
-// (`make test-scale`) walks a tenant of that size.
+// list-id's listing attributes, which are the page). 303 tokens in `make test` (a ragged last
+// page); AITOKENS_SCALE_TOKENS=100000 (`make test-scale`) walks a tenant of that size.
 func TestScaleWalk(t *testing.T) {
 	t.Parallel()
 	n := scaleTokens(t, 303)
 	sealer := seal.NewLocalFromKey([]byte(strings.Repeat("w", 32)))
-	// "small" is another tenant with the same ids and names, which no answer here may show: 20
-	// of them, or BenchmarkScale's 100 when the two share one seeding.
+	// "small" is another tenant with the same ids and names (its own times: a token of it shown
+	// here fails the comparison of listing fields): 20 of them, or BenchmarkScale's 100 when
+	// the two share one seeding.
 	other := 20
 	if os.Getenv("AITOKENS_SCALE_TOKENS") != "" {
 		other = 100

@@ -3,6 +3,7 @@ package relay_test
 import (
 	"bufio"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -106,6 +107,32 @@ func TestHostile2EncodedIDs(t *testing.T) {
 	}
 	if n, m := len(up.received()), len(decoy.received()); n+m != 0 {
 		t.Fatalf("the upstreams got %d and %d requests", n, m)
+	}
+}
+
+// A {host} in another case reaches the listed entry, named as the policy names it (the Host the
+// upstream sees, the scheme --dev picks for localhost); an entry without a port is port 443 only,
+// one with a port that port only.
+func TestHostile2HostCaseAndPorts(t *testing.T) {
+	e := newEnv(t, true)
+	up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {})
+	port := strings.TrimPrefix(up.host(), "localhost:")
+	e.create("open", bearer(up.host(), "api.example.com"), nil)
+	a := e.do("GET", "/relay/acme/open/LocalHost:"+port+"/x", nil, "")
+	if a.status != 200 || len(up.received()) != 1 || up.received()[0].Host != up.host() {
+		t.Fatalf("uppercase host: %d %s, upstream got %d", a.status, a.body, len(up.received()))
+	}
+	for h, status := range map[string]int{
+		"api.example.com:8443": 403, "api.example.com:80": 403, "api.example.com:0443": 403, "localhost": 403,
+		"localhost:443": 403, "localhost:" + port + ":" + port: 403, "localhost:+" + port: 403, "[::1]:" + port: 403,
+		"user%40localhost:" + port: 403, "localhost.:" + port: 403, "%5B::1%5D:" + port: 403,
+	} {
+		if a := e.do("GET", "/relay/acme/open/"+h+"/x", nil, ""); a.status != status || a.err["code"] != float64(status) {
+			t.Errorf("%s: %d %s, want %d", h, a.status, a.body, status)
+		}
+	}
+	if n := len(up.received()); n != 1 {
+		t.Fatalf("the upstream got %d requests, want the one", n)
 	}
 }
 
@@ -277,9 +304,69 @@ func TestHostile2ValueSplitAcrossChunks(t *testing.T) {
 	}
 }
 
+// encValue's base64 holds '+' and '/' (so its padded, unpadded, standard and URL alphabets all
+// differ), and it holds '/' and '<' (which JSON encoders escape as "\/" and "\u003c").
+const encValue = "sk-enc/val<ue?>>?0123456789abcd"
+
+// The forms of the value the relay promises to search for, in a body, a header and a redirect's
+// Location: the value and the rendered header, URL-encoded (query and path), base64 in both
+// alphabets, padded or not, and JSON-escaped as encoders write it.
+func TestHostile2EncodedEchoes(t *testing.T) {
+	e := newEnv(t, true)
+	forms := func(v string) []string {
+		out := []string{}
+		for _, s := range []string{v, "Bearer " + v} {
+			j, _ := json.Marshal(s)
+			js := strings.Trim(string(j), `"`)
+			out = append(out, s, url.QueryEscape(s), url.PathEscape(s), base64.StdEncoding.EncodeToString([]byte(s)),
+				base64.RawStdEncoding.EncodeToString([]byte(s)), base64.URLEncoding.EncodeToString([]byte(s)),
+				base64.RawURLEncoding.EncodeToString([]byte(s)), js, strings.ReplaceAll(js, "/", `\/`))
+		}
+		return out
+	}
+	up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		v := strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")
+		for i, f := range forms(v) {
+			w.Header().Add("X-Echo", fmt.Sprintf("%d %s", i, f))
+		}
+		w.Header().Set("Location", "https://elsewhere.example/?k="+base64.RawStdEncoding.EncodeToString([]byte(v)))
+		w.WriteHeader(http.StatusFound)
+		for i, f := range forms(v) {
+			fmt.Fprintf(w, "%d [%s]\n", i, f)
+		}
+	})
+	if _, err := e.svc.Upsert(context.Background(), service.Upsert{Tenant: "acme", ID: "enc", Name: aws.String("enc"),
+		Value: aws.String(encValue), Egress: bearer(up.host()), Meta: service.Meta{RequestID: "create-enc"}}); err != nil {
+		t.Fatal(err)
+	}
+	c := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	res, err := c.Get(e.relay.URL + "/relay/acme/enc/" + up.host() + "/x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	all := fmt.Sprintf("%v\n%s", res.Header, b)
+	if res.StatusCode != http.StatusFound {
+		t.Fatalf("%d %s", res.StatusCode, all)
+	}
+	for i, f := range forms(encValue) {
+		if strings.Contains(all, f) {
+			t.Errorf("form %d (%s) reached the caller", i, f)
+		}
+	}
+	if strings.Count(string(b), relay.Redacted) < len(forms(encValue)) {
+		t.Errorf("not every form redacted:\n%s", b)
+	}
+	if strings.Contains(e.logs.String(), encValue) || strings.Contains(e.emf.String(), encValue) {
+		t.Errorf("the value is in a log or metrics line")
+	}
+}
+
 // The token's state and owner decide, warm or not: another tenant's token of the same id, a
-// token deleted or expired after a warm call, a consumer of another kind, two consumers in one
-// header are refused and the upstream gets nothing.
+// token deleted or expired after a warm call, a consumer of another kind, two consumer headers
+// (ambiguous: refused, whichever comes first) or two consumers in one are refused and the
+// upstream gets nothing.
 func TestHostile2TokenStates(t *testing.T) {
 	e := newEnv(t, true)
 	up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {})
@@ -322,6 +409,8 @@ func TestHostile2TokenStates(t *testing.T) {
 		{"deleted after a warm call", "/relay/acme/gone/" + up.host() + "/x", nil, 404},
 		{"expired after a warm call", "/relay/acme/soon/" + up.host() + "/x", nil, 410},
 		{"a consumer of another kind", "/relay/acme/restricted/" + up.host() + "/x", []string{"tool:support"}, 403},
+		{"two consumer headers, the registered one first", "/relay/acme/restricted/" + up.host() + "/x", []string{"agent:support", "agent:other"}, 400},
+		{"two consumer headers, the registered one last", "/relay/acme/restricted/" + up.host() + "/x", []string{"agent:other", "agent:support"}, 400},
 		{"two consumers in one header", "/relay/acme/restricted/" + up.host() + "/x", []string{"agent:support, agent:other"}, 400},
 	} {
 		req, _ := http.NewRequest("GET", e.relay.URL+c.path, nil)
@@ -370,5 +459,59 @@ func TestHostile2QueryParamsNamedLikeTheInjected(t *testing.T) {
 		if err != nil || len(v["key"]) != 1 || v.Get("key") != secret || strings.Contains(raw, "mine") {
 			t.Errorf("%s: the upstream's query %q", q, raw)
 		}
+	}
+}
+
+// With the value in the query, the URL holds it: the log line of an unreachable (502) or silent
+// (504) upstream, and of a dial refused outside --dev, carries the error but not the value
+// (noLeaks searches every line). The relay calls the transport, whose errors name no URL (a
+// Client's would), and redacts the message besides.
+func TestHostile2QueryValueInErrors(t *testing.T) {
+	for _, dev := range []bool{true, false} {
+		e := newEnv(t, dev)
+		release := make(chan struct{})
+		slow := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+			select {
+			case <-release:
+			case <-time.After(20 * time.Second):
+			}
+		})
+		gone := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {})
+		goneHost := gone.host()
+		gone.Close()
+		e.create("q", &token.Egress{AllowedHosts: []string{slow.host(), goneHost}, Inject: token.Inject{In: token.InjectQuery, Name: "key", Template: "k {{value}}"}}, nil)
+		want := map[string]int{goneHost: 502, slow.host(): 504}
+		if !dev {
+			want[slow.host()] = 502 // refused at the dial
+		}
+		for h, status := range want {
+			if a := e.do("GET", "/relay/acme/q/"+h+"/x?a=1", nil, ""); a.status != status {
+				t.Errorf("dev %v, %s: %d %s, want %d", dev, h, a.status, a.body, status)
+			}
+		}
+		close(release)
+		if n := strings.Count(e.logs.String(), `"error":`); n != len(want) {
+			t.Errorf("dev %v: %d log lines with the error, want %d:\n%s", dev, n, len(want), e.logs)
+		}
+	}
+}
+
+// The upstream's reason phrase is not passed on (the caller gets the standard one for the
+// status), so a value put there never reaches the caller.
+func TestHostile2ValueInTheReasonPhrase(t *testing.T) {
+	e := newEnv(t, true)
+	up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		conn, buf, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			return
+		}
+		defer conn.Close()
+		fmt.Fprintf(buf, "HTTP/1.1 418 %s\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok", r.Header.Get("Authorization"))
+		buf.Flush()
+	})
+	e.create("open", bearer(up.host()), nil)
+	res, body := e.raw("GET /relay/acme/open/" + up.host() + "/x HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+	if res.StatusCode != 418 || res.Status != "418 I'm a teapot" || body != "ok" {
+		t.Fatalf("%q %q", res.Status, body)
 	}
 }

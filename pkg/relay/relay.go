@@ -148,10 +148,18 @@ type call struct {
 }
 
 func (h *Handler) relay(w http.ResponseWriter, r *http.Request) {
+	// The host as a policy names it (lowercase, as AllowsHost compares): the upstream's Host, SNI
+	// and --dev's localhost check see the listed entry, not the caller's spelling.
 	c := &call{start: time.Now(), rid: requestID(r.Context()), tenant: r.PathValue("tenant"), tokenID: r.PathValue("tokenId"),
-		host: r.PathValue("host"), rec: recorder(r.Context())}
+		host: strings.ToLower(r.PathValue("host")), rec: recorder(r.Context())}
 	ctx := metrics.NewContext(r.Context(), c.rec)
 	var err error
+	if len(r.Header.Values(ConsumerHeader)) > 1 {
+		// Two consumers are no consumer: which one a proxy keeps (the first, the last, both
+		// joined as a function URL does) must not decide whose usage the call spends.
+		h.finish(w, r, c, token.InvalidField(ConsumerHeader, ConsumerHeader+" must be sent once"))
+		return
+	}
 	if c.consumer, err = parseConsumer(r.Header.Get(ConsumerHeader)); err != nil {
 		h.finish(w, r, c, err)
 		return
