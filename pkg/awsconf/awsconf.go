@@ -167,6 +167,7 @@ func base(policy awsretry.Policy, region string, sources ...any) aws.Config {
 		Region:        region,
 		Retryer:       policy.NewRetryer,
 		HTTPClient:    policy.HTTPClient(),
+		APIOptions:    awsretry.APIOptions(),
 		Logger:        logging.NewStandardLogger(os.Stderr),
 		DefaultsMode:  aws.DefaultsModeLegacy,
 		ConfigSources: sources,

@@ -14,5 +14,6 @@ import (
 
 // Load is an awsconf.Loader: the SDK's default configuration with policy applied.
 func Load(ctx context.Context, policy awsretry.Policy) (aws.Config, error) {
-	return config.LoadDefaultConfig(ctx, config.WithRetryer(policy.NewRetryer), config.WithHTTPClient(policy.HTTPClient()))
+	return config.LoadDefaultConfig(ctx, config.WithRetryer(policy.NewRetryer), config.WithHTTPClient(policy.HTTPClient()),
+		config.WithAPIOptions(awsretry.APIOptions()))
 }
