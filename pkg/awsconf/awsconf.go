@@ -15,6 +15,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"os"
 	"strings"
@@ -36,7 +37,60 @@ var (
 	loader Loader = func(_ context.Context, policy awsretry.Policy) (aws.Config, error) {
 		return FromEnv(os.Getenv, policy)
 	}
+	sdkLog = defaultLog
 )
+
+// defaultLog is where the SDK's own lines go until SetLogger: JSON on stderr, as the local
+// server logs.
+var defaultLog = slog.New(slog.NewJSONHandler(os.Stderr, nil))
+
+// SetLogger sends the SDK's own log lines to log (nil: back to JSON on stderr). The SDK's
+// standard logger writes plain text ("SDK 2026/12/07 ... WARN failed to discard remaining HTTP
+// response body, ...", when an attempt times out mid-body): in a function's log, where every
+// line is JSON with the function's fields, that line broke the stream. A main calls it once,
+// before any client is made (a client keeps the logger of its configuration).
+func SetLogger(log *slog.Logger) {
+	if log == nil {
+		log = defaultLog
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	sdkLog = log
+}
+
+// Logger is the SDK logger of the clients made now: SetLogger's, or JSON on stderr.
+func Logger() logging.Logger {
+	mu.Lock()
+	defer mu.Unlock()
+	return sdkLogger{log: sdkLog, ctx: context.Background()}
+}
+
+// sdkLogger writes each SDK line as one slog record: its message as msg, at WARN (DEBUG for
+// the SDK's DEBUG lines, which a function's INFO logger drops), with "logger":"aws-sdk". The SDK
+// hands it the call's context (logging.ContextLogger), so a line within an invocation carries
+// the invocation's fields. What the SDK logs unasked (a body it could not drain or close, a Date
+// header it could not parse, a deprecated endpoint) names a network error or a header's
+// date, never a body or a header's value: the lines that would (the wire dumps of
+// aws.ClientLogMode) are never turned on here, and they are DEBUG.
+type sdkLogger struct {
+	log *slog.Logger
+	ctx context.Context
+}
+
+func (l sdkLogger) WithContext(ctx context.Context) logging.Logger {
+	return sdkLogger{log: l.log, ctx: ctx}
+}
+
+func (l sdkLogger) Logf(c logging.Classification, format string, v ...any) {
+	level := slog.LevelWarn // WARN, or a classification the SDK may add one day: shown
+	if c == logging.Debug {
+		level = slog.LevelDebug
+	}
+	if !l.log.Enabled(l.ctx, level) {
+		return
+	}
+	l.log.Log(l.ctx, level, fmt.Sprintf(format, v...), slog.String("logger", "aws-sdk"))
+}
 
 // SetLoader replaces FromEnv as the source of Load; a main calls it once, before any client
 // is made.
@@ -160,15 +214,16 @@ func Local(getenv func(string) string, policy awsretry.Policy) aws.Config {
 	return cfg
 }
 
-// base is what the SDK's loader sets whatever the source: its logger, the legacy defaults
-// mode, and the sources a client asks for its own endpoint.
+// base is what the SDK's loader sets whatever the source: a logger (SetLogger's, where the
+// loader's is plain text on stderr), the legacy defaults mode, and the sources a client asks
+// for its own endpoint.
 func base(policy awsretry.Policy, region string, sources ...any) aws.Config {
 	return aws.Config{
 		Region:        region,
 		Retryer:       policy.NewRetryer,
 		HTTPClient:    policy.HTTPClient(),
 		APIOptions:    awsretry.APIOptions(),
-		Logger:        logging.NewStandardLogger(os.Stderr),
+		Logger:        Logger(),
 		DefaultsMode:  aws.DefaultsModeLegacy,
 		ConfigSources: sources,
 	}

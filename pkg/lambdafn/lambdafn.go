@@ -14,6 +14,7 @@ import (
 
 	"aitokens/pkg/api"
 	"aitokens/pkg/auth"
+	"aitokens/pkg/awsconf"
 	"aitokens/pkg/config"
 	"aitokens/pkg/seal"
 	"aitokens/pkg/service"
@@ -79,6 +80,7 @@ func Start(function string, sealer SealerFactory) {
 		initFailed(function, err)
 	}
 	o := NewObserver(function, cfg.ServiceName, os.Stdout)
+	awsconf.SetLogger(o.Logger()) // the SDK's own lines too, before its clients are made
 	h, err := handler(context.Background(), cfg, function, sealer, o.Logger())
 	if err != nil {
 		initFailed(function, err)

@@ -14,6 +14,7 @@ import (
 	"github.com/aws/aws-lambda-go/lambda"
 	"github.com/aws/aws-lambda-go/lambdaurl"
 
+	"aitokens/pkg/awsconf"
 	"aitokens/pkg/config"
 	"aitokens/pkg/metrics"
 	"aitokens/pkg/relay"
@@ -122,6 +123,7 @@ func StartRelay(sealer SealerFactory) {
 		initFailed("relay", err)
 	}
 	o := NewObserver("relay", cfg.ServiceName, os.Stdout)
+	awsconf.SetLogger(o.Logger()) // the SDK's own lines too, before its clients are made
 	h, err := NewRelay(context.Background(), cfg, sealer, o)
 	if err != nil {
 		initFailed("relay", err)

@@ -14,6 +14,7 @@ import (
 	"github.com/aws/aws-lambda-go/lambdacontext"
 
 	"aitokens/pkg/api"
+	"aitokens/pkg/awsconf"
 	"aitokens/pkg/config"
 	"aitokens/pkg/seal"
 	"aitokens/pkg/service"
@@ -139,10 +140,11 @@ func StartResolve(sealer SealerFactory) {
 	if err != nil {
 		initFailed("resolve-token", err)
 	}
+	o := NewObserver("resolve-token", cfg.ServiceName, os.Stdout)
+	awsconf.SetLogger(o.Logger()) // the SDK's own lines too, before its clients are made
 	r, err := NewResolver(context.Background(), cfg, sealer)
 	if err != nil {
 		initFailed("resolve-token", err)
 	}
-	o := NewObserver("resolve-token", cfg.ServiceName, os.Stdout)
 	lambda.Start(o.Resolve(r.WithLogger(o.Logger()).Resolve))
 }

@@ -15,8 +15,12 @@ var errRefusedAddress = errors.New("relay: the upstream's address is loopback, p
 
 // notPublic are the ranges beyond netip's predicates that are no public upstream: this network,
 // carrier-grade NAT, IETF protocol assignments, benchmarking, NAT64 (may embed a private IPv4),
-// documentation and 6to4/Teredo relays.
+// documentation and 6to4/Teredo relays; and the IPv6 forms netip does not see through: the
+// IPv4-compatible ::/96 (::127.0.0.1) and IPv4-translated ::ffff:0:0:0/96 (neither is Unmap'd),
+// the deprecated site-local fec0::/10 (still routed inside some networks) and discard 100::/64.
 var notPublic = []netip.Prefix{
+	netip.MustParsePrefix("::/96"), netip.MustParsePrefix("::ffff:0:0:0/96"), netip.MustParsePrefix("fec0::/10"),
+	netip.MustParsePrefix("100::/64"),
 	netip.MustParsePrefix("0.0.0.0/8"), netip.MustParsePrefix("100.64.0.0/10"), netip.MustParsePrefix("192.0.0.0/24"),
 	netip.MustParsePrefix("192.0.2.0/24"), netip.MustParsePrefix("198.18.0.0/15"), netip.MustParsePrefix("198.51.100.0/24"),
 	netip.MustParsePrefix("203.0.113.0/24"), netip.MustParsePrefix("240.0.0.0/4"), netip.MustParsePrefix("64:ff9b::/96"),

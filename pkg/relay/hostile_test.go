@@ -31,7 +31,7 @@ func TestHostileHostForms(t *testing.T) {
 		if a.status == 200 && len(up.received()) == 0 {
 			t.Errorf("%s: 200 without the upstream", h)
 		}
-		if a.status != 200 && a.status != 403 && a.status != 502 && a.status != 404 {
+		if a.status != 200 && a.status != 400 && a.status != 403 && a.status != 502 && a.status != 404 {
 			t.Errorf("%s: %d %s", h, a.status, a.body)
 		}
 	}

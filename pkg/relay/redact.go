@@ -3,6 +3,7 @@ package relay
 import (
 	"bytes"
 	"encoding/base64"
+	"encoding/json"
 	"net/http"
 	"net/url"
 	"slices"
@@ -13,9 +14,11 @@ import (
 const Redacted = "[REDACTED]"
 
 // secrets are the forms of the value that an upstream might send back: the value itself, the
-// injected header or parameter as rendered, and their URL-query and base64 encodings (an echo
-// of a URL, of a Basic credential). Longest first, so a rendered form goes whole before the
-// value within it.
+// injected header or parameter as rendered, their URL-query and base64 encodings (an echo of a
+// URL, of a Basic credential; base64 in both alphabets, unpadded too: the padded forms hold the
+// unpadded URL one, not the unpadded standard one) and their JSON string escapes (an error body
+// quoting the key: Go escapes <, >, &; others, PHP first, escape / as \/). Longest first, so a
+// rendered form goes whole before the value within it.
 func secrets(value []byte, rendered string) [][]byte {
 	var out [][]byte
 	for _, s := range []string{string(value), rendered} {
@@ -23,7 +26,16 @@ func secrets(value []byte, rendered string) [][]byte {
 			continue
 		}
 		out = append(out, []byte(s), []byte(url.QueryEscape(s)), []byte(url.PathEscape(s)),
-			[]byte(base64.StdEncoding.EncodeToString([]byte(s))), []byte(base64.RawURLEncoding.EncodeToString([]byte(s))))
+			[]byte(base64.StdEncoding.EncodeToString([]byte(s))), []byte(base64.RawStdEncoding.EncodeToString([]byte(s))),
+			[]byte(base64.RawURLEncoding.EncodeToString([]byte(s))))
+		for _, html := range []bool{true, false} {
+			var b bytes.Buffer
+			e := json.NewEncoder(&b)
+			e.SetEscapeHTML(html)
+			e.Encode(s)
+			j := bytes.TrimSuffix(bytes.TrimSpace(b.Bytes()), []byte(`"`))[1:]
+			out = append(out, j, bytes.ReplaceAll(j, []byte("/"), []byte(`\/`)))
+		}
 	}
 	slices.SortFunc(out, func(a, b []byte) int { return len(b) - len(a) })
 	return slices.CompactFunc(out, bytes.Equal)

@@ -91,13 +91,46 @@ func New(cfg Config) (*Handler, error) {
 	return h, nil
 }
 
-func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.mux.ServeHTTP(w, r) }
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if strings.EqualFold(r.Method, http.MethodConnect) || strings.EqualFold(r.Method, http.MethodTrace) {
+		// CONNECT would make the relay a tunnel of bytes it cannot search; TRACE asks the
+		// upstream to echo the request, the injected header with it. (Any case: some servers
+		// read methods case-insensitively.)
+		h.finish(w, r, &call{start: time.Now(), rid: requestID(r.Context()), rec: recorder(r.Context())},
+			&token.Error{Kind: token.Invalid, Reason: reasonMethod, Message: "The relay does not pass on " + strings.ToUpper(r.Method) + "."})
+		return
+	}
+	if uncleanPath(r) {
+		// The mux would answer a redirect to the cleaned path (which may name another token,
+		// tenant or host) in plain text; the relay answers bad input in the API's shape.
+		h.finish(w, r, &call{start: time.Now(), rid: requestID(r.Context()), rec: recorder(r.Context())},
+			token.InvalidField("path", "The relay's path may hold no empty, . or .. segment (plain or percent-encoded)."))
+		return
+	}
+	h.mux.ServeHTTP(w, r)
+}
+
+// uncleanPath says whether r's path has an empty, "." or ".." segment: as the mux sees it (the
+// escaped path, which it would clean and redirect), or once decoded (%2e%2e, ..%2F), which an
+// upstream would resolve. An empty last segment (a trailing slash) is a path of its own.
+func uncleanPath(r *http.Request) bool {
+	for _, p := range []string{r.URL.EscapedPath(), r.URL.Path} {
+		segs := strings.Split(strings.TrimPrefix(p, "/"), "/")
+		for i, s := range segs {
+			if s == "." || s == ".." || s == "" && i < len(segs)-1 {
+				return true
+			}
+		}
+	}
+	return false
+}
 
 // Reasons of the relay's own answers.
 const (
 	reasonUnreachable token.Reason = "upstream_unreachable"
 	reasonTimeout     token.Reason = "upstream_timeout"
 	reasonEncoded     token.Reason = "upstream_encoded"
+	reasonMethod      token.Reason = "method_not_allowed"
 )
 
 // call is what the log and metrics lines of one call say.
@@ -115,10 +148,18 @@ type call struct {
 }
 
 func (h *Handler) relay(w http.ResponseWriter, r *http.Request) {
+	// The host as a policy names it (lowercase, as AllowsHost compares): the upstream's Host, SNI
+	// and --dev's localhost check see the listed entry, not the caller's spelling.
 	c := &call{start: time.Now(), rid: requestID(r.Context()), tenant: r.PathValue("tenant"), tokenID: r.PathValue("tokenId"),
-		host: r.PathValue("host"), rec: recorder(r.Context())}
+		host: strings.ToLower(r.PathValue("host")), rec: recorder(r.Context())}
 	ctx := metrics.NewContext(r.Context(), c.rec)
 	var err error
+	if len(r.Header.Values(ConsumerHeader)) > 1 {
+		// Two consumers are no consumer: which one a proxy keeps (the first, the last, both
+		// joined as a function URL does) must not decide whose usage the call spends.
+		h.finish(w, r, c, token.InvalidField(ConsumerHeader, ConsumerHeader+" must be sent once"))
+		return
+	}
 	if c.consumer, err = parseConsumer(r.Header.Get(ConsumerHeader)); err != nil {
 		h.finish(w, r, c, err)
 		return
@@ -388,6 +429,8 @@ func writeError(w http.ResponseWriter, err error, rid string) int {
 		status = http.StatusGone
 	case reasonTimeout:
 		status = http.StatusGatewayTimeout
+	case reasonMethod:
+		status = http.StatusMethodNotAllowed
 	}
 	body.Code, body.Status = status, http.StatusText(status)
 	w.Header().Set("Content-Type", "application/json")

@@ -58,7 +58,7 @@ func TestCreateTableUpgradesAnOlderTable(t *testing.T) {
 	}
 	slices.Sort(indexes)
 	if want := []string{store.ExpiryIndex, store.ListIndexByCreated, store.ListIndexByExpires, store.ListIndexByID,
-		store.ListIndexByModified, store.ListIndexByName}; !slices.Equal(indexes, want) {
+		store.ListIndexByIDKeys, store.ListIndexByModified, store.ListIndexByName}; !slices.Equal(indexes, want) {
 		t.Fatalf("indexes %v, want %v", indexes, want)
 	}
 	st := store.New(db, table)

@@ -130,18 +130,22 @@ func (e *entries) next(ctx context.Context) (map[string]types.AttributeValue, bo
 	return it, true, nil
 }
 
-// orderEntries are the entries of tenant's tokens in order o.
-func (s *Store) orderEntries(tenant string, o ListOrder, want int) (*entries, error) {
+// orderEntries are the entries of tenant's tokens in order o; for the id order, from list-id
+// (the listing attributes) when listing is set, else from list-id-keys.
+func (s *Store) orderEntries(tenant string, o ListOrder, want int, listing bool) (*entries, error) {
 	t := map[string]types.AttributeValue{":t": &types.AttributeValueMemberS{Value: tenant}, ":lo": &types.AttributeValueMemberS{Value: lowestKey}}
 	all := func(index string) []segment {
-		sortKey := map[string]string{ListIndexByID: "id", ListIndexByName: attrByName, ListIndexByCreated: attrByCreated,
+		sortKey := map[string]string{ListIndexByID: "id", ListIndexByIDKeys: "id", ListIndexByName: attrByName, ListIndexByCreated: attrByCreated,
 			ListIndexByModified: attrByModified, ListIndexByExpires: attrByExpires}[index]
 		return []segment{{index: index, cond: "pk = :t AND " + sortKey + " >= :lo", values: t, forward: !o.Desc}}
 	}
 	e := &entries{s: s, want: want}
 	switch o.Field {
 	case "id":
-		e.segs = all(ListIndexByID)
+		e.segs = all(ListIndexByIDKeys)
+		if listing {
+			e.segs = all(ListIndexByID)
+		}
 	case "name":
 		e.segs, e.sortKey = all(ListIndexByName), attrByName
 	case "metadata.createdAt":
@@ -172,9 +176,11 @@ func (s *Store) orderEntries(tenant string, o ListOrder, want int) (*entries, er
 }
 
 // ListPage is the size tokens after the first skip of tenant's tokens in order o, reading the
-// order's index (the skipped entries too, never their items) and then the page's items.
+// order's index (the skipped entries too, keys only, never their items) and then the page's
+// items. The first page of the id order reads list-id, whose entries are the page.
 func (s *Store) ListPage(ctx context.Context, tenant string, o ListOrder, skip, size int) (ListResult, error) {
-	e, err := s.orderEntries(tenant, o, skip+size)
+	listing := o.Field == "id" && skip == 0
+	e, err := s.orderEntries(tenant, o, skip+size, listing)
 	if err != nil {
 		return ListResult{}, err
 	}
@@ -192,7 +198,7 @@ func (s *Store) ListPage(ctx context.Context, tenant string, o ListOrder, skip, 
 		}
 	}
 	res := ListResult{ItemsRead: e.read}
-	if o.Field == "id" { // the listing index holds the listing attributes
+	if listing { // the listing index holds the listing attributes
 		for _, raw := range page {
 			var it item
 			if err := attributevalue.UnmarshalMap(raw, &it); err != nil {

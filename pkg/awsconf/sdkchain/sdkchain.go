@@ -9,11 +9,13 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/config"
 
+	"aitokens/pkg/awsconf"
 	"aitokens/pkg/awsretry"
 )
 
-// Load is an awsconf.Loader: the SDK's default configuration with policy applied.
+// Load is an awsconf.Loader: the SDK's default configuration with policy applied, and
+// awsconf's logger (JSON lines) instead of the SDK's plain text.
 func Load(ctx context.Context, policy awsretry.Policy) (aws.Config, error) {
 	return config.LoadDefaultConfig(ctx, config.WithRetryer(policy.NewRetryer), config.WithHTTPClient(policy.HTTPClient()),
-		config.WithAPIOptions(awsretry.APIOptions()))
+		config.WithLogger(awsconf.Logger()), config.WithAPIOptions(awsretry.APIOptions()))
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/aws/aws-lambda-go/lambda"
 
 	"aitokens/pkg/api"
+	"aitokens/pkg/awsconf"
 	"aitokens/pkg/config"
 	"aitokens/pkg/eventbus"
 	"aitokens/pkg/lambdafn"
@@ -64,6 +65,7 @@ func Publisher(o *lambdafn.Observer, p *eventbus.Publisher) func(context.Context
 func StartPublishEvents() {
 	cfg, err := config.Load(os.Getenv) // it reads no table: TABLE_NAME is not required
 	o := lambdafn.NewObserver(PublishEvents, cfg.ServiceName, os.Stdout)
+	awsconf.SetLogger(o.Logger()) // the SDK's own lines too, before its clients are made
 	if err != nil {
 		initFailed(o, err)
 	}
@@ -124,6 +126,7 @@ func StartSweepExpiring() {
 		initFailed(o, err)
 	}
 	o = lambdafn.NewObserver(SweepExpiring, cfg.ServiceName, os.Stdout)
+	awsconf.SetLogger(o.Logger()) // the SDK's own lines too, before its clients are made
 	client, err := store.NewClient(context.Background(), cfg.DynamoDBEndpoint, cfg.AWS)
 	if err != nil {
 		initFailed(o, err)
