@@ -46,7 +46,7 @@ var defaultLog = slog.New(slog.NewJSONHandler(os.Stderr, nil))
 
 // SetLogger sends the SDK's own log lines to log (nil: back to JSON on stderr). The SDK's
 // standard logger writes plain text ("SDK 2026/12/07 ... WARN failed to discard remaining HTTP
-// response body, ...", when an attempt times out mid-body): in a function's log, where every
+// response body, ...", when an attempt is cut mid-body): in a function's log, where every
 // line is JSON with the function's fields, that line broke the stream. A main calls it once,
 // before any client is made (a client keeps the logger of its configuration).
 func SetLogger(log *slog.Logger) {

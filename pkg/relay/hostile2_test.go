@@ -515,3 +515,26 @@ func TestHostile2ValueInTheReasonPhrase(t *testing.T) {
 		t.Fatalf("%q %q", res.Status, body)
 	}
 }
+
+// CR/LF percent-encoded in the path or query stays encoded on the wire (no header is made of
+// it), and a caller's literal {{value}} in the path or query is not expanded, with the value in
+// a header or in the query.
+func TestHostile2EncodedCRLFAndPlaceholders(t *testing.T) {
+	e := newEnv(t, true)
+	up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {})
+	e.create("h", bearer(up.host()), nil)
+	e.create("q", &token.Egress{AllowedHosts: []string{up.host()}, Inject: token.Inject{In: token.InjectQuery, Name: "key", Template: "{{value}}"}}, nil)
+	for i, id := range []string{"h", "q"} {
+		a := e.do("GET", "/relay/acme/"+id+"/"+up.host()+"/x%0d%0aX-Injected:%201/%7B%7Bvalue%7D%7D?a=%0d%0aX-Injected:%202&b=%7B%7Bvalue%7D%7D&c={{value}}", nil, "")
+		if a.status != 200 {
+			t.Fatalf("%s: %d %s", id, a.status, a.body)
+		}
+		r := up.received()[i]
+		if len(r.Header.Values("X-Injected")) != 0 || strings.Count(r.URL.RawQuery+r.URL.EscapedPath(), secret) != i {
+			t.Errorf("%s: the upstream got headers %v, path %q, query %q", id, r.Header, r.URL.EscapedPath(), r.URL.RawQuery)
+		}
+		if q := r.URL.Query(); q.Get("b") != "{{value}}" || q.Get("c") != "{{value}}" || q.Get("a") != "\r\nX-Injected: 2" {
+			t.Errorf("%s: the upstream's query %v", id, q)
+		}
+	}
+}
