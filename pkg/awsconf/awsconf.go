@@ -222,6 +222,7 @@ func base(policy awsretry.Policy, region string, sources ...any) aws.Config {
 		Region:        region,
 		Retryer:       policy.NewRetryer,
 		HTTPClient:    policy.HTTPClient(),
+		APIOptions:    awsretry.APIOptions(),
 		Logger:        Logger(),
 		DefaultsMode:  aws.DefaultsModeLegacy,
 		ConfigSources: sources,

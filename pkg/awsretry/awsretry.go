@@ -5,11 +5,13 @@ package awsretry
 import (
 	"context"
 	"errors"
+	"io"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/aws/retry"
 	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
+	"github.com/aws/smithy-go/middleware"
 	smithyhttp "github.com/aws/smithy-go/transport/http"
 )
 
@@ -50,6 +52,37 @@ func (p Policy) NewRetryer() aws.Retryer {
 func (p Policy) HTTPClient() *awshttp.BuildableClient {
 	return awshttp.NewBuildableClient().WithTimeout(p.AttemptTimeout)
 }
+
+// APIOptions are the middleware every client of the service carries (aws.Config.APIOptions):
+// readOnlyBody, so that one call is one request.
+func APIOptions() []func(*middleware.Stack) error {
+	return []func(*middleware.Stack) error{func(s *middleware.Stack) error {
+		return s.Deserialize.Add(readOnlyBody, middleware.After)
+	}}
+}
+
+// readOnlyBody hands net/http the request's body without its WriteTo. smithy-go closes the body
+// as soon as the answer's headers are in (transport/http/client.go), and its closed body's
+// WriteTo returns io.EOF, which io.Copy passes on as an error. net/http, after sending a body of
+// known length, reads it once more for bytes beyond that length (transfer.go); when the answer
+// came first (a loaded machine), that read fails, net/http closes the connection under the
+// answer's body, and the SDK retries the read error: the service gets the call twice (a second
+// GenerateDataKey or Decrypt; a conditional write whose second try fails its condition). Read
+// alone ends on the closed body with a plain io.EOF. Retries still rewind the stream, which
+// stays the SDK's own.
+var readOnlyBody = middleware.DeserializeMiddlewareFunc("ReadOnlyRequestBody",
+	func(ctx context.Context, in middleware.DeserializeInput, next middleware.DeserializeHandler) (middleware.DeserializeOutput, middleware.Metadata, error) {
+		if req, ok := in.Request.(*smithyhttp.Request); ok {
+			if _, ok := req.GetStream().(io.WriterTo); ok {
+				r, err := req.SetStream(struct{ io.Reader }{req.GetStream()})
+				if err != nil {
+					return middleware.DeserializeOutput{}, middleware.Metadata{}, err
+				}
+				in.Request = r
+			}
+		}
+		return next.HandleDeserialize(ctx, in)
+	})
 
 // NoBackoff is a Backoff that retries at once.
 var NoBackoff = retry.BackoffDelayerFunc(func(int, error) (time.Duration, error) { return 0, nil })

@@ -17,5 +17,5 @@ import (
 // awsconf's logger (JSON lines) instead of the SDK's plain text.
 func Load(ctx context.Context, policy awsretry.Policy) (aws.Config, error) {
 	return config.LoadDefaultConfig(ctx, config.WithRetryer(policy.NewRetryer), config.WithHTTPClient(policy.HTTPClient()),
-		config.WithLogger(awsconf.Logger()))
+		config.WithLogger(awsconf.Logger()), config.WithAPIOptions(awsretry.APIOptions()))
 }
