@@ -3,11 +3,15 @@ package relay
 import (
 	"context"
 	"errors"
+	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
 	"net/url"
+	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -74,5 +78,88 @@ func TestHostile2NameWithSeveralInternalAddresses(t *testing.T) {
 	}
 	if !errors.Is(err, errRefusedAddress) || reached.Load() != 0 {
 		t.Fatalf("dial of localhost: %v, server reached %d times", err, reached.Load())
+	}
+}
+
+// fakeDNS answers every A query for any name with addrs (and AAAA with none), over the stream
+// framing Go's resolver uses on a connection that is not a PacketConn.
+func fakeDNS(addrs ...netip.Addr) func(context.Context, string, string) (net.Conn, error) {
+	return func(context.Context, string, string) (net.Conn, error) {
+		client, server := net.Pipe()
+		go func() {
+			defer server.Close()
+			for {
+				var n [2]byte
+				if _, err := io.ReadFull(server, n[:]); err != nil {
+					return
+				}
+				q := make([]byte, int(n[0])<<8|int(n[1]))
+				if _, err := io.ReadFull(server, q); err != nil || len(q) < 12 {
+					return
+				}
+				end := 12
+				for end < len(q) && q[end] != 0 {
+					end += int(q[end]) + 1
+				}
+				end += 5 // the root label, QTYPE, QCLASS
+				if end > len(q) {
+					return
+				}
+				qtype := int(q[end-4])<<8 | int(q[end-3])
+				var answers [][]byte
+				for _, a := range addrs {
+					if qtype == 1 && a.Is4() {
+						b := a.As4()
+						answers = append(answers, append([]byte{0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4}, b[:]...))
+					}
+				}
+				msg := append([]byte{q[0], q[1], 0x81, 0x80, 0, 1, 0, byte(len(answers)), 0, 0, 0, 0}, q[12:end]...)
+				for _, a := range answers {
+					msg = append(msg, a...)
+				}
+				if _, err := server.Write(append([]byte{byte(len(msg) >> 8), byte(len(msg))}, msg...)); err != nil {
+					return
+				}
+			}
+		}()
+		return client, nil
+	}
+}
+
+// A name that resolves to a private and a public address (a DNS answer an attacker controls):
+// the dialler the relay's transport is built on tries each, and the check refuses the private one
+// on the address actually dialled, so nothing connects to it; the public one is let through (here
+// it need not answer).
+func TestHostile2NameWithAPrivateAndAPublicAddress(t *testing.T) {
+	var mu sync.Mutex
+	seen := map[string]error{}
+	check := control(false)
+	d := &net.Dialer{Timeout: 2 * time.Second, Resolver: &net.Resolver{PreferGo: true, Dial: fakeDNS(netip.MustParseAddr("10.0.0.7"),
+		netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("8.8.8.8"))},
+		Control: func(network, address string, c syscall.RawConn) error {
+			err := check(network, address, c)
+			mu.Lock()
+			seen[address] = err
+			mu.Unlock()
+			if err == nil {
+				return errors.New("test: a public address, not dialled further")
+			}
+			return err
+		}}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if conn, err := d.DialContext(ctx, "tcp4", "mixed.example:443"); err == nil {
+		conn.Close()
+		t.Fatal("connected")
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for addr, want := range map[string]bool{"10.0.0.7:443": false, "192.0.2.1:443": false, "8.8.8.8:443": true} {
+		err, ok := seen[addr]
+		if !ok {
+			t.Errorf("%s was never checked: %v", addr, seen)
+		} else if (err == nil) != want {
+			t.Errorf("%s: %v", addr, err)
+		}
 	}
 }

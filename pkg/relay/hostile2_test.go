@@ -538,3 +538,31 @@ func TestHostile2EncodedCRLFAndPlaceholders(t *testing.T) {
 		}
 	}
 }
+
+// A caller's Range cannot cut an echo of the value inside it (bytes=15- from the middle of the
+// value, bytes=0-40 ending inside it: a part of the value matches no secret and would pass): the
+// caller's Range and If-Range do not reach the upstream, which answers the whole echo, redacted.
+// No 12-byte piece of the value reaches the caller.
+func TestHostile2RangeCannotCutTheValue(t *testing.T) {
+	e := newEnv(t, true)
+	up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		http.ServeContent(w, r, "echo.txt", time.Time{}, strings.NewReader("auth="+r.Header.Get("Authorization")+"\n"))
+	})
+	e.create("open", bearer(up.host()), nil)
+	for _, rg := range []string{"bytes=15-", "bytes=0-40", "bytes=20-30", "bytes=-20"} {
+		a := e.do("GET", "/relay/acme/open/"+up.host()+"/echo.txt", map[string]string{"Range": rg}, "")
+		for i := 0; i+12 <= len(secret); i++ {
+			if strings.Contains(a.body, secret[i:i+12]) {
+				t.Errorf("Range %s: %d %q holds %q of the value", rg, a.status, a.body, secret[i:i+12])
+				break
+			}
+		}
+		if r := up.received(); r[len(r)-1].Header.Get("Range") != "" || r[len(r)-1].Header.Get("If-Range") != "" {
+			t.Errorf("Range %s reached the upstream", rg)
+		}
+	}
+	e.do("GET", "/relay/acme/open/"+up.host()+"/echo.txt", map[string]string{"Range": "bytes=15-", "If-Range": `"etag"`}, "")
+	if r := up.received(); r[len(r)-1].Header.Get("If-Range") != "" {
+		t.Errorf("If-Range reached the upstream")
+	}
+}
