@@ -411,6 +411,9 @@ func TestHostile2TokenStates(t *testing.T) {
 		{"a consumer of another kind", "/relay/acme/restricted/" + up.host() + "/x", []string{"tool:support"}, 403},
 		{"two consumer headers, the registered one first", "/relay/acme/restricted/" + up.host() + "/x", []string{"agent:support", "agent:other"}, 400},
 		{"two consumer headers, the registered one last", "/relay/acme/restricted/" + up.host() + "/x", []string{"agent:other", "agent:support"}, 400},
+		{"a consumer's JSON with a key twice", "/relay/acme/restricted/" + up.host() + "/x", []string{`{"kind":"agent","id":"other","id":"support"}`}, 400},
+		{"a consumer's JSON with trailing data", "/relay/acme/restricted/" + up.host() + "/x", []string{`{"kind":"agent","id":"support"}{"id":"x"}`}, 400},
+		{"a consumer's JSON with a closing brace after it", "/relay/acme/restricted/" + up.host() + "/x", []string{`{"kind":"agent","id":"support"}}`}, 400},
 		{"two consumers in one header", "/relay/acme/restricted/" + up.host() + "/x", []string{"agent:support, agent:other"}, 400},
 	} {
 		req, _ := http.NewRequest("GET", e.relay.URL+c.path, nil)

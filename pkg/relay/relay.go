@@ -456,7 +456,9 @@ func parseConsumer(h string) (*token.Consumer, error) {
 	if strings.HasPrefix(h, "{") {
 		d := json.NewDecoder(strings.NewReader(h))
 		d.DisallowUnknownFields()
-		if err := d.Decode(&c); err != nil {
+		if err := d.Decode(&c); err != nil || strings.TrimSpace(h[d.InputOffset():]) != "" || !uniqueKeys(h) {
+			// As the API reads JSON: one object, each key once (the decoder keeps the last of
+			// two, a proxy reading the header may keep the first), nothing after it.
 			return nil, token.InvalidField(ConsumerHeader, ConsumerHeader+` must be "kind:id" or {"kind":..,"id":..}`)
 		}
 	} else {
@@ -469,6 +471,29 @@ func parseConsumer(h string) (*token.Consumer, error) {
 		return nil, err
 	}
 	return &c, nil
+}
+
+// uniqueKeys says whether the JSON object h names each of its keys once (its values are
+// strings: a consumer's kind and id).
+func uniqueKeys(h string) bool {
+	d := json.NewDecoder(strings.NewReader(h))
+	if t, err := d.Token(); err != nil || t != json.Delim('{') {
+		return false
+	}
+	seen := map[string]bool{}
+	for d.More() {
+		k, err := d.Token()
+		key, ok := k.(string)
+		if err != nil || !ok || seen[key] {
+			return false
+		}
+		seen[key] = true
+		var v json.RawMessage
+		if err := d.Decode(&v); err != nil {
+			return false
+		}
+	}
+	return true
 }
 
 // requestID is the Lambda request id when there is one, else a random id.
