@@ -21,24 +21,32 @@ const (
 // RelayGrant is what the relay needs to forward one call to hostport: the value and the token's
 // egress policy. It makes resolve's checks through resolve's path (exists, not expired or
 // retired, a restricted token's consumer registered; the warm cache, so no KMS call when warm),
-// then the relay's own: the token has a policy and the policy admits hostport. The policy is
-// the one the value opened under (it is bound into the encryption context). Every refusal and
-// key-service failure is an audit event with action relay; the value is never in one.
+// then the relay's own: the token has a policy and the policy admits hostport, both decided from
+// the token as read, before its value is opened or its use recorded, so that a refused host
+// costs no KMS call and no write; then the value must be injectable. The policy is the one the
+// value opened under (its digest is in the encryption context: a policy rewritten in the table
+// to admit another host does not open). Every refusal and key-service failure is an audit
+// event with action relay; the value is never in one.
 func (s *Service) RelayGrant(ctx context.Context, tenant, id string, consumer *token.Consumer, hostport, requestID string) ([]byte, token.Egress, error) {
-	t, value, err := s.resolve(ctx, tenant, id, consumer)
-	if err == nil {
+	admit := func(t token.Token) error {
 		switch {
 		case t.Egress == nil:
-			value, err = nil, &token.Error{Kind: token.Forbidden, Reason: ReasonNotRelayable, ResourceID: id,
+			return &token.Error{Kind: token.Forbidden, Reason: ReasonNotRelayable, ResourceID: id,
 				Message: "The token " + id + " has no egress policy; it cannot be used through the relay."}
 		case !t.Egress.AllowsHost(hostport):
-			value, err = nil, &token.Error{Kind: token.Forbidden, Reason: ReasonHostNotAllowed, ResourceID: id,
+			return &token.Error{Kind: token.Forbidden, Reason: ReasonHostNotAllowed, ResourceID: id,
 				Message: "The token " + id + " may not be sent to this host; its egress policy does not list it."}
-		case !injectable(value):
-			value, err = nil, &token.Error{Kind: token.Forbidden, Reason: ReasonNotInjectable, ResourceID: id,
+		}
+		return nil
+	}
+	accept := func(value []byte) error {
+		if !injectable(value) {
+			return &token.Error{Kind: token.Forbidden, Reason: ReasonNotInjectable, ResourceID: id,
 				Message: "The value of token " + id + " holds a control character or {{; the relay does not inject it."}
 		}
+		return nil
 	}
+	t, value, err := s.resolveWith(ctx, tenant, id, consumer, admit, accept)
 	reason := refusal(err)
 	if e := token.As(err); err != nil && (e.Reason == ReasonNotRelayable || e.Reason == ReasonHostNotAllowed || e.Reason == ReasonNotInjectable) {
 		reason = string(e.Reason)

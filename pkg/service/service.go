@@ -439,6 +439,15 @@ func refusal(err error) string {
 
 // resolve returns the token read (its version for the audit even when refused) and its value.
 func (s *Service) resolve(ctx context.Context, tenant, id string, consumer *token.Consumer) (token.Token, []byte, error) {
+	return s.resolveWith(ctx, tenant, id, consumer, nil, nil)
+}
+
+// resolveWith is resolve with a caller's own refusals (the relay's): admit decides from the
+// token as read, after resolve's refusals and before the value is opened, so that what the
+// item decides costs no KMS call and no write; accept decides from the opened value, before its
+// use is recorded. Either may be nil.
+func (s *Service) resolveWith(ctx context.Context, tenant, id string, consumer *token.Consumer,
+	admit func(token.Token) error, accept func([]byte) error) (token.Token, []byte, error) {
 	if err := token.ValidateTenant(tenant); err != nil {
 		return token.Token{}, nil, err
 	}
@@ -465,9 +474,19 @@ func (s *Service) resolve(ctx context.Context, tenant, id string, consumer *toke
 	if t.Restricted && (consumer == nil || !slices.Contains(t.Consumers, consumer.Key())) {
 		return t, nil, &token.Error{Kind: token.Forbidden, Reason: token.ConsumerRefused, ResourceID: id}
 	}
+	if admit != nil {
+		if err := admit(t); err != nil {
+			return t, nil, err
+		}
+	}
 	value, err := s.sealer.Open(ctx, seal.BindingOf(t), sealed)
 	if err != nil {
 		return t, nil, err
+	}
+	if accept != nil {
+		if err := accept(value); err != nil {
+			return t, nil, err
+		}
 	}
 	// Written at most once a minute, and only asked for when the read says it is due, so that
 	// a warm resolve is one GetItem. Losing the write must not lose the caller its value.
