@@ -15,15 +15,10 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 
-	"aitokens/pkg/config"
-	"aitokens/pkg/devtools/kmstest"
 	"aitokens/pkg/devtools/testenv"
 	"aitokens/pkg/relay"
 	"aitokens/pkg/relayclient"
-	"aitokens/pkg/seal"
-	"aitokens/pkg/seal/kmsseal"
 	"aitokens/pkg/service"
-	"aitokens/pkg/store"
 	"aitokens/pkg/token"
 )
 
@@ -159,22 +154,7 @@ func bench(b *testing.B, think time.Duration, sse bool) {
 
 // benchRelay is the relay on the real service with one token, openai, for host; its URL.
 func benchRelay(b *testing.B, host string) (string, *service.Service) {
-	kms := kmstest.New()
-	b.Cleanup(kms.Close)
-	kms.UseFromEnv(b)
-	cfg, err := config.Load(func(string) string { return "" })
-	if err != nil {
-		b.Fatal(err)
-	}
-	cfg.TableName, cfg.DynamoDBEndpoint, cfg.AWS, cfg.KMSKeyID = testenv.NewTable(b), testenv.Endpoint(), testenv.Policy, "alias/ai-tokens"
-	sealer, err := kmsseal.FromConfig(context.Background(), cfg)
-	if err != nil {
-		b.Fatal(err)
-	}
-	svc, err := service.New(store.New(testenv.Client(), cfg.TableName), seal.NewCache(sealer, 100, time.Hour), time.Now)
-	if err != nil {
-		b.Fatal(err)
-	}
+	svc, _, _ := testenv.KMSService(b, time.Now)
 	if _, err := svc.Upsert(context.Background(), service.Upsert{Tenant: "acme", ID: "openai", Name: aws.String("openai"), Value: aws.String(secret),
 		Egress: bearer(host), Meta: service.Meta{RequestID: "bench"}}); err != nil {
 		b.Fatal(err)

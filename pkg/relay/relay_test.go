@@ -21,7 +21,6 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 
-	"aitokens/pkg/config"
 	"aitokens/pkg/devtools/emfcheck"
 	"aitokens/pkg/devtools/kmstest"
 	"aitokens/pkg/devtools/syncbuf"
@@ -29,10 +28,7 @@ import (
 	"aitokens/pkg/metrics"
 	"aitokens/pkg/query"
 	"aitokens/pkg/relay"
-	"aitokens/pkg/seal"
-	"aitokens/pkg/seal/kmsseal"
 	"aitokens/pkg/service"
-	"aitokens/pkg/store"
 	"aitokens/pkg/token"
 )
 
@@ -58,25 +54,10 @@ type env struct {
 
 func newEnv(t *testing.T, dev bool) *env {
 	t.Helper()
-	kms := kmstest.New()
-	t.Cleanup(kms.Close)
-	kms.UseFromEnv(t)
-	cfg, err := config.Load(func(string) string { return "" })
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.TableName, cfg.DynamoDBEndpoint, cfg.AWS, cfg.KMSKeyID = testenv.NewTable(t), testenv.Endpoint(), testenv.Policy, "alias/ai-tokens"
-	sealer, err := kmsseal.FromConfig(context.Background(), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
 	// The clock runs ahead by skip, so that a test can let a token expire without sleeping.
 	skip := &atomic.Int64{}
 	now := func() time.Time { return time.Now().Add(time.Duration(skip.Load())) }
-	svc, err := service.New(store.New(testenv.Client(), cfg.TableName).WithClock(now), seal.NewCache(sealer, 100, time.Hour), now)
-	if err != nil {
-		t.Fatal(err)
-	}
+	svc, kms, cfg := testenv.KMSService(t, now)
 	e := &env{t: t, svc: svc, skip: skip, kms: kms, table: cfg.TableName, logs: &syncbuf.Buffer{}, emf: &syncbuf.Buffer{},
 		bodies: &syncbuf.Buffer{}, headers: &syncbuf.Buffer{}}
 	h, err := relay.New(relay.Config{Grants: svc, Log: slog.New(slog.NewJSONHandler(e.logs, nil)), Metrics: e.emf,

@@ -18,16 +18,11 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 
-	"aitokens/pkg/config"
-	"aitokens/pkg/devtools/kmstest"
 	"aitokens/pkg/devtools/syncbuf"
 	"aitokens/pkg/devtools/testenv"
 	"aitokens/pkg/relay"
 	"aitokens/pkg/relayclient"
-	"aitokens/pkg/seal"
-	"aitokens/pkg/seal/kmsseal"
 	"aitokens/pkg/service"
-	"aitokens/pkg/store"
 	"aitokens/pkg/token"
 )
 
@@ -47,22 +42,7 @@ type realRelay struct {
 
 func newRealRelay(t *testing.T, signed bool) *realRelay {
 	t.Helper()
-	kms := kmstest.New()
-	t.Cleanup(kms.Close)
-	kms.UseFromEnv(t)
-	cfg, err := config.Load(func(string) string { return "" })
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.TableName, cfg.DynamoDBEndpoint, cfg.AWS, cfg.KMSKeyID = testenv.NewTable(t), testenv.Endpoint(), testenv.Policy, "alias/ai-tokens"
-	sealer, err := kmsseal.FromConfig(context.Background(), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	svc, err := service.New(store.New(testenv.Client(), cfg.TableName), seal.NewCache(sealer, 100, time.Hour), time.Now)
-	if err != nil {
-		t.Fatal(err)
-	}
+	svc, _, _ := testenv.KMSService(t, time.Now)
 	logs := &syncbuf.Buffer{}
 	h, err := relay.New(relay.Config{Grants: svc, Log: slog.New(slog.NewJSONHandler(logs, nil)), Dev: true, HeaderTimeout: 10 * time.Second})
 	if err != nil {
