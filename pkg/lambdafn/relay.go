@@ -18,7 +18,6 @@ import (
 	"aitokens/pkg/config"
 	"aitokens/pkg/metrics"
 	"aitokens/pkg/relay"
-	"aitokens/pkg/seal"
 )
 
 // RelayHandler is the relay function's handler: a function URL event in, a streamed response
@@ -40,14 +39,7 @@ func NewRelay(ctx context.Context, cfg config.Config, sealer SealerFactory, o *O
 	if sealer == nil {
 		return nil, errors.New("lambdafn: relay needs a sealer")
 	}
-	cached := func(ctx context.Context, cfg config.Config) (seal.Sealer, error) {
-		s, err := sealer(ctx, cfg)
-		if err != nil {
-			return nil, err
-		}
-		return seal.NewCache(s, cfg.ResolveCacheSize, cfg.ResolveCacheTTL), nil
-	}
-	svc, err := newService(ctx, cfg, cached)
+	svc, err := newService(ctx, cfg, cachedSealer(sealer))
 	if err != nil {
 		return nil, err
 	}

@@ -63,19 +63,24 @@ func NewResolver(ctx context.Context, cfg config.Config, sealer SealerFactory) (
 	if sealer == nil {
 		return nil, errors.New("lambdafn: resolve-token needs a sealer")
 	}
-	// Opened values are cached in this process, so that a warm resolve calls no KMS.
-	cached := func(ctx context.Context, cfg config.Config) (seal.Sealer, error) {
+	svc, err := newService(ctx, cfg, cachedSealer(sealer))
+	if err != nil {
+		return nil, err
+	}
+	return &Resolver{svc: svc, log: newLogger("resolve-token", os.Stdout), timeout: cfg.RequestTimeout}, nil
+}
+
+// cachedSealer is sealer with the values it opens cached in this process (size and TTL from
+// the configuration), so that a warm resolve or relay call makes no KMS call. Resolve-token and
+// the relay share it so that both cache alike.
+func cachedSealer(sealer SealerFactory) SealerFactory {
+	return func(ctx context.Context, cfg config.Config) (seal.Sealer, error) {
 		s, err := sealer(ctx, cfg)
 		if err != nil {
 			return nil, err
 		}
 		return seal.NewCache(s, cfg.ResolveCacheSize, cfg.ResolveCacheTTL), nil
 	}
-	svc, err := newService(ctx, cfg, cached)
-	if err != nil {
-		return nil, err
-	}
-	return &Resolver{svc: svc, log: newLogger("resolve-token", os.Stdout), timeout: cfg.RequestTimeout}, nil
 }
 
 // WithLogger is the resolver writing its log lines to log instead of stdout.
