@@ -27,6 +27,7 @@ var DetailTypes = map[string]string{
 	token.ActionUsageRegister:   "AI Token Usage Registered",
 	token.ActionUsageUnregister: "AI Token Usage Unregistered",
 	token.ActionResolve:         "AI Token Resolve Refused", // only refused resolves are recorded
+	token.ActionRelay:           "AI Token Relay Refused",   // only refused relay calls are recorded
 	token.ActionExpiring:        "AI Token Expiring",
 	token.ActionExpired:         "AI Token Expired",
 	token.ActionReplaced:        "AI Token Replaced", // on the old token; the new one's create carries replaces

@@ -126,7 +126,7 @@ func TestBatchingThrottlingAndRefusals(t *testing.T) {
 // Every action the service writes has a detail-type of its own; an unknown one is published
 // under DetailTypeOther rather than held back.
 func TestDetailTypes(t *testing.T) {
-	for _, a := range []string{"create", "update", "patch", "delete", "force_delete", "usage_register", "usage_unregister", "resolve", "expiring", "expired", "replaced"} {
+	for _, a := range token.Actions {
 		if eventbus.DetailType(a) == eventbus.DetailTypeOther || !strings.HasPrefix(eventbus.DetailType(a), "AI Token ") {
 			t.Errorf("%s: %q", a, eventbus.DetailType(a))
 		}

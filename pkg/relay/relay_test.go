@@ -363,7 +363,7 @@ func TestRefusals(t *testing.T) {
 			switch {
 			case c.reason == "" && len(ev) != before:
 				t.Fatalf("an event for a bad request: %+v", ev[before:])
-			case c.reason != "" && (len(ev) != before+1 || ev[len(ev)-1].Action != service.ActionRelay || ev[len(ev)-1].Outcome != c.reason):
+			case c.reason != "" && (len(ev) != before+1 || ev[len(ev)-1].Action != token.ActionRelay || ev[len(ev)-1].Outcome != c.reason):
 				t.Fatalf("audit: %+v", ev[before:])
 			}
 		})
@@ -387,7 +387,7 @@ func (e *env) events(t *testing.T) []token.Event {
 			t.Fatal(err)
 		}
 		for _, x := range ev {
-			if x.Action == service.ActionRelay {
+			if x.Action == token.ActionRelay {
 				all = append(all, x)
 			}
 		}

@@ -6,10 +6,6 @@ import (
 	"aitokens/pkg/token"
 )
 
-// ActionRelay is the audit action of a refused relay call (pkg/relay): like a refused resolve,
-// only refusals and key-service failures are recorded, with the reason as the outcome.
-const ActionRelay = "relay"
-
 // Reasons only the relay refuses with.
 const (
 	// ReasonNotRelayable: the token has no egress policy, so it may not leave through the relay.
@@ -56,7 +52,7 @@ func (s *Service) RelayGrant(ctx context.Context, tenant, id string, consumer *t
 		if consumer != nil {
 			actor = consumer.Kind + "/" + consumer.ID
 		}
-		_ = s.store.RecordEvent(ctx, tenant, token.Event{At: s.now(), Action: ActionRelay, Actor: actor,
+		_ = s.store.RecordEvent(ctx, tenant, token.Event{At: s.now(), Action: token.ActionRelay, Actor: actor,
 			RequestID: requestID, TokenID: id, Version: t.Version, Outcome: reason})
 	}
 	if err != nil {

@@ -13,10 +13,16 @@ const (
 	ActionUsageUnregister = "usage_unregister"
 	ActionResolve         = "resolve"  // only refused resolves and those the key service failed are recorded
 	ActionReplaced        = "replaced" // on the old token, when a successor replaces it
+	ActionRelay           = "relay"    // only refused relay calls are recorded (pkg/relay)
 	// Reminders, written by the expiry sweeper (pkg/reminders): they change nothing.
 	ActionExpiring = "expiring" // the token expires within Event.Lead
 	ActionExpired  = "expired"  // the token's expiresAt has passed
 )
+
+// Actions is every action the service writes: what the bus's detail-types must cover.
+var Actions = []string{ActionCreate, ActionUpdate, ActionPatch, ActionDelete, ActionForceDelete,
+	ActionUsageRegister, ActionUsageUnregister, ActionResolve, ActionReplaced, ActionRelay,
+	ActionExpiring, ActionExpired}
 
 // Outcomes of an event: a change is recorded only when it happened; a resolve only when it
 // was refused or failed on the key service, with the reason.

@@ -182,7 +182,7 @@ func Violations(ctx context.Context, db *dynamodb.Client, table string) ([]strin
 			case "event":
 				var e rawEvent
 				err = attributevalue.UnmarshalMap(raw, &e)
-				if e.Action != "resolve" && e.Action != "relay" { // refusals, not changes (relay: pkg/relay)
+				if e.Action != token.ActionResolve && e.Action != token.ActionRelay { // refusals, not changes
 					p.events[e.TokenID] = append(p.events[e.TokenID], e)
 				}
 				p.eventsBy[e.SK] = e
